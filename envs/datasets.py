@@ -1,0 +1,229 @@
+"""Offline data: (state, action) episodes in the env's state space, and H-step training windows.
+
+`load_episodes(source, env)` reads any of
+  1. a Minari dataset id, e.g. "D4RL/kitchen/mixed-v2" (local copy first, else a download, which
+     needs `pip install "minari[hf]"` and internet),
+  2. a local Minari dataset directory (the folder that holds `data/`, or `data/` itself),
+  3. a D4RL hdf5 file (`observations`, `actions`, `terminals`, `timeouts`),
+and maps every observation format to the env's state (kitchen: FrankaKitchen-v1's 59 dims, D4RL's
+60 dims, or the 30-dim state itself). Each episode has len(states) == len(actions) + 1.
+
+`WindowSampler` draws the windows of eq. 1: H actions with their H+1 states, sampled uniformly over
+episodes, then uniformly inside one episode, never across an episode boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from envs.errors import SpirlError
+from envs.registry import env_spec
+
+OFFLINE_HINT = "or pass a local file/folder with --dataset (a D4RL .hdf5 file or a Minari dataset directory)"
+
+
+@dataclass
+class Episode:
+    states: np.ndarray  # (T + 1, state_dim) float32
+    actions: np.ndarray  # (T, action_dim) float32
+
+
+# ----------------------------------------------------------------------------- state mapping
+
+
+def observations_to_states(env: str, observations, source: str) -> np.ndarray:
+    """Map a dataset's observations (array or Minari dict) to the env's state vectors."""
+    state_dim = env_spec(env)["state_dim"]
+    if isinstance(observations, dict):
+        if "observation" not in observations:
+            raise SpirlError(f"{source}: dict observations without an 'observation' key; not {env} data")
+        observations = observations["observation"]
+    obs = np.asarray(observations, dtype=np.float32)
+    dim = obs.shape[-1] if obs.ndim == 2 else None
+    if env == "kitchen":
+        from envs.kitchen import d4rl_observation_to_state, v1_observation_to_state
+
+        mapping = {30: lambda o: o, 59: v1_observation_to_state, 60: d4rl_observation_to_state}
+        if dim in mapping:
+            return np.ascontiguousarray(mapping[dim](obs))
+    elif dim == state_dim:
+        return obs
+    raise SpirlError(
+        f"{source}: observations have shape {obs.shape[1:]}, which does not fit --env {env} "
+        f"(state dim {state_dim}); use a dataset recorded in that env"
+    )
+
+
+def _check_actions(env: str, actions, source: str) -> np.ndarray:
+    action_dim = env_spec(env)["action_dim"]
+    actions = np.asarray(actions, dtype=np.float32)
+    if actions.ndim != 2 or actions.shape[1] != action_dim:
+        raise SpirlError(
+            f"{source}: actions have shape {actions.shape[1:]}, but --env {env} has {action_dim}-dim "
+            "actions; use a dataset recorded in that env"
+        )
+    return actions
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _read_d4rl_hdf5(path: str, env: str) -> list[Episode]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("observations", "actions", "terminals") if k not in f]
+            if missing:
+                raise SpirlError(f"{path}: not a D4RL dataset (no {', '.join(missing)}); pass a D4RL .hdf5 file")
+            observations = f["observations"][:]
+            actions = f["actions"][:]
+            ends = f["terminals"][:].astype(bool)
+            if "timeouts" in f:
+                ends |= f["timeouts"][:].astype(bool)
+    except SpirlError:
+        raise
+    except Exception as e:  # h5py raises OSError/KeyError/... on corrupt or truncated files
+        raise SpirlError(
+            f"cannot read {path} ({type(e).__name__}): the file is corrupt or truncated; download it again"
+        ) from None
+    if not (len(observations) == len(actions) == len(ends)):
+        raise SpirlError(f"{path}: observations, actions and terminals differ in length; file is damaged")
+    states = observations_to_states(env, observations, path)
+    actions = _check_actions(env, actions, path)
+    # An episode runs up to and including a step flagged terminal/timeout; data after the last flag
+    # is a final, unterminated episode. D4RL stores no observation after the last action, so each
+    # episode keeps its T states and the first T-1 actions (the last one has no next state).
+    bounds = np.flatnonzero(ends) + 1
+    bounds = np.concatenate([[0], bounds, [len(ends)] if not ends[-1:].all() else []]).astype(int)
+    return [
+        Episode(states[a:b], actions[a : b - 1]) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2
+    ]
+
+
+def _read_minari(dataset, env: str, source: str) -> list[Episode]:
+    episodes = []
+    for ep in dataset.iterate_episodes():
+        states = observations_to_states(env, ep.observations, source)
+        actions = _check_actions(env, ep.actions, source)
+        if len(states) != len(actions) + 1:
+            raise SpirlError(f"{source}: episode {ep.id} has {len(states)} observations for {len(actions)} actions")
+        episodes.append(Episode(states, actions))
+    return episodes
+
+
+def _open_minari_dir(path: str):
+    import minari
+
+    data_path = path if os.path.basename(os.path.normpath(path)) == "data" else os.path.join(path, "data")
+    if not os.path.isdir(data_path):
+        raise SpirlError(f"{path}: not a Minari dataset directory (no data/ folder inside)")
+    try:
+        return minari.MinariDataset(data_path)
+    except Exception as e:
+        raise SpirlError(f"cannot read Minari dataset {path} ({type(e).__name__}: {e}); it is corrupt or incomplete") from None
+
+
+def _open_minari_id(dataset_id: str):
+    import minari
+
+    try:
+        return minari.load_dataset(dataset_id)  # local copy (MINARI_DATASETS_PATH or ~/.minari)
+    except FileNotFoundError:
+        pass
+    except Exception as e:
+        raise SpirlError(f"cannot read local Minari dataset {dataset_id} ({type(e).__name__}: {e})") from None
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise SpirlError(
+            f"Minari dataset '{dataset_id}' is not on this machine and could not be downloaded ({why}); "
+            f'fix: pip install "minari[hf]" and connect to the internet, {OFFLINE_HINT}'
+        ) from None
+
+
+def load_episodes(source: str, env: str) -> list[Episode]:
+    """Read episodes of (states, actions) in `env`'s state space from a file, folder or Minari id."""
+    env_spec(env)
+    if source.endswith((".hdf5", ".h5")) or os.path.isfile(source):
+        if not os.path.isfile(source):
+            raise SpirlError(f"dataset file {source} does not exist; check the path given to --dataset")
+        episodes = _read_d4rl_hdf5(source, env)
+    elif os.path.isdir(source):
+        episodes = _read_minari(_open_minari_dir(source), env, source)
+    elif source.count("/") >= 1 and not source.startswith((".", "/", "~")):
+        episodes = _read_minari(_open_minari_id(source), env, source)
+    else:
+        raise SpirlError(f"dataset {source} does not exist; give a Minari id like D4RL/kitchen/mixed-v2, {OFFLINE_HINT}")
+    if not episodes:
+        raise SpirlError(f"{source}: contains no episodes")
+    bad = sum(not (np.isfinite(e.states).all() and np.isfinite(e.actions).all()) for e in episodes)
+    if bad:
+        raise SpirlError(f"{source}: {bad} episode(s) contain NaN or inf values; clean or regenerate the dataset")
+    return episodes
+
+
+def split_episodes(episodes: list[Episode], val_fraction: float, seed: int):
+    """Split by episode (never inside one): at least one validation episode when there are two or more."""
+    n = len(episodes)
+    n_val = 0 if val_fraction <= 0 or n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+    order = np.random.default_rng(seed).permutation(n)
+    return [episodes[i] for i in order[n_val:]], [episodes[i] for i in order[:n_val]]
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+class WindowSampler:
+    """Uniform H-step windows (H actions, H+1 states) that never cross an episode boundary."""
+
+    def __init__(self, episodes: list[Episode], skill_horizon: int):
+        if skill_horizon < 1:
+            raise SpirlError(f"--skill-horizon must be at least 1 (got {skill_horizon})")
+        H = skill_horizon
+        usable = [e for e in episodes if len(e.actions) >= H]
+        self.skipped = len(episodes) - len(usable)
+        if not usable:
+            raise SpirlError(
+                f"no episode has at least H+1 = {H + 1} states: lower --skill-horizon or use a dataset with longer episodes"
+            )
+        if self.skipped:
+            warnings.warn(f"{self.skipped} of {len(episodes)} episodes are shorter than H+1 = {H + 1} states and are skipped")
+        self.skill_horizon = H
+        self.num_episodes = len(usable)
+        self.states = torch.from_numpy(np.concatenate([e.states for e in usable]))
+        self.actions = torch.from_numpy(np.concatenate([e.actions for e in usable]))
+        n_actions = torch.tensor([len(e.actions) for e in usable])
+        self.windows_per_episode = n_actions - H + 1
+        self.state_offset = torch.cumsum(n_actions + 1, 0) - (n_actions + 1)
+        self.action_offset = torch.cumsum(n_actions, 0) - n_actions
+        self.num_windows = int(self.windows_per_episode.sum())
+        self._state_steps = torch.arange(H + 1)
+        self._action_steps = torch.arange(H)
+
+    def _gather(self, episode: torch.Tensor, start: torch.Tensor):
+        s = self.state_offset[episode] + start
+        a = self.action_offset[episode] + start
+        return self.states[s[:, None] + self._state_steps], self.actions[a[:, None] + self._action_steps]
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None):
+        """(states (B, H+1, S), actions (B, H, A)): an episode uniformly, then a start uniformly inside it."""
+        episode = torch.randint(self.num_episodes, (batch_size,), generator=generator)
+        u = torch.rand(batch_size, generator=generator)
+        start = (u * self.windows_per_episode[episode]).long()
+        return self._gather(episode, start)
+
+    def all_windows(self, batch_size: int):
+        """Every window once, in order (for deterministic validation)."""
+        episode = torch.repeat_interleave(torch.arange(self.num_episodes), self.windows_per_episode)
+        start = torch.arange(self.num_windows) - torch.repeat_interleave(
+            torch.cumsum(self.windows_per_episode, 0) - self.windows_per_episode, self.windows_per_episode
+        )
+        for i in range(0, self.num_windows, batch_size):
+            yield self._gather(episode[i : i + batch_size], start[i : i + batch_size])

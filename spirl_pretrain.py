@@ -1,0 +1,505 @@
+"""SPiRL stage 1: learn a skill embedding and a state-conditioned skill prior from offline data.
+
+Pertsch, Lee & Lim, "Accelerating Reinforcement Learning with Learned Skill Priors", CoRL 2020,
+Sec. 3.2 and app. B.1. From random H-step windows (s_1..s_H+1, a_1..a_H) of the offline episodes we
+train, jointly, with eq. 4:
+  - a skill encoder q(z | a_1..a_H)        (LSTM over the actions -> diagonal Gaussian over Z),
+  - a skill decoder p(a_1..a_H | z)        (LSTM unrolled H steps, z fed at every step),
+  - a skill prior   p_a(z | s_1)           (MLP with BatchNorm -> diagonal Gaussian over Z),
+where the prior is fit to the *detached* posterior, so it never shapes the skill space.
+
+    python spirl_pretrain.py --env kitchen --dataset path/to/kitchen.hdf5
+    python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --num-steps 200000
+    python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --prior-rollouts 20   # check a prior
+
+The model classes live here, once; spirl_sac.py and the baselines import them from this file.
+Details the paper leaves open follow the authors' code (clvrai/spirl), as noted where they appear.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+from envs import SpirlError, WindowSampler, env_spec, load_episodes, make_env, split_episodes
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Args:
+    env: str = "kitchen"
+    """task family whose state/action space the data and model use (kitchen)"""
+    dataset: str | None = None
+    """Minari dataset id (e.g. D4RL/kitchen/mixed-v2), local Minari directory, or D4RL .hdf5 file; default: the env's default dataset"""
+    skill_horizon: int = 10
+    """H: number of actions per skill (app. B.1: 10)"""
+    latent_dim: int = 10
+    """|Z|: dimension of the skill embedding space (app. B.1: 10)"""
+    hidden_dim: int = 128
+    """units of the encoder/decoder LSTMs and of each prior layer (app. B.1: 128)"""
+    prior_layers: int = 6
+    """hidden layers of the skill prior MLP (app. B.1: 6)"""
+    beta: float | None = None
+    """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (kitchen 5e-4, maze and block stacking 1e-2)"""
+    lr: float = 1e-3
+    """RAdam learning rate (app. B.1)"""
+    batch_size: int = 128
+    """windows per gradient step (the authors' code uses 128; the paper's text says 16)"""
+    num_steps: int = 100_000
+    """total gradient steps (a resumed run continues up to this number)"""
+    val_fraction: float = 0.01
+    """fraction of episodes held out for validation (split by episode; at least one when there are two or more)"""
+    val_every: int = 2_000
+    """gradient steps between validation passes"""
+    log_every: int = 100
+    """gradient steps between logged loss means (and the NaN/inf check)"""
+    checkpoint_every: int = 5_000
+    """gradient steps between checkpoints (written atomically; also written at the end and on Ctrl-C)"""
+    seed: int = 1
+    """seed for torch, numpy, the episode split and window sampling"""
+    run_name: str | None = None
+    """name of the run folder runs/<run_name>/ (tensorboard logs and checkpoint.pt); default: derived from env, seed and time"""
+    resume: str | None = None
+    """checkpoint.pt to continue from (same env, sizes and H); logs continue in its folder"""
+    prior_rollouts: int = 0
+    """after training, run this many episodes executing skills sampled from the learned prior and report subtasks completed"""
+    tasks: tuple[str, ...] | None = None
+    """kitchen subtasks (in order) for --prior-rollouts; default: microwave, kettle, bottom burner, light switch"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+
+
+# Per-env weight of the embedding regulariser (app. B.1).
+DEFAULT_BETA = {"kitchen": 5e-4, "maze": 1e-2, "block_stacking": 1e-2}
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0  # the authors clamp the encoder's log sigma to this range
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def split_gaussian(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head output (..., 2|Z|) -> (mu, log_sigma) of a diagonal Gaussian, log_sigma clamped."""
+    mu, log_sigma = params.chunk(2, dim=-1)
+    return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+
+
+def gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
+    """Per-dimension KL(N(mu_q, sigma_q) || N(mu_p, sigma_p)), analytic (app. B.1)."""
+    var_ratio = torch.exp(2 * (log_sigma_q - log_sigma_p))
+    mean_term = ((mu_q - mu_p) * torch.exp(-log_sigma_p)).pow(2)
+    return 0.5 * (var_ratio + mean_term - 1) - (log_sigma_q - log_sigma_p)
+
+
+def gaussian_nll(x, mu, log_sigma) -> torch.Tensor:
+    """Per-dimension -log N(x; mu, sigma)."""
+    return 0.5 * ((x - mu) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)
+
+
+class SkillEncoder(nn.Module):
+    """q(z | a_1..a_H): linear action embedding -> 1-layer LSTM -> Gaussian head at the last step."""
+
+    def __init__(self, action_dim: int, latent_dim: int, hidden_dim: int):
+        super().__init__()
+        self.embed = nn.Linear(action_dim, hidden_dim)
+        self.lstm = nn.LSTM(hidden_dim, hidden_dim, batch_first=True)
+        self.head = nn.Linear(hidden_dim, 2 * latent_dim)
+
+    def forward_stepwise(self, actions: torch.Tensor):
+        """The definition, written plainly (used by the tests as the reference for `forward`)."""
+        out, _ = self.lstm(self.embed(actions))
+        return split_gaussian(self.head(out[:, -1]))
+
+    def forward(self, actions: torch.Tensor):
+        """Same function and gradients as `forward_stepwise`, faster: the embedding and the LSTM's input
+        weights are two linear maps in a row, applied as their product (9 -> 4*128 instead of 9 -> 128 -> 4*128)."""
+        lstm = self.lstm
+        w_ih = lstm.weight_ih_l0 @ self.embed.weight
+        b_ih = lstm.bias_ih_l0 + lstm.weight_ih_l0 @ self.embed.bias
+        h0 = actions.new_zeros(1, actions.shape[0], lstm.hidden_size)
+        weights = [w_ih, lstm.weight_hh_l0, b_ih, lstm.bias_hh_l0]
+        out, _, _ = torch.lstm(actions, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
+        return split_gaussian(self.head(out[:, -1]))
+
+
+class SkillDecoder(nn.Module):
+    """p(a_1..a_H | z): LSTM unrolled H steps with z an input at every step (app. B.1).
+
+    As in the authors' code, each step also sees the previous predicted action (a learned vector at
+    the first step); the output is the mean action (unit-variance Gaussian, eq. 4).
+    """
+
+    def __init__(self, action_dim: int, latent_dim: int, hidden_dim: int, skill_horizon: int):
+        super().__init__()
+        self.skill_horizon = skill_horizon
+        self.latent_dim = latent_dim
+        self.first_action = nn.Parameter(torch.zeros(action_dim))
+        self.cell = nn.LSTMCell(latent_dim + action_dim, hidden_dim)  # input: [z, previous action]
+        self.head = nn.Linear(hidden_dim, action_dim)
+
+    def forward_stepwise(self, z: torch.Tensor) -> torch.Tensor:
+        """The definition, written plainly (used by the tests as the reference for `forward`)."""
+        action = self.first_action.expand(z.shape[0], -1)
+        h = c = z.new_zeros(z.shape[0], self.cell.hidden_size)
+        actions = []
+        for _ in range(self.skill_horizon):
+            h, c = self.cell(torch.cat([z, action], dim=-1), (h, c))
+            action = self.head(h)
+            actions.append(action)
+        return torch.stack(actions, dim=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Same function and gradients as `forward_stepwise`, as one fused LSTM call (~1.3x faster on CPU).
+
+        The fed-back action a_{t-1} = W_out h_{t-1} + b_out is linear in h_{t-1}, so its input term
+        W_a a_{t-1} folds into the recurrent weights: W_hh + W_a W_out, bias + W_a b_out. Only step 1
+        differs (it sees the learned first action and h_0 = 0): a 0/1 "first step" input corrects it.
+        """
+        cell, head, H, Z = self.cell, self.head, self.skill_horizon, self.latent_dim
+        w_z, w_a = cell.weight_ih[:, :Z], cell.weight_ih[:, Z:]
+        w_hh = cell.weight_hh + w_a @ head.weight
+        bias = cell.bias_ih + cell.bias_hh + w_a @ head.bias
+        w_ih = torch.cat([w_z, (w_a @ (self.first_action - head.bias))[:, None]], dim=1)
+        first_step = torch.zeros(H, 1, dtype=z.dtype, device=z.device)
+        first_step[0] = 1.0
+        inputs = torch.cat([z[:, None].expand(-1, H, -1), first_step.expand(z.shape[0], -1, -1)], dim=-1)
+        h0 = z.new_zeros(1, z.shape[0], cell.hidden_size)
+        weights = [w_ih, w_hh, bias, torch.zeros_like(bias)]
+        out, _, _ = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
+        return head(out)
+
+
+class SkillPrior(nn.Module):
+    """p_a(z | s_1): `layers` x [Linear (no bias) -> BatchNorm -> LeakyReLU(0.2)] -> Gaussian head (app. B.1).
+
+    spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.
+    """
+
+    def __init__(self, state_dim: int, latent_dim: int, hidden_dim: int, layers: int):
+        super().__init__()
+        blocks, width = [], state_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2)]
+            width = hidden_dim
+        self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * latent_dim))
+
+    def forward(self, state: torch.Tensor):
+        return split_gaussian(self.net(state))
+
+
+class SkillModel(nn.Module):
+    """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict."""
+
+    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, **_):
+        super().__init__()
+        self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
+        self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon)
+        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers)
+        for m in self.modules():  # the authors' init: Xavier-normal weights, zero biases
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def skill_prior_loss(model: SkillModel, states: torch.Tensor, actions: torch.Tensor, beta: float) -> torch.Tensor:
+    """Eq. 4 on a batch of windows; returns [reconstruction, regularization, prior, total].
+
+    The paper writes eq. 4 with "- beta KL"; minimising needs "+ beta KL" (the ELBO of eq. 1, negated).
+    Scales follow the authors' code, which is what their beta values were tuned for: reconstruction is
+    0.5 * squared error averaged over all action elements (unit-variance Gaussian NLL up to a constant),
+    and both KLs are averaged over the latent dims.
+    """
+    mu_q, log_sigma_q = model.encoder(actions)
+    z = mu_q + torch.exp(log_sigma_q) * torch.randn_like(mu_q)  # reparameterised sample of q(z|a)
+    reconstruction = 0.5 * (model.decoder(z) - actions).pow(2).mean()
+    zeros = torch.zeros_like(mu_q)
+    regularization = gaussian_kl(mu_q, log_sigma_q, zeros, zeros).mean()  # KL(q || N(0, I))
+    # Prior training: KL(stopgrad(q) || p_a(z | s_1)); the detach keeps the prior out of the encoder.
+    mu_p, log_sigma_p = model.skill_prior(states[:, 0])
+    prior = gaussian_kl(mu_q.detach(), log_sigma_q.detach(), mu_p, log_sigma_p).mean()
+    total = reconstruction + beta * regularization + prior
+    return torch.stack([reconstruction, regularization, prior, total])
+
+
+LOSS_TERMS = ("reconstruction", "kl", "prior", "total")
+
+
+@torch.no_grad()
+def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | None = None) -> dict:
+    """Reconstruction MSE (decoding the posterior mean) and prior NLL of that mean (nats per skill)."""
+    model.eval()
+    sq_err, nll, n = 0.0, 0.0, 0
+    for states, actions in windows.all_windows(batch_size=2048):
+        mu_q, _ = model.encoder(actions)
+        sq_err += (model.decoder(mu_q) - actions).pow(2).mean(dim=(1, 2)).sum()
+        nll += gaussian_nll(mu_q, *model.skill_prior(states[:, 0])).sum()
+        n += len(actions)
+        if limit is not None and n >= limit:
+            break
+    model.train()
+    return {"reconstruction_mse": float(sq_err / n), "prior_nll": float(nll / n)}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str, model, optimizer, config: dict, step: int, generator: torch.Generator):
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "sampler": generator.get_state()},
+    }
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise SpirlError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by spirl_pretrain.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt:
+        raise SpirlError(f"{path} is not a spirl_pretrain.py checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def check_compatible(config: dict, path: str, **expected):
+    """Raise a one-line error when the checkpoint was trained for another env, size or horizon."""
+    names = {"env": "--env", "state_dim": "state dim", "action_dim": "action dim",
+             "skill_horizon": "--skill-horizon (H)", "latent_dim": "--latent-dim (|Z|)",
+             "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers"}  # fmt: skip
+    for key, want in expected.items():
+        if want is not None and config[key] != want:
+            raise SpirlError(
+                f"checkpoint {path} has {names.get(key, key)} = {config[key]}, not {want}: "
+                f"use a checkpoint trained with {names.get(key, key)} {want}, or match the checkpoint's settings"
+            )
+
+
+def load_skill_model(path: str, **expected) -> tuple[SkillModel, dict]:
+    """Rebuild a trained SkillModel (eval mode) and its config; `expected` fields are checked.
+
+    e.g. load_skill_model(path, env="kitchen", state_dim=30) in spirl_sac.py.
+    """
+    ckpt = read_checkpoint(path)
+    check_compatible(ckpt["config"], path, **expected)
+    model = SkillModel(**ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["config"]
+
+
+# ----------------------------------------------------------------------------- prior rollouts
+
+
+@torch.no_grad()
+def prior_rollouts(model: SkillModel, env_name: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
+    """Execute skills sampled from p_a(z | s) in the env (the authors' check of a learned prior).
+
+    Every H steps: z ~ p_a(z | s), decoded once into H actions executed open-loop (clipped to the
+    action space). z is sampled from the prior as is, without the tanh squashing of spirl_sac.py.
+    """
+    model.eval()
+    env = make_env(env_name, **env_kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    subtasks, per_task = [], {}
+    for episode in range(episodes):
+        state, info = env.reset(seed=seed + episode)
+        done = False
+        while not done:
+            mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
+            z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+            for action in model.decoder(z)[0].clamp(-1, 1).numpy():
+                state, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+                if done:
+                    break
+        subtasks.append(info.get("subtasks_completed", 0))
+        for task in info.get("completed_tasks", ()):
+            per_task[task] = per_task.get(task, 0) + 1
+    env.close()
+    return {
+        "subtasks_mean": float(np.mean(subtasks)),
+        "subtasks_per_episode": subtasks,
+        "task_rates": {t: per_task.get(t, 0) / episodes for t in getattr(env, "tasks", ())},
+    }
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def check_args(args: Args):
+    env_spec(args.env)
+    for name in ("skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "batch_size", "log_every",
+                 "val_every", "checkpoint_every"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
+    if args.num_steps < 0 or args.prior_rollouts < 0:
+        raise SpirlError("--num-steps and --prior-rollouts must not be negative")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise SpirlError(f"--lr must be a positive number (got {args.lr})")
+    if not 0 <= args.val_fraction < 1:
+        raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
+    if args.beta is not None and not args.beta >= 0:
+        raise SpirlError(f"--beta must be >= 0 (got {args.beta})")
+
+
+def first_nonfinite(loss_log: torch.Tensor, n: int, first_step: int, ckpt_path: str):
+    """Stop on NaN/inf: name the step and the loss term (checked once per log interval, no per-step sync)."""
+    finite = torch.isfinite(loss_log[:n])
+    if bool(finite.all()):
+        return
+    row, col = (~finite).nonzero()[0].tolist()
+    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
+    raise SpirlError(
+        f"{LOSS_TERMS[col]} loss became {loss_log[row, col].item()} at step {first_step + row}; "
+        f"lower --lr or check the dataset's scale ({kept})"
+    )
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    spec = env_spec(args.env)
+    ckpt = read_checkpoint(args.resume) if args.resume else None
+    if ckpt is not None:
+        check_compatible(ckpt["config"], args.resume, env=args.env, skill_horizon=args.skill_horizon,
+                         latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, prior_layers=args.prior_layers)  # fmt: skip
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    dataset = args.dataset or (ckpt["config"]["dataset"] if ckpt else spec["default_dataset"])
+    beta = args.beta if args.beta is not None else DEFAULT_BETA[args.env]
+    config = {
+        "env": args.env, "state_dim": spec["state_dim"], "action_dim": spec["action_dim"],
+        "skill_horizon": args.skill_horizon, "latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim,
+        "prior_layers": args.prior_layers, "beta": beta, "dataset": dataset, "seed": args.seed,
+    }  # fmt: skip
+    if ckpt is not None and ckpt["config"]["dataset"] != dataset:
+        print(f"warning: resuming a model trained on {ckpt['config']['dataset']} with data from {dataset}", file=sys.stderr)
+
+    # Data: episodes -> split by episode -> H-step windows (never across episodes).
+    episodes = load_episodes(dataset, args.env)
+    train_episodes, val_episodes = split_episodes(episodes, args.val_fraction, args.seed)
+    train_windows = WindowSampler(train_episodes, args.skill_horizon)
+    val_windows = WindowSampler(val_episodes, args.skill_horizon) if val_episodes else None
+    print(f"{dataset}: {len(train_episodes)} train / {len(val_episodes)} validation episodes, "
+          f"{train_windows.num_windows} train windows of H={args.skill_horizon}")  # fmt: skip
+
+    model = SkillModel(**config)
+    optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        generator.set_state(ckpt["rng"]["sampler"])
+        step = ckpt["step"]
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        run_name = args.run_name or f"{args.env}__spirl_pretrain__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join("runs", run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    writer = SummaryWriter(run_dir)
+    writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
+    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))
+    n_logged, interval_start, interval_step = 0, time.perf_counter(), step
+    latest = {}
+    bar = tqdm(total=args.num_steps, initial=step, desc="pretrain", dynamic_ncols=True, disable=None)
+    try:
+        while step < args.num_steps:
+            states, actions = train_windows.sample(args.batch_size, generator)
+            losses = skill_prior_loss(model, states, actions, beta)
+            optimizer.zero_grad(set_to_none=True)
+            losses[3].backward()
+            optimizer.step()
+            loss_log[n_logged] = losses.detach()
+            n_logged += 1
+            step += 1
+            bar.update(1)
+
+            if n_logged == args.log_every or step == args.num_steps:
+                first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
+                means = loss_log[:n_logged].mean(0).tolist()
+                for name, value in zip(LOSS_TERMS, means):
+                    writer.add_scalar(f"losses/{name}", value, step)
+                samples_per_s = (step - interval_step) * args.batch_size / (time.perf_counter() - interval_start)
+                writer.add_scalar("charts/samples_per_s", samples_per_s, step)
+                latest.update(rec=means[0], kl=means[1], prior=means[2], samples_s=int(samples_per_s))
+                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in latest.items()})
+                n_logged, interval_start, interval_step = 0, time.perf_counter(), step
+            if val_windows is not None and (step % args.val_every == 0 or step == args.num_steps):
+                for split, windows in (("val", val_windows), ("train", train_windows)):
+                    metrics = evaluate_windows(model, windows, limit=None if split == "val" else 4096)
+                    for name, value in metrics.items():
+                        writer.add_scalar(f"{split}/{name}", value, step)
+                latest.update(val_rec=metrics["reconstruction_mse"])
+            if step % args.checkpoint_every == 0 or step == args.num_steps:
+                first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
+                save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
+    except KeyboardInterrupt:
+        first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
+        save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
+        bar.close()
+        print(f"\ninterrupted at step {step}; checkpoint saved: continue with --resume {ckpt_path}")
+        writer.close()
+        return {"checkpoint": ckpt_path, "step": step}
+    bar.close()
+    if not os.path.exists(ckpt_path):  # e.g. --num-steps 0
+        save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
+
+    result = {"checkpoint": ckpt_path, "step": step}
+    if val_windows is not None:
+        result["val"] = evaluate_windows(model, val_windows)
+        result["train"] = evaluate_windows(model, train_windows, limit=4096)
+        print(f"step {step}: reconstruction MSE train {result['train']['reconstruction_mse']:.5f} / "
+              f"validation {result['val']['reconstruction_mse']:.5f}; validation prior NLL "
+              f"{result['val']['prior_nll']:.3f} nats per skill")  # fmt: skip
+    if args.prior_rollouts:
+        env_kwargs = {"tasks": args.tasks} if args.tasks else {}
+        start = time.perf_counter()
+        rollouts = prior_rollouts(model, args.env, args.prior_rollouts, args.seed, env_kwargs)
+        writer.add_scalar("eval/prior_rollout_subtasks", rollouts["subtasks_mean"], step)
+        rates = ", ".join(f"{t} {r:.0%}" for t, r in rollouts["task_rates"].items())
+        print(f"prior rollouts ({args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s): "
+              f"{rollouts['subtasks_mean']:.2f} subtasks completed on average; per subtask: {rates}")  # fmt: skip
+        result["prior_rollouts"] = rollouts
+    writer.close()
+    print(f"checkpoint: {ckpt_path}")
+    return result
+
+
+def main(argv: list[str] | None = None):
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        return train(args)
+    except SpirlError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

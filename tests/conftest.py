@@ -1,0 +1,20 @@
+"""Shared test fixtures. Tests run from the repository root: `python -m pytest tests`."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# The real D4RL file lives in ../shared beside the checkout on the developers' machines and in CI;
+# a user's clone has no ../shared, so tests that need it skip with this reason.
+KITCHEN_COMPLETE = os.path.join(os.path.dirname(ROOT), "shared", "data", "d4rl", "kitchen-complete-v0.hdf5")
+
+
+@pytest.fixture
+def kitchen_complete_path():
+    if not os.path.isfile(KITCHEN_COMPLETE):
+        pytest.skip(f"real D4RL file not found at {KITCHEN_COMPLETE} (only the developers' machines have ../shared)")
+    return KITCHEN_COMPLETE
