@@ -49,13 +49,13 @@ class Args:
     prior_layers: int = 6
     """hidden layers of the skill prior MLP (app. B.1: 6)"""
     beta: float | None = None
-    """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (kitchen 5e-4, maze and block stacking 1e-2)"""
+    """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (kitchen 5e-4, maze and block stacking 1e-2), or the resumed run's"""
     lr: float = 1e-3
     """RAdam learning rate (app. B.1)"""
     batch_size: int = 128
     """windows per gradient step (the authors' code uses 128; the paper's text says 16)"""
-    num_steps: int = 100_000
-    """total gradient steps (a resumed run continues up to this number)"""
+    num_steps: int | None = None
+    """total gradient steps; default 100000, or for --resume the resumed run's own total"""
     val_fraction: float = 0.01
     """fraction of episodes held out for validation (split by episode; at least one when there are two or more)"""
     val_every: int = 2_000
@@ -286,7 +286,8 @@ def check_compatible(config: dict, path: str, **expected):
     """Raise a one-line error when the checkpoint was trained for another env, size or horizon."""
     names = {"env": "--env", "state_dim": "state dim", "action_dim": "action dim",
              "skill_horizon": "--skill-horizon (H)", "latent_dim": "--latent-dim (|Z|)",
-             "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers"}  # fmt: skip
+             "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers", "seed": "--seed",
+             "val_fraction": "--val-fraction"}  # fmt: skip
     for key, want in expected.items():
         if want is not None and config[key] != want:
             raise SpirlError(
@@ -352,7 +353,7 @@ def check_args(args: Args):
                  "val_every", "checkpoint_every"):  # fmt: skip
         if getattr(args, name) < 1:
             raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.num_steps < 0 or args.prior_rollouts < 0:
+    if (args.num_steps or 0) < 0 or args.prior_rollouts < 0:
         raise SpirlError("--num-steps and --prior-rollouts must not be negative")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise SpirlError(f"--lr must be a positive number (got {args.lr})")
@@ -375,38 +376,83 @@ def first_nonfinite(loss_log: torch.Tensor, n: int, first_step: int, ckpt_path: 
     )
 
 
-def train(args: Args) -> dict:
-    check_args(args)
+def resolve_config(args: Args, ckpt: dict | None) -> dict:
+    """Everything that defines the model and its training data; stored in every checkpoint.
+
+    A resumed run must match its checkpoint's env, sizes, H, |Z| and episode split (seed, validation
+    fraction); the dataset, beta and total steps default to the checkpoint's own.
+    """
     spec = env_spec(args.env)
-    ckpt = read_checkpoint(args.resume) if args.resume else None
+    saved = ckpt["config"] if ckpt else {}
     if ckpt is not None:
-        check_compatible(ckpt["config"], args.resume, env=args.env, skill_horizon=args.skill_horizon,
-                         latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, prior_layers=args.prior_layers)  # fmt: skip
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    dataset = args.dataset or (ckpt["config"]["dataset"] if ckpt else spec["default_dataset"])
-    beta = args.beta if args.beta is not None else DEFAULT_BETA[args.env]
-    config = {
+        check_compatible(saved, args.resume, env=args.env, skill_horizon=args.skill_horizon,
+                         latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, prior_layers=args.prior_layers,
+                         seed=args.seed, val_fraction=args.val_fraction)  # fmt: skip
+    dataset = args.dataset or saved.get("dataset") or spec["default_dataset"]
+    if saved and saved["dataset"] != dataset:
+        print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
+    return {
         "env": args.env, "state_dim": spec["state_dim"], "action_dim": spec["action_dim"],
         "skill_horizon": args.skill_horizon, "latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim,
-        "prior_layers": args.prior_layers, "beta": beta, "dataset": dataset, "seed": args.seed,
+        "prior_layers": args.prior_layers, "dataset": dataset, "seed": args.seed, "val_fraction": args.val_fraction,
+        "beta": args.beta if args.beta is not None else saved.get("beta", DEFAULT_BETA[args.env]),
+        "num_steps": args.num_steps if args.num_steps is not None else saved.get("num_steps", 100_000),
+        "lr": args.lr, "batch_size": args.batch_size,
     }  # fmt: skip
-    if ckpt is not None and ckpt["config"]["dataset"] != dataset:
-        print(f"warning: resuming a model trained on {ckpt['config']['dataset']} with data from {dataset}", file=sys.stderr)
 
-    # Data: episodes -> split by episode -> H-step windows (never across episodes).
-    episodes = load_episodes(dataset, args.env)
-    train_episodes, val_episodes = split_episodes(episodes, args.val_fraction, args.seed)
-    train_windows = WindowSampler(train_episodes, args.skill_horizon)
-    val_windows = WindowSampler(val_episodes, args.skill_horizon) if val_episodes else None
-    print(f"{dataset}: {len(train_episodes)} train / {len(val_episodes)} validation episodes, "
-          f"{train_windows.num_windows} train windows of H={args.skill_horizon}")  # fmt: skip
+
+def load_windows(config: dict) -> tuple[WindowSampler, WindowSampler | None]:
+    """Episodes -> split by episode -> H-step windows (never across an episode boundary)."""
+    episodes = load_episodes(config["dataset"], config["env"])
+    train_episodes, val_episodes = split_episodes(episodes, config["val_fraction"], config["seed"])
+    train_windows = WindowSampler(train_episodes, config["skill_horizon"])
+    val_windows = WindowSampler(val_episodes, config["skill_horizon"]) if val_episodes else None
+    print(f"{config['dataset']}: {len(train_episodes)} train / {len(val_episodes)} validation episodes, "
+          f"{train_windows.num_windows} train windows of H={config['skill_horizon']}")  # fmt: skip
+    return train_windows, val_windows
+
+
+def log_validation(writer, model, train_windows, val_windows, step) -> dict:
+    """Validation on held-out episodes, and the same metrics on (up to 4096) training windows."""
+    metrics = {"val": evaluate_windows(model, val_windows), "train": evaluate_windows(model, train_windows, limit=4096)}
+    for split, values in metrics.items():
+        for name, value in values.items():
+            writer.add_scalar(f"{split}/{name}", value, step)
+    return metrics
+
+
+def report(args: Args, config: dict, model, writer, metrics: dict | None, step: int) -> dict:
+    """Final figures: reconstruction and prior NLL, then (optionally) prior rollouts in the env."""
+    result = {"step": step, **(metrics or {})}
+    if metrics:
+        print(f"step {step}: reconstruction MSE train {metrics['train']['reconstruction_mse']:.5f} / "
+              f"validation {metrics['val']['reconstruction_mse']:.5f}; prior NLL train "
+              f"{metrics['train']['prior_nll']:.3f} / validation {metrics['val']['prior_nll']:.3f} nats per skill")  # fmt: skip
+    if args.prior_rollouts:
+        env_kwargs = {"tasks": args.tasks} if args.tasks else {}
+        start = time.perf_counter()
+        rollouts = prior_rollouts(model, config["env"], args.prior_rollouts, config["seed"], env_kwargs)
+        writer.add_scalar("eval/prior_rollout_subtasks", rollouts["subtasks_mean"], step)
+        rates = ", ".join(f"{t} {r:.0%}" for t, r in rollouts["task_rates"].items())
+        print(f"prior rollouts ({args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s): "
+              f"{rollouts['subtasks_mean']:.2f} subtasks completed on average; per subtask: {rates}")  # fmt: skip
+        result["prior_rollouts"] = rollouts
+    return result
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    ckpt = read_checkpoint(args.resume) if args.resume else None
+    config = resolve_config(args, ckpt)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(config["seed"])
+    np.random.seed(config["seed"])
+    train_windows, val_windows = load_windows(config)
 
     model = SkillModel(**config)
     optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(config["seed"])  # draws the training windows
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -416,8 +462,7 @@ def train(args: Args) -> dict:
         step = ckpt["step"]
         run_dir = os.path.dirname(os.path.abspath(args.resume))
     else:
-        run_name = args.run_name or f"{args.env}__spirl_pretrain__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join("runs", run_name)
+        run_dir = os.path.join("runs", args.run_name or f"{args.env}__spirl_pretrain__{config['seed']}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
 
@@ -426,12 +471,15 @@ def train(args: Args) -> dict:
 
     writer = SummaryWriter(run_dir)
     writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
-    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))
+    num_steps, beta = config["num_steps"], config["beta"]
+    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))  # per-step losses, checked and averaged per interval
     n_logged, interval_start, interval_step = 0, time.perf_counter(), step
-    latest = {}
-    bar = tqdm(total=args.num_steps, initial=step, desc="pretrain", dynamic_ncols=True, disable=None)
+    shown, metrics = {}, None
+    # A terminal gets a live bar; a log file (nohup ... > log) gets a progress line every 30 s.
+    bar = tqdm(total=num_steps, initial=step, desc="pretrain", dynamic_ncols=True,
+               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
     try:
-        while step < args.num_steps:
+        while step < num_steps:
             states, actions = train_windows.sample(args.batch_size, generator)
             losses = skill_prior_loss(model, states, actions, beta)
             optimizer.zero_grad(set_to_none=True)
@@ -442,52 +490,36 @@ def train(args: Args) -> dict:
             step += 1
             bar.update(1)
 
-            if n_logged == args.log_every or step == args.num_steps:
+            if n_logged == args.log_every or step == num_steps:
                 first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
                 means = loss_log[:n_logged].mean(0).tolist()
                 for name, value in zip(LOSS_TERMS, means):
                     writer.add_scalar(f"losses/{name}", value, step)
                 samples_per_s = (step - interval_step) * args.batch_size / (time.perf_counter() - interval_start)
                 writer.add_scalar("charts/samples_per_s", samples_per_s, step)
-                latest.update(rec=means[0], kl=means[1], prior=means[2], samples_s=int(samples_per_s))
-                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in latest.items()})
+                shown.update(rec=f"{means[0]:.4g}", kl=f"{means[1]:.3g}", prior=f"{means[2]:.3g}",
+                             samples_s=int(samples_per_s))  # fmt: skip
+                bar.set_postfix(shown)
                 n_logged, interval_start, interval_step = 0, time.perf_counter(), step
-            if val_windows is not None and (step % args.val_every == 0 or step == args.num_steps):
-                for split, windows in (("val", val_windows), ("train", train_windows)):
-                    metrics = evaluate_windows(model, windows, limit=None if split == "val" else 4096)
-                    for name, value in metrics.items():
-                        writer.add_scalar(f"{split}/{name}", value, step)
-                latest.update(val_rec=metrics["reconstruction_mse"])
-            if step % args.checkpoint_every == 0 or step == args.num_steps:
+            if val_windows is not None and (step % args.val_every == 0 or step == num_steps):
+                metrics = log_validation(writer, model, train_windows, val_windows, step)
+                shown.update(val_rec=f"{metrics['val']['reconstruction_mse']:.4g}")
+            if step % args.checkpoint_every == 0 or step == num_steps:
                 first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
                 save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
     except KeyboardInterrupt:
         first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
         save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
         bar.close()
-        print(f"\ninterrupted at step {step}; checkpoint saved: continue with --resume {ckpt_path}")
         writer.close()
+        print(f"\ninterrupted at step {step}; checkpoint saved: continue with --resume {ckpt_path}")
         return {"checkpoint": ckpt_path, "step": step}
     bar.close()
-    if not os.path.exists(ckpt_path):  # e.g. --num-steps 0
+    if not os.path.exists(ckpt_path):  # --num-steps 0: nothing trained, nothing saved yet
         save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
-
-    result = {"checkpoint": ckpt_path, "step": step}
-    if val_windows is not None:
-        result["val"] = evaluate_windows(model, val_windows)
-        result["train"] = evaluate_windows(model, train_windows, limit=4096)
-        print(f"step {step}: reconstruction MSE train {result['train']['reconstruction_mse']:.5f} / "
-              f"validation {result['val']['reconstruction_mse']:.5f}; validation prior NLL "
-              f"{result['val']['prior_nll']:.3f} nats per skill")  # fmt: skip
-    if args.prior_rollouts:
-        env_kwargs = {"tasks": args.tasks} if args.tasks else {}
-        start = time.perf_counter()
-        rollouts = prior_rollouts(model, args.env, args.prior_rollouts, args.seed, env_kwargs)
-        writer.add_scalar("eval/prior_rollout_subtasks", rollouts["subtasks_mean"], step)
-        rates = ", ".join(f"{t} {r:.0%}" for t, r in rollouts["task_rates"].items())
-        print(f"prior rollouts ({args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s): "
-              f"{rollouts['subtasks_mean']:.2f} subtasks completed on average; per subtask: {rates}")  # fmt: skip
-        result["prior_rollouts"] = rollouts
+    if val_windows is not None and metrics is None:
+        metrics = log_validation(writer, model, train_windows, val_windows, step)
+    result = {"checkpoint": ckpt_path, **report(args, config, model, writer, metrics, step)}
     writer.close()
     print(f"checkpoint: {ckpt_path}")
     return result

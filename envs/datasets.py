@@ -15,6 +15,7 @@ episodes, then uniformly inside one episode, never across an episode boundary.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -151,13 +152,14 @@ def _open_minari_id(dataset_id: str):
 def load_episodes(source: str, env: str) -> list[Episode]:
     """Read episodes of (states, actions) in `env`'s state space from a file, folder or Minari id."""
     env_spec(env)
+    source = os.fspath(source)
     if source.endswith((".hdf5", ".h5")) or os.path.isfile(source):
         if not os.path.isfile(source):
             raise SpirlError(f"dataset file {source} does not exist; check the path given to --dataset")
         episodes = _read_d4rl_hdf5(source, env)
     elif os.path.isdir(source):
         episodes = _read_minari(_open_minari_dir(source), env, source)
-    elif source.count("/") >= 1 and not source.startswith((".", "/", "~")):
+    elif re.fullmatch(r"[\w.-]+(/[\w.-]+)*-v\d+", source):  # a Minari id: [namespace/]name-vN
         episodes = _read_minari(_open_minari_id(source), env, source)
     else:
         raise SpirlError(f"dataset {source} does not exist; give a Minari id like D4RL/kitchen/mixed-v2, {OFFLINE_HINT}")

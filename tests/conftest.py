@@ -18,3 +18,11 @@ def kitchen_complete_path():
     if not os.path.isfile(KITCHEN_COMPLETE):
         pytest.skip(f"real D4RL file not found at {KITCHEN_COMPLETE} (only the developers' machines have ../shared)")
     return KITCHEN_COMPLETE
+
+
+def pytest_configure(config):
+    # Tiny models train fastest on one thread, and one thread per test process avoids OpenMP
+    # oversubscription (x10 slowdowns) when the machine is busy with other work.
+    import torch
+
+    torch.set_num_threads(1)
