@@ -361,6 +361,12 @@ def check_args(args: Args):
         raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
     if args.beta is not None and not args.beta >= 0:
         raise SpirlError(f"--beta must be >= 0 (got {args.beta})")
+    if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
+        make_env(args.env, **rollout_env_kwargs(args)).close()
+
+
+def rollout_env_kwargs(args: Args) -> dict:
+    return {"tasks": args.tasks} if args.tasks else {}
 
 
 def first_nonfinite(loss_log: torch.Tensor, n: int, first_step: int, ckpt_path: str):
@@ -429,9 +435,8 @@ def report(args: Args, config: dict, model, writer, metrics: dict | None, step: 
               f"validation {metrics['val']['reconstruction_mse']:.5f}; prior NLL train "
               f"{metrics['train']['prior_nll']:.3f} / validation {metrics['val']['prior_nll']:.3f} nats per skill")  # fmt: skip
     if args.prior_rollouts:
-        env_kwargs = {"tasks": args.tasks} if args.tasks else {}
         start = time.perf_counter()
-        rollouts = prior_rollouts(model, config["env"], args.prior_rollouts, config["seed"], env_kwargs)
+        rollouts = prior_rollouts(model, config["env"], args.prior_rollouts, config["seed"], rollout_env_kwargs(args))
         writer.add_scalar("eval/prior_rollout_subtasks", rollouts["subtasks_mean"], step)
         rates = ", ".join(f"{t} {r:.0%}" for t, r in rollouts["task_rates"].items())
         print(f"prior rollouts ({args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s): "
@@ -478,6 +483,8 @@ def train(args: Args) -> dict:
     # A terminal gets a live bar; a log file (nohup ... > log) gets a progress line every 30 s.
     bar = tqdm(total=num_steps, initial=step, desc="pretrain", dynamic_ncols=True,
                mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
+    if val_windows is not None and step == 0:  # where training starts (evaluation draws no random numbers)
+        metrics = log_validation(writer, model, train_windows, val_windows, step)
     try:
         while step < num_steps:
             states, actions = train_windows.sample(args.batch_size, generator)
@@ -499,7 +506,7 @@ def train(args: Args) -> dict:
                 writer.add_scalar("charts/samples_per_s", samples_per_s, step)
                 shown.update(rec=f"{means[0]:.4g}", kl=f"{means[1]:.3g}", prior=f"{means[2]:.3g}",
                              samples_s=int(samples_per_s))  # fmt: skip
-                bar.set_postfix(shown)
+                bar.set_postfix(shown, refresh=False)
                 n_logged, interval_start, interval_step = 0, time.perf_counter(), step
             if val_windows is not None and (step % args.val_every == 0 or step == num_steps):
                 metrics = log_validation(writer, model, train_windows, val_windows, step)

@@ -235,6 +235,12 @@ def test_bad_arguments_are_one_line_errors(tmp_path, tiny_dataset, field, value)
     assert not os.path.exists(tmp_path / "run" / "checkpoint.pt")
 
 
+def test_bad_rollout_tasks_fail_before_training(tmp_path, tiny_dataset):
+    with pytest.raises(SpirlError, match="bad kitchen task list"):
+        sp.train(tiny_args(tmp_path, tiny_dataset, prior_rollouts=1, tasks=("microwave", "toaster")))
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_horizon_longer_than_every_episode(tmp_path, tiny_dataset):
     with pytest.raises(SpirlError, match="lower --skill-horizon"):
         sp.train(tiny_args(tmp_path, tiny_dataset, skill_horizon=45))
