@@ -80,7 +80,10 @@ class Args:
 
 # Per-env weight of the embedding regulariser (app. B.1).
 DEFAULT_BETA = {"kitchen": 5e-4, "maze": 1e-2, "block_stacking": 1e-2}
-LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0  # the authors clamp the encoder's log sigma to this range
+# The authors clamp the encoder's log sigma to this range; the reference is silent on the prior's head,
+# which here gets the same clamp as a numerical guard (inactive in practice: a prior trained on
+# kitchen-complete-v0 outputs raw log sigma in [-2.7, 0]).
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0
 
 
 # ----------------------------------------------------------------------------- networks
@@ -266,8 +269,13 @@ def save_checkpoint(path: str, model, optimizer, config: dict, step: int, genera
         "rng": {"torch": torch.get_rng_state(), "sampler": generator.get_state()},
     }
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_checkpoint(path: str) -> dict:
@@ -517,11 +525,11 @@ def train(args: Args) -> dict:
     except KeyboardInterrupt:
         first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
         save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
-        bar.close()
-        writer.close()
         print(f"\ninterrupted at step {step}; checkpoint saved: continue with --resume {ckpt_path}")
         return {"checkpoint": ckpt_path, "step": step}
-    bar.close()
+    finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
+        bar.close()
+        writer.flush()
     if not os.path.exists(ckpt_path):  # --num-steps 0: nothing trained, nothing saved yet
         save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
     if val_windows is not None and metrics is None:
