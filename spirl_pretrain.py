@@ -147,6 +147,11 @@ class SkillDecoder(nn.Module):
         self.first_action = nn.Parameter(torch.zeros(action_dim))
         self.cell = nn.LSTMCell(latent_dim + action_dim, hidden_dim)  # input: [z, previous action]
         self.head = nn.Linear(hidden_dim, action_dim)
+        # Constant inputs of the fused `forward`, made once (not saved in checkpoints).
+        first_step = torch.zeros(skill_horizon, 1)
+        first_step[0] = 1.0
+        self.register_buffer("first_step", first_step, persistent=False)
+        self.register_buffer("zero_bias", torch.zeros(4 * hidden_dim), persistent=False)
 
     def forward_stepwise(self, z: torch.Tensor) -> torch.Tensor:
         """The definition, written plainly (used by the tests as the reference for `forward`)."""
@@ -171,11 +176,9 @@ class SkillDecoder(nn.Module):
         w_hh = cell.weight_hh + w_a @ head.weight
         bias = cell.bias_ih + cell.bias_hh + w_a @ head.bias
         w_ih = torch.cat([w_z, (w_a @ (self.first_action - head.bias))[:, None]], dim=1)
-        first_step = torch.zeros(H, 1, dtype=z.dtype, device=z.device)
-        first_step[0] = 1.0
-        inputs = torch.cat([z[:, None].expand(-1, H, -1), first_step.expand(z.shape[0], -1, -1)], dim=-1)
+        inputs = torch.cat([z[:, None].expand(-1, H, -1), self.first_step.expand(z.shape[0], -1, -1)], dim=-1)
         h0 = z.new_zeros(1, z.shape[0], cell.hidden_size)
-        weights = [w_ih, w_hh, bias, torch.zeros_like(bias)]
+        weights = [w_ih, w_hh, bias, self.zero_bias]
         out, _, _ = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
         return head(out)
 
@@ -297,9 +300,9 @@ def check_compatible(config: dict, path: str, **expected):
              "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers", "seed": "--seed",
              "val_fraction": "--val-fraction"}  # fmt: skip
     for key, want in expected.items():
-        if want is not None and config[key] != want:
+        if want is not None and config.get(key) != want:
             raise SpirlError(
-                f"checkpoint {path} has {names.get(key, key)} = {config[key]}, not {want}: "
+                f"checkpoint {path} has {names.get(key, key)} = {config.get(key)}, not {want}: "
                 f"use a checkpoint trained with {names.get(key, key)} {want}, or match the checkpoint's settings"
             )
 

@@ -7,7 +7,10 @@
 - pretraining: one gradient step of eq. 4 at batch 128 (the kitchen model: H=10, |Z|=10, 128 units,
   6-layer prior), for this project's training step (fused LSTM forward, foreach RAdam) and for the
   plain version of the same model (step-by-step decoder loop, embedding then LSTM, per-tensor RAdam),
-  which is the "un-tuned" reference. Each figure is the median of several timed repeats, since these
+  which is the "un-tuned" reference.
+- where the time goes: MuJoCo's own mj_step (40 substeps = one env step), one 128x128 @ 128x512 matmul
+  (the LSTMs' recurrent product at batch 128), and forward+backward of the two LSTMs (encoder and
+  decoder) next to a whole training step. Each figure is the median of several timed repeats, since these
   small-kernel timings vary by 10-20% from one repeat to the next on a shared 2-core machine.
 """
 
@@ -21,6 +24,7 @@ import statistics
 import sys
 import time
 
+import mujoco
 import numpy as np
 import torch
 
@@ -40,6 +44,34 @@ def env_steps_per_s(env, steps: int, seed: int = 0) -> float:
         if out[2] or out[3]:
             env.reset()
     return steps / (time.perf_counter() - start)
+
+
+def median_ms(fn, calls: int, repeats: int) -> float:
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls * 1e3)
+    return statistics.median(times)
+
+
+def time_breakdown(raw_env, batch_size: int, repeats: int) -> dict:
+    model, data = raw_env.robot_env.model, raw_env.robot_env.data
+    mj_step_ms = median_ms(lambda: mujoco.mj_step(model, data, nstep=raw_env.robot_env.frame_skip), 200, repeats)
+    a, w = torch.randn(batch_size, 128), torch.randn(128, 512)
+    matmul_ms = median_ms(lambda: a @ w, 2000, repeats)
+    torch.manual_seed(0)
+    skills = sp.SkillModel(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=128, prior_layers=6)
+    actions, z = torch.rand(batch_size, 10, 9) * 2 - 1, torch.randn(batch_size, 10)
+
+    def lstms():
+        (skills.encoder(actions)[0].sum() + skills.decoder(z).sum()).backward()
+
+    return {"mj_step_ms_per_env_step": mj_step_ms, "matmul_128x128x512_ms": matmul_ms,
+            "lstms_fwd_bwd_ms_per_train_step": median_ms(lstms, 50, repeats)}  # fmt: skip
 
 
 class PlainModel(sp.SkillModel):
@@ -98,6 +130,9 @@ def main():
         results[f"pretrain_{name}_samples_per_s_median"] = statistics.median(rates)
         results[f"pretrain_{name}_samples_per_s_all"] = [round(r) for r in rates]
     results["speedup"] = results["pretrain_ours_samples_per_s_median"] / results["pretrain_plain_samples_per_s_median"]
+    results.update(time_breakdown(raw, args.batch_size, args.repeats))
+    results["raw_env_step_ms"] = 1e3 / results["raw_FrankaKitchen-v1_steps_per_s"]
+    results["train_step_ms"] = 1e3 * args.batch_size / results["pretrain_ours_samples_per_s_median"]
 
     for key, value in results.items():
         print(f"{key:42s} {value:.3g}" if isinstance(value, float) else f"{key:42s} {value}")
