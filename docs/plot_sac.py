@@ -1,0 +1,66 @@
+"""Plot a spirl_sac.py run from its tensorboard logs: subtasks completed vs env steps, and how alpha
+and KL(pi || p_a) were tuned.
+
+    python docs/plot_sac.py runs/<run_name> --out docs/sac_<name>.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+
+def series(events, tag):
+    points = events.Scalars(tag)
+    return np.array([p.step for p in points]), np.array([p.value for p in points])
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    window = max(1, min(window, len(values)))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", default=None, help="PNG path (default: <run_dir>/sac.png)")
+    parser.add_argument("--window", type=int, default=50, help="training episodes per moving average")
+    args = parser.parse_args()
+    events = EventAccumulator(args.run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    if "charts/subtasks_completed" not in tags:
+        raise SystemExit(f"error: {args.run_dir} has no spirl_sac.py logs (no charts/subtasks_completed scalar)")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    steps, subtasks = series(events, "charts/subtasks_completed")
+    axes[0].plot(steps, subtasks, ".", ms=1.5, alpha=0.25, color="tab:blue")
+    smooth = moving_average(subtasks, args.window)
+    axes[0].plot(steps[len(steps) - len(smooth):], smooth, color="tab:blue",
+                 label=f"training episodes ({args.window}-episode mean)")  # fmt: skip
+    if "charts/eval_subtasks_completed" in tags:
+        axes[0].plot(*series(events, "charts/eval_subtasks_completed"), "o-", color="tab:red", ms=4,
+                     label="evaluation (policy mean)")  # fmt: skip
+    axes[0].set_title("subtasks completed per episode", fontsize=9)
+    axes[0].legend(fontsize=7)
+    for ax, tag, title in ((axes[1], "charts/alpha", "alpha"), (axes[2], "charts/kl_to_prior", "KL(pi || p_a), batch mean")):
+        if tag in tags:
+            ax.plot(*series(events, tag))
+        ax.set_title(title, fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("env steps")
+    fig.suptitle(os.path.basename(os.path.normpath(args.run_dir)), fontsize=10)
+    fig.tight_layout()
+    out = args.out or os.path.join(args.run_dir, "sac.png")
+    fig.savefig(out, dpi=110)
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""spirl_sac.py: Algorithm 1's pieces (init, KL, Q-target, storage), determinism, resume, bad input."""
+
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import spirl_pretrain as sp
+import spirl_sac as sac
+from envs import SpirlError
+from tests.conftest import ROOT
+from tests.test_pretrain import tiny_args, write_d4rl_file
+
+STATE_DIM, LATENT_DIM = 30, 10
+
+
+def make_skill_checkpoint(path, seed=0, **config_overrides):
+    """A small skill model with non-trivial BatchNorm statistics, saved as spirl_pretrain.py does."""
+    torch.manual_seed(seed)
+    config = {"env": "kitchen", "state_dim": STATE_DIM, "action_dim": 9, "skill_horizon": 10, "latent_dim": LATENT_DIM,
+              "hidden_dim": 32, "prior_layers": 2, "dataset": "synthetic", "seed": seed, "val_fraction": 0.0,
+              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 16}  # fmt: skip
+    model = sp.SkillModel(**config)
+    model.skill_prior.train()
+    with torch.no_grad():  # move the running statistics away from 0 / 1
+        for _ in range(20):
+            model.skill_prior(torch.randn(64, STATE_DIM) * 3 + 1)
+    optimizer = torch.optim.RAdam(model.parameters())
+    sp.save_checkpoint(str(path), model, optimizer, {**config, **config_overrides}, 0, torch.Generator())
+    return str(path)
+
+
+@pytest.fixture
+def skill_ckpt(tmp_path):
+    return make_skill_checkpoint(tmp_path / "skills.pt")
+
+
+def small_config(**overrides):
+    config = dict(skill_prior="learned", prior_init=True, critic_hidden=32, critic_layers=2, critic_bf16=False,
+                  policy_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, delta=5.0, gamma=0.99, tau=5e-3)  # fmt: skip
+    config.update(overrides)
+    return config
+
+
+def make_learner(skill_ckpt, seed=0, **overrides):
+    model, skill_config = sp.load_skill_model(skill_ckpt)
+    torch.manual_seed(seed)
+    return sac.build_learner(small_config(**overrides), model.requires_grad_(False), skill_config), model
+
+
+def random_batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, STATE_DIM, generator=g), torch.rand(n, LATENT_DIM, generator=g) * 4 - 2,
+            torch.rand(n, generator=g), torch.randn(n, STATE_DIM, generator=g), (torch.rand(n, generator=g) < 0.2).float())  # fmt: skip
+
+
+def sac_args(tmp_path, skill_ckpt, **overrides):
+    kwargs = dict(prior_checkpoint=skill_ckpt, total_env_steps=600, warmup_transitions=20, batch_size=16,
+                  critic_layers=1, critic_hidden=32, eval_every=10_000, eval_episodes=1, log_every=5,
+                  checkpoint_every=300, run_name=str(tmp_path / "sac_run"), threads=1)  # fmt: skip
+    kwargs.update(overrides)
+    return sac.Args(**kwargs)
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def test_policy_equals_prior_at_step_zero(skill_ckpt):
+    learner, model = make_learner(skill_ckpt)
+    states = torch.randn(128, STATE_DIM) * 2
+    with torch.no_grad():
+        for got, want in zip(learner.policy(states), model.skill_prior(states)):
+            assert torch.equal(got, want)
+        _, kl = learner.sample_skill(states)
+    assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)
+    assert not learner.policy.training  # BatchNorm in eval mode: pi(z|s) ignores the rest of the batch
+    bn = [m for m in learner.policy.modules() if isinstance(m, torch.nn.BatchNorm1d)][0]
+    assert bn.running_mean.abs().sum() > 0.1  # the copied statistics are the prior's, not 0 / 1
+    # The frozen p_a is a separate network: updating pi must not move it.
+    learner.policy.net[0].weight.data.add_(1.0)
+    assert not torch.equal(learner.policy(states)[0], model.skill_prior(states)[0])
+
+
+def test_no_prior_init_starts_elsewhere(skill_ckpt):
+    learner, model = make_learner(skill_ckpt, prior_init=False)
+    states = torch.randn(16, STATE_DIM)
+    assert not torch.allclose(learner.policy(states)[0], model.skill_prior(states)[0])
+    assert learner.skill_prior is model.skill_prior  # still regularised towards p_a
+
+
+def test_analytic_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu, log_sigma, prior_mu, prior_log_sigma = (torch.randn(32, LATENT_DIM, generator=g) for _ in range(4))
+    d = torch.distributions
+    want = d.kl_divergence(d.Independent(d.Normal(mu, log_sigma.exp()), 1),
+                           d.Independent(d.Normal(prior_mu, prior_log_sigma.exp()), 1))  # fmt: skip
+    got = sac.kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
+    assert got.shape == (32,)
+    torch.testing.assert_close(got, want)
+
+
+def test_squashed_log_prob_matches_change_of_variables():
+    # float64: torch's reference inverts the tanh (atanh), which loses float32 precision for large |u|.
+    g = torch.Generator().manual_seed(1)
+    mu, log_sigma = torch.randn(16, LATENT_DIM, generator=g).double(), torch.randn(16, LATENT_DIM, generator=g).double() * 0.5
+    u = mu + log_sigma.exp() * torch.randn(16, LATENT_DIM, generator=g).double()
+    d = torch.distributions
+    squashed = d.TransformedDistribution(d.Normal(mu, log_sigma.exp()),
+                                         [d.TanhTransform(), d.AffineTransform(0.0, sac.SKILL_RANGE)])  # fmt: skip
+    want = squashed.log_prob(sac.squash(u)).sum(-1)
+    torch.testing.assert_close(sac.squashed_log_prob(u, mu, log_sigma), want)
+
+
+def test_q_target_uses_the_prior_kl_not_the_entropy(skill_ckpt):
+    learner, model = make_learner(skill_ckpt)
+    learner.policy.net[-1].bias.data += torch.linspace(-1, 1, 2 * LATENT_DIM)  # pi != p_a, so the KL is not 0
+    _, _, rewards, next_states, terminals = random_batch()
+    alpha = torch.tensor(0.7)
+    got = sac.compute_q_target(learner, rewards, next_states, terminals, alpha, torch.Generator().manual_seed(5))
+    # The same target, written out with the same noise: r + gamma (1 - d) (min Q' - alpha KL(pi || p_a)).
+    mu, log_sigma = learner.policy(next_states)
+    noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(5))
+    z = 2 * torch.tanh(mu + log_sigma.exp() * noise)
+    kl = sac.kl_to_prior(mu, log_sigma, *model.skill_prior(next_states))
+    q = learner.critic_target(next_states, z).min(0).values
+    want = rewards + 0.99 * (1 - terminals) * (q - 0.7 * kl)
+    torch.testing.assert_close(got, want.detach())
+    # Moving only the prior moves the target by exactly alpha * the change in KL (no entropy in it).
+    model.skill_prior.net[-1].bias.data[:LATENT_DIM] += 0.5
+    moved = sac.compute_q_target(learner, rewards, next_states, terminals, alpha, torch.Generator().manual_seed(5))
+    new_kl = sac.kl_to_prior(mu, log_sigma, *model.skill_prior(next_states))
+    torch.testing.assert_close(moved - got, (-0.99 * (1 - terminals) * 0.7 * (new_kl - kl)).detach())
+    assert (moved - got).abs().max() > 1e-3
+
+
+def test_entropy_mode_uses_log_prob_and_target_entropy(skill_ckpt):
+    learner, _ = make_learner(skill_ckpt, skill_prior="none")
+    assert learner.skill_prior is None and learner.target_divergence == LATENT_DIM
+    states = torch.randn(8, STATE_DIM)
+    z, divergence = learner.sample_skill(states, torch.Generator().manual_seed(0))
+    mu, log_sigma = learner.policy(states)
+    u = mu + log_sigma.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(divergence, sac.squashed_log_prob(u, mu, log_sigma))
+    assert z.abs().max() <= 2.0
+
+
+def test_update_moves_alpha_towards_the_target_divergence(skill_ckpt):
+    # KL(pi || p_a) = 0 at step 0, below delta = 5, so alpha must shrink; above delta it must grow.
+    for delta, direction in ((5.0, -1), (1e-9, 1)):
+        learner, _ = make_learner(skill_ckpt, delta=delta, alpha_lr=1e-2)
+        if direction > 0:
+            learner.policy.net[-1].bias.data += 3.0
+        sac.sac_update(learner, random_batch(), torch.Generator().manual_seed(0))
+        assert direction * learner.log_alpha.item() > 0
+
+
+def test_critic_bf16_stays_close_to_float32(skill_ckpt):
+    critic = sac.TwinCritic(STATE_DIM, LATENT_DIM, 64, 3)
+    states, skills = torch.randn(32, STATE_DIM), torch.rand(32, LATENT_DIM)
+    exact = critic(states, skills)
+    critic.bf16 = True
+    rounded = critic(states, skills)
+    assert rounded.dtype == torch.float32 and exact.shape == (2, 32)
+    assert (rounded - exact).abs().max() < 0.05 * exact.abs().max() + 1e-3
+    assert not torch.equal(rounded, exact)
+
+
+def test_twin_critics_are_independent_networks():
+    critic = sac.TwinCritic(STATE_DIM, LATENT_DIM, 16, 2)
+    states, skills = torch.randn(4, STATE_DIM), torch.rand(4, LATENT_DIM)
+    q = critic(states, skills)
+    assert not torch.allclose(q[0], q[1])
+    q[0].sum().backward()  # Q_1's loss reaches only Q_1's weights
+    assert all(w.grad[1].abs().sum() == 0 and w.grad[0].abs().sum() > 0 for w in critic.weights)
+
+
+def test_same_seed_gives_identical_updates(skill_ckpt):
+    runs = []
+    for _ in range(2):
+        learner, _ = make_learner(skill_ckpt, seed=3)
+        g = torch.Generator().manual_seed(3)
+        runs.append(torch.stack([sac.sac_update(learner, random_batch(seed=i), g) for i in range(5)]))
+    assert torch.equal(runs[0], runs[1])
+    assert torch.isfinite(runs[0]).all()
+
+
+# ----------------------------------------------------------------------------- execution and storage
+
+
+class ScriptedEnv(gym.Env):
+    """Reward 1 per step; ends after `length` steps by termination or by truncation."""
+
+    def __init__(self, length=15, truncate=False, reward=1.0):
+        self.length, self.truncate, self.reward, self.t = length, truncate, reward, 0
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (9,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(STATE_DIM, np.float32), {"subtasks_completed": 0}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.length
+        state = np.full(STATE_DIM, self.t, np.float32)
+        return state, self.reward, done and not self.truncate, done and self.truncate, {"subtasks_completed": 1}
+
+
+def test_execute_skill_stops_where_the_episode_ends():
+    env = ScriptedEnv(length=4)
+    env.reset()
+    state, reward, terminated, truncated, steps, _ = sac.execute_skill(env, np.zeros((10, 9), np.float32))
+    assert (reward, terminated, truncated, steps, state[0]) == (4.0, True, False, 4, 4.0)
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_episode_ending_mid_skill_is_stored_with_partial_sum_and_right_terminal(tmp_path, skill_ckpt, monkeypatch,
+                                                                                truncate):  # fmt: skip
+    monkeypatch.setattr(sac, "make_env", lambda name, **kw: ScriptedEnv(length=15, truncate=truncate))
+    sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=30, warmup_transitions=1000, checkpoint_every=10**6))
+    replay = torch.load(tmp_path / "sac_run" / "checkpoint.pt", weights_only=True)["replay"]
+    assert replay["size"] == 4  # two episodes of 15 steps = skills of 10 + 5 steps each
+    assert replay["rewards"].tolist() == [10.0, 5.0, 10.0, 5.0]
+    assert replay["terminals"].tolist() == ([0.0, 0.0] * 2 if truncate else [0.0, 1.0] * 2)
+    assert replay["next_states"][1, 0] == 15.0  # the last state of the episode, not the next reset
+
+
+# ----------------------------------------------------------------------------- runs, resume, errors
+
+
+def scalars(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_smoke_pretrain_then_sac_in_the_kitchen(tmp_path):
+    dataset = write_d4rl_file(tmp_path / "tiny.hdf5")
+    pretrained = sp.train(tiny_args(tmp_path, dataset, num_steps=30))["checkpoint"]
+    result = sac.train(sac_args(tmp_path, pretrained, total_env_steps=2000, warmup_transitions=50,
+                                eval_every=1000, log_every=10))  # fmt: skip
+    assert result["env_steps"] >= 2000 and result["updates"] > 100
+    logged = scalars(tmp_path / "sac_run")
+    for tag in ("charts/episodic_return", "charts/subtasks_completed", "charts/eval_subtasks_completed",
+                "charts/alpha", "charts/kl_to_prior", "losses/qf1", "losses/qf2", "losses/actor", "losses/alpha"):  # fmt: skip
+        assert tag in logged and all(np.isfinite(logged[tag])), tag
+    assert all(a != 1.0 for a in logged["charts/alpha"])  # alpha is tuned from its start at 1
+    assert os.path.isfile(result["policy"])
+
+
+def test_resume_continues_exactly(tmp_path, skill_ckpt):
+    straight = sac.train(sac_args(tmp_path / "a", skill_ckpt, run_name=str(tmp_path / "a")))
+    first = sac.train(sac_args(tmp_path / "b", skill_ckpt, run_name=str(tmp_path / "b"), total_env_steps=300))
+    assert first["env_steps"] < straight["env_steps"]
+    resumed = sac.train(sac.Args(resume=first["checkpoint"], total_env_steps=600, threads=1))
+    assert resumed["env_steps"] == straight["env_steps"] and resumed["updates"] == straight["updates"]
+    a, b = (torch.load(r["checkpoint"], weights_only=True) for r in (straight, resumed))
+    for name in ("policy", "critic", "critic_target"):
+        for key, value in a["learner"][name].items():
+            assert torch.equal(value, b["learner"][name][key]), (name, key)
+    assert torch.equal(a["replay"]["states"], b["replay"]["states"])
+
+
+def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
+    first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=100))
+    with pytest.raises(SpirlError, match="--delta 2.0 differs"):
+        sac.train(sac.Args(resume=first["checkpoint"], delta=2.0))
+    with pytest.raises(SpirlError, match="not a spirl_sac.py checkpoint"):
+        sac.train(sac.Args(resume=first["policy"]))
+
+
+def test_overlapped_and_strict_updates_both_learn_deterministically(tmp_path, skill_ckpt):
+    results = [sac.train(sac_args(tmp_path, skill_ckpt, run_name=str(tmp_path / name), overlap_updates=overlap,
+                                  total_env_steps=400))
+               for name, overlap in (("o1", True), ("o2", True), ("s1", False))]  # fmt: skip
+    ckpts = [torch.load(r["checkpoint"], weights_only=True)["learner"]["critic"] for r in results]
+    assert all(torch.equal(ckpts[0][k], ckpts[1][k]) for k in ckpts[0])  # the thread changes nothing run to run
+    assert results[0]["updates"] == results[2]["updates"]
+    assert not all(torch.equal(ckpts[0][k], ckpts[2][k]) for k in ckpts[0])  # one-transition lag vs strict order
+
+
+def test_missing_and_mismatched_checkpoints_are_one_line_errors(tmp_path, skill_ckpt):
+    with pytest.raises(SpirlError, match="does not exist"):
+        sac.train(sac_args(tmp_path, str(tmp_path / "nope.pt")))
+    with pytest.raises(SpirlError, match="--prior-checkpoint"):
+        sac.train(sac_args(tmp_path, None))
+    other = make_skill_checkpoint(tmp_path / "other.pt", state_dim=31)
+    with pytest.raises(SpirlError, match="state dim = 31, not 30"):
+        sac.train(sac_args(tmp_path, other))
+    other_env = make_skill_checkpoint(tmp_path / "maze.pt", env="maze")
+    with pytest.raises(SpirlError, match="--env = maze, not kitchen"):
+        sac.train(sac_args(tmp_path, other_env))
+
+
+@pytest.mark.parametrize("delta", [0.0, -1.0, float("nan")])
+def test_delta_must_be_above_zero(tmp_path, skill_ckpt, delta):
+    with pytest.raises(SpirlError, match="--delta must be above 0"):
+        sac.train(sac_args(tmp_path, skill_ckpt, delta=delta))
+
+
+def test_nan_loss_names_the_step_and_the_term(tmp_path, skill_ckpt, monkeypatch):
+    monkeypatch.setattr(sac, "make_env", lambda name, **kw: ScriptedEnv(length=40, reward=float("nan")))
+    with pytest.raises(SpirlError, match=r"qf1 became nan at gradient step 1; lower"):
+        sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=400, warmup_transitions=5))
+    assert not os.path.exists(tmp_path / "sac_run" / "checkpoint.pt")
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--delta", "0",
+                          "--prior-checkpoint", "x.pt"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: --delta must be above 0")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--prior-checkpoint", "missing.pt"],
+                         cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert out.stderr.startswith("error: checkpoint missing.pt does not exist")
