@@ -49,10 +49,12 @@ def main():
                      label="evaluation (policy mean)")  # fmt: skip
     axes[0].set_title("subtasks completed per episode", fontsize=9)
     axes[0].legend(fontsize=7)
-    for ax, tag, title in ((axes[1], "charts/alpha", "alpha"), (axes[2], "charts/kl_to_prior", "KL(pi || p_a), batch mean")):
+    for ax, tag, title, scale in ((axes[1], "charts/alpha", "alpha", "log"),
+                                  (axes[2], "charts/kl_to_prior", "KL(pi || p_a), batch mean", "linear")):  # fmt: skip
         if tag in tags:
             ax.plot(*series(events, tag))
         ax.set_title(title, fontsize=9)
+        ax.set_yscale(scale)
     for ax in axes:
         ax.set_xlabel("env steps")
     fig.suptitle(os.path.basename(os.path.normpath(args.run_dir)), fontsize=10)
