@@ -112,6 +112,12 @@ class KitchenEnv(gym.Env):
         self._counted = np.zeros(len(self.tasks), dtype=bool)
         self._t = 0
 
+    def set_tasks(self, tasks, ordered: bool | None = None):
+        """Change the rewarded subtask list (takes effect at the next reset); the simulator is reused."""
+        self.tasks = check_tasks(tasks)
+        self.ordered = self.ordered if ordered is None else ordered
+        self._counted = np.zeros(len(self.tasks), dtype=bool)
+
     @property
     def qpos(self) -> np.ndarray:
         """The simulator's noise-free joint positions (first 30 = the noise-free state)."""

@@ -1,0 +1,310 @@
+"""Scripted controllers for the seven FrankaKitchen-v1 subtasks (offline demonstrations, issue 3).
+
+The paper's kitchen prior is learned from D4RL "mixed", teleoperated data that needs a download. These
+controllers produce demonstrations of the same kind in the same simulator, acting only through the
+env's own 9-dim joint-velocity actions:
+
+- Arm: damped least-squares IK on the `end_effector` site with MuJoCo's Jacobian (position and
+  orientation error -> joint displacement -> velocity action), plus a null-space pull towards the
+  robot's initial posture so that the redundant 7th degree of freedom does not drift.
+- Each subtask is a short list of waypoints (approach, grasp or touch, operate, release, retreat).
+  Articulated objects are operated closed-loop: the target is the grasp point carried a little further
+  along the object's own joint (read from the simulator: anchor, axis, current joint value), so the
+  hand follows the door / knob / switch as it actually moves.
+- Noise, as in human teleoperation: waypoint jitter, per-subtask speed, Gaussian action noise. The
+  action the env executes (after noise and clipping) is what a collector records.
+
+The simulator is read (positions, Jacobians), never written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import mujoco
+import numpy as np
+
+from envs.kitchen import COMPLETION_THRESHOLD, SUBTASK_GOALS, SUBTASK_INDICES, KitchenEnv
+
+# End-effector orientation with the gripper pointing forward (+y, into the kitchen) and the fingers
+# spread along world x: the columns are the site's x, y, z axes in world coordinates.
+FORWARD_GRIP = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+OPEN, CLOSE = 1.0, -1.0
+# The Panda's usual "ready" posture with the hand turned to FORWARD_GRIP. The null-space pull goes
+# here rather than to the env's initial posture, whose shoulder sits at its joint limit.
+REST_POSTURE = np.array([-1.2, -1.6, 1.5, -2.0, 0.0, 1.5, 1.6])
+VELOCITY_SCALE = 2.0 * 0.08  # FrankaKitchen-v1: action 1 = 2 rad/s for one 0.08 s env step
+
+
+def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """3x3 rotation matrix of `angle` radians about the unit vector `axis`."""
+    quat, mat = np.zeros(4), np.zeros(9)
+    mujoco.mju_axisAngle2Quat(quat, axis, angle)
+    mujoco.mju_quat2Mat(mat, quat)
+    return mat.reshape(3, 3)
+
+
+def rotation_error(current: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Angular displacement (world frame, radians) that takes `current` to `target`."""
+    q, qt, qi, dq, w = np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(3)
+    mujoco.mju_mat2Quat(q, current.flatten())
+    mujoco.mju_mat2Quat(qt, target.flatten())
+    mujoco.mju_negQuat(qi, q)
+    mujoco.mju_mulQuat(dq, qt, qi)
+    mujoco.mju_quat2Vel(w, dq, 1.0)
+    return w
+
+
+class ArmIK:
+    """Cartesian end-effector targets -> FrankaKitchen-v1 joint-velocity actions (damped least squares)."""
+
+    def __init__(self, env: KitchenEnv, damping: float = 0.05, gain: float = 3.0, posture_gain: float = 0.3):
+        self.model, self.data = env._sim.model, env._sim.data
+        self.site = self.model.site("end_effector").id
+        self.rest_posture = REST_POSTURE
+        self.damping, self.gain, self.posture_gain = damping, gain, posture_gain
+        # The tighter of the model's joint ranges and the env's own clipping bounds (franka_config.xml
+        # clips joint 6 to >= 0, for instance), kept `margin` radians clear.
+        margin = 0.05
+        bounds = env._sim.robot_env.robot_pos_bound[:7]
+        self.lower = np.maximum(self.model.jnt_range[:7, 0], bounds[:, 0]) + margin
+        self.upper = np.minimum(self.model.jnt_range[:7, 1], bounds[:, 1]) - margin
+
+    @property
+    def position(self) -> np.ndarray:
+        return self.data.site_xpos[self.site].copy()
+
+    @property
+    def orientation(self) -> np.ndarray:
+        return self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def action(self, position, orientation, grip: float, max_step: float, max_turn: float = 0.15):
+        """One env action moving the hand towards (position, orientation); grip +1 opens, -1 closes.
+
+        The Cartesian error is capped at `max_step` metres / `max_turn` radians, mapped to joints by
+        dq = J^T (J J^T + lambda^2 I)^-1 e, and scaled by `gain` because the env's position servos cover
+        only about a third of a commanded displacement within one step.
+        """
+        dp = position - self.position
+        dp *= min(1.0, max_step / max(np.linalg.norm(dp), 1e-9))
+        dw = rotation_error(self.orientation, orientation)
+        dw *= min(1.0, max_turn / max(np.linalg.norm(dw), 1e-9))
+        jac_pos, jac_rot = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
+        mujoco.mj_jacSite(self.model, self.data, jac_pos, jac_rot, self.site)
+        error = self.gain * np.concatenate([dp, dw])
+        q = self.data.qpos[:7]
+        posture = self.posture_gain * (self.rest_posture - q)
+        # Joints that would pass their limit are frozen and the rest re-solved (a few rounds at most),
+        # so that one saturated joint does not stall the hand.
+        free = np.ones(7, dtype=bool)
+        for _ in range(3):
+            jac = np.vstack([jac_pos, jac_rot])[:, :7] * free
+            jjt = jac @ jac.T + self.damping**2 * np.eye(6)
+            dq = jac.T @ np.linalg.solve(jjt, error)
+            dq += ((np.eye(7) - jac.T @ np.linalg.solve(jjt, jac)) @ posture) * free
+            over = ((q + dq < self.lower) & (dq < 0)) | ((q + dq > self.upper) & (dq > 0))
+            if not over.any():
+                break
+            free &= ~over
+        action = np.empty(9)
+        action[:7] = dq / VELOCITY_SCALE
+        action[7:] = grip
+        return np.clip(action, -1.0, 1.0)
+
+
+class ObjectJoint:
+    """Read-only view of one articulated object's joint: value, and how a rigid motion of it moves a point."""
+
+    def __init__(self, env: KitchenEnv, joint_name: str):
+        model, self.data = env._sim.model, env._sim.data
+        self.id = model.joint(joint_name).id
+        self.address = model.jnt_qposadr[self.id]
+        self.sliding = model.jnt_type[self.id] == mujoco.mjtJoint.mjJNT_SLIDE
+
+    @property
+    def value(self) -> float:
+        return float(self.data.qpos[self.address])
+
+    def carry(self, point: np.ndarray, orientation: np.ndarray, delta: float, turn: float = 1.0):
+        """Where `point` (and a hand `orientation` rigidly attached, turned by `turn` x the angle) goes
+        when the joint moves by `delta` from now: a translation along a slide, a rotation about a hinge."""
+        axis, anchor = self.data.xaxis[self.id].copy(), self.data.xanchor[self.id].copy()
+        if self.sliding:
+            return point + delta * axis, orientation
+        return anchor + axis_rotation(axis, delta) @ (point - anchor), axis_rotation(axis, turn * delta) @ orientation
+
+
+@dataclass
+class Waypoint:
+    """Hold or move the hand towards a target (re-evaluated every step) until `finished()` or max_steps."""
+
+    position: Callable[[], np.ndarray]
+    orientation: Callable[[], np.ndarray]
+    grip: float
+    finished: Callable[[], bool]
+    max_steps: int = 60
+    speed: float = 1.0  # fraction of the controller's hand speed
+
+
+def site_position(env: KitchenEnv, name: str) -> np.ndarray:
+    return env._sim.data.site_xpos[env._sim.model.site(name).id].copy()
+
+
+class SubtaskController:
+    """Drives the arm through one subtask's waypoints; `act()` gives the next (noisy) env action.
+
+    Noise, drawn from `rng`: every waypoint's offset is jittered by `jitter` metres (std), the hand's
+    speed is scaled by a per-subtask factor in `speed_range`, and Gaussian noise of std `action_noise`
+    is added to each action before clipping.
+    """
+
+    def __init__(
+        self,
+        env: KitchenEnv,
+        task: str,
+        rng: np.random.Generator,
+        jitter: float = 0.01,
+        speed_range: tuple[float, float] = (0.8, 1.2),
+        action_noise: float = 0.05,
+        max_step: float = 0.03,
+    ):
+        if task not in SUBTASK_PLANS:
+            raise ValueError(f"no scripted controller for subtask '{task}'")
+        self.env, self.task, self.rng = env, task, rng
+        self.arm = ArmIK(env)
+        self.jitter, self.action_noise = jitter, action_noise
+        self.max_step = max_step * rng.uniform(*speed_range)
+        self.waypoints = SUBTASK_PLANS[task](self)
+        self.index, self.steps_here, self.steps = 0, 0, 0
+        self._target = None
+
+    # --- helpers used by the plans
+    def offset(self, *xyz, jitter: float | None = None) -> np.ndarray:
+        sigma = self.jitter if jitter is None else jitter
+        return np.asarray(xyz, dtype=float) + self.rng.normal(0.0, sigma, 3)
+
+    def reached(self, tolerance: float) -> Callable[[], bool]:
+        return lambda: self._target is not None and np.linalg.norm(self._target - self.arm.position) < tolerance
+
+    def after(self, steps: int) -> Callable[[], bool]:
+        return lambda: self.steps_here >= steps
+
+    @property
+    def complete(self) -> bool:
+        """Is this controller's subtask complete in the simulator (noise-free state)?"""
+        state = self.env.qpos[SUBTASK_INDICES[self.task]]
+        return bool(np.linalg.norm(state - SUBTASK_GOALS[self.task]) < COMPLETION_THRESHOLD)
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.waypoints)
+
+    def act(self) -> np.ndarray:
+        while not self.done:
+            wp = self.waypoints[self.index]
+            if self.steps_here > 0 and (wp.finished() or self.steps_here >= wp.max_steps):
+                self.index, self.steps_here = self.index + 1, 0
+                continue
+            self._target = wp.position()
+            action = self.arm.action(self._target, wp.orientation(), wp.grip, wp.speed * self.max_step)
+            self.steps_here += 1
+            self.steps += 1
+            action += self.rng.normal(0.0, self.action_noise, action.shape)
+            return np.clip(action, -1.0, 1.0)
+        return self.arm.action(self.arm.position, self.arm.orientation, OPEN, self.max_step)  # finished: hold
+
+
+def hand(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    """FORWARD_GRIP rolled by `roll` about the pointing direction (world y), pitched by `pitch` about
+    world x (positive: pointing up), then turned by `yaw` about world z (positive: towards -x).
+    Teleoperators in D4RL kitchen hold the hand this way, not square-on."""
+    yaw_m = axis_rotation(np.array([0.0, 0.0, 1.0]), yaw)
+    pitch_m = axis_rotation(np.array([1.0, 0.0, 0.0]), pitch)
+    return yaw_m @ pitch_m @ axis_rotation(np.array([0.0, 1.0, 0.0]), roll) @ FORWARD_GRIP
+
+
+def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal: float, grasp, lead: float,
+               yaw=0.0, pitch=0.0, roll=0.0, turn: float = 1.0, grip: float = CLOSE, max_steps: int = 70,
+               speed: float = 0.6, approach: float = 0.1):
+    """Waypoints for an articulated object: approach the handle from `approach` m behind along the hand's
+    pointing direction, grasp it (grip=CLOSE) or just touch it (grip=OPEN), carry the grasp point
+    along the object's joint with a lead of `lead` (rad or m) until the joint passes `goal`, release
+    and back off. `turn` is how much of the joint's rotation the hand's orientation follows."""
+    joint = ObjectJoint(ctrl.env, joint_name)
+    handle = lambda: site_position(ctrl.env, handle_site)
+    rot = hand(yaw + ctrl.rng.normal(0, 0.05), pitch + ctrl.rng.normal(0, 0.05), roll)
+    at = ctrl.offset(*grasp, jitter=ctrl.jitter / 3)
+    pre = at - approach * rot[:, 2] + ctrl.offset(0, 0, 0)
+    held = {}
+    direction = np.sign(goal - joint.value)
+
+    def moving_target():
+        if not held:  # the hand's pose and the joint value at the moment of the grasp
+            held.update(point=ctrl.arm.position, rot=ctrl.arm.orientation, q=joint.value)
+        delta = joint.value - held["q"] + direction * lead
+        return joint.carry(held["point"], held["rot"], delta, turn)
+
+    def back_off():
+        held.setdefault("retreat", ctrl.arm.position - 0.1 * ctrl.arm.orientation[:, 2])
+        return held["retreat"]
+
+    return [
+        Waypoint(lambda: handle() + pre, lambda: rot, OPEN, ctrl.reached(0.015), 50),
+        Waypoint(lambda: handle() + at, lambda: rot, OPEN, ctrl.reached(0.015), 20, 0.6),
+        Waypoint(lambda: handle() + at, lambda: rot, grip, ctrl.after(4), 4),
+        Waypoint(lambda: moving_target()[0], lambda: moving_target()[1], grip,
+                 lambda: direction * (goal - joint.value) <= 0, max_steps, speed),
+        Waypoint(lambda: ctrl.arm.position, lambda: ctrl.arm.orientation, OPEN, ctrl.after(2), 2),
+        Waypoint(back_off, lambda: ctrl.arm.orientation, OPEN, ctrl.reached(0.03), 30),
+    ]
+
+
+def move_kettle(ctrl: SubtaskController):
+    """Waypoints for the kettle: grasp the left post of its handle (a vertical bar, like the D4RL
+    teleoperators), lift, carry it to the top-left burner, set it down, release, back off."""
+    handle = lambda: site_position(ctrl.env, "kettle_site")
+    # Set down a little right of the goal's centre (still on the burner), as the teleoperators did:
+    # the wrist then clears the microwave.
+    kettle_goal = SUBTASK_GOALS["kettle"][:3] + np.array([0.05, 0.0, 0.0])
+    kettle = lambda: ctrl.env.qpos[23:26].copy()
+    rot = hand(-0.45 + ctrl.rng.normal(0, 0.05), -0.15 + ctrl.rng.normal(0, 0.05))
+    at = ctrl.offset(-0.09, -0.01, -0.08, jitter=ctrl.jitter / 3)  # the post below the handle's left end
+    pre = at - 0.1 * rot[:, 2] + ctrl.offset(0, 0, 0)
+    lift = ctrl.offset(0, 0, 0.1)
+    place = ctrl.offset(0, 0, 0.01, jitter=ctrl.jitter / 3)
+    held = {}
+
+    def lifted():  # also remembers where the hand holds the kettle
+        held.setdefault("hand_minus_kettle", ctrl.arm.position - kettle())
+        held.setdefault("lift", ctrl.arm.position + lift)
+        return held["lift"]
+
+    def carried(offset):  # hand target that puts the kettle at its goal + offset
+        return kettle_goal + held["hand_minus_kettle"] + offset
+
+    def back_off():
+        held.setdefault("retreat", ctrl.arm.position - 0.1 * rot[:, 2] + np.array([0, 0, 0.05]))
+        return held["retreat"]
+
+    return [
+        Waypoint(lambda: handle() + pre, lambda: rot, OPEN, ctrl.reached(0.015), 50),
+        Waypoint(lambda: handle() + at, lambda: rot, OPEN, ctrl.reached(0.015), 20, 0.6),
+        Waypoint(lambda: handle() + at, lambda: rot, CLOSE, ctrl.after(4), 4),
+        Waypoint(lifted, lambda: rot, CLOSE, ctrl.reached(0.03), 30, 0.7),
+        Waypoint(lambda: carried(lift), lambda: rot, CLOSE, ctrl.reached(0.03), 60, 0.7),
+        Waypoint(lambda: carried(place), lambda: rot, CLOSE, ctrl.reached(0.015), 30, 0.5),
+        Waypoint(lambda: ctrl.arm.position, lambda: rot, OPEN, ctrl.after(3), 3),
+        Waypoint(back_off, lambda: rot, OPEN, ctrl.reached(0.03), 30),
+    ]
+
+
+SUBTASK_PLANS = {
+    "microwave": lambda c: articulate(c, "microhandle_site", "microwave", -0.8, (0, -0.01, 0.07), lead=0.1, yaw=0.25, turn=-0.4),
+    "hinge cabinet": lambda c: articulate(c, "hinge_site2", "right_hinge_cabinet", 1.5, (0, -0.01, -0.12), lead=0.15, turn=0.3, pitch=-0.1),
+    "slide cabinet": lambda c: articulate(c, "slide_site", "slide_cabinet", 0.4, (0, -0.01, -0.05), lead=0.05, yaw=-0.5, pitch=0.5),
+    "bottom burner": lambda c: articulate(c, "knob2_site", "knob_Joint_2", -0.9, (0, -0.02, -0.035), lead=0.6, yaw=-0.3, pitch=0.2),
+    "top burner": lambda c: articulate(c, "knob4_site", "knob_Joint_4", -0.9, (0, -0.02, -0.035), lead=0.6, yaw=-0.3),
+    "kettle": move_kettle,
+    "light switch": lambda c: articulate(c, "light_site", "light_switch", -0.65, (0, -0.01, 0.02), lead=0.3, grip=OPEN, yaw=-0.1, pitch=0.2, turn=0),
+}
