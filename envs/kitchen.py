@@ -63,9 +63,11 @@ def d4rl_observation_to_state(observation: np.ndarray) -> np.ndarray:
 
 
 def subtasks_complete(state: np.ndarray, tasks) -> np.ndarray:
-    """Boolean per task: is its joint configuration within the threshold of its goal?"""
-    return np.array(
-        [np.linalg.norm(state[SUBTASK_INDICES[t]] - SUBTASK_GOALS[t]) < COMPLETION_THRESHOLD for t in tasks]
+    """Boolean per task (last axis; `state` may be (30,) or (T, 30)): is its joint configuration
+    within the threshold of its goal?"""
+    return np.stack(
+        [np.linalg.norm(state[..., SUBTASK_INDICES[t]] - SUBTASK_GOALS[t], axis=-1) < COMPLETION_THRESHOLD for t in tasks],
+        axis=-1,
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.errors import SpirlError
-from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, SUBTASK_GOALS, SUBTASK_INDICES, COMPLETION_THRESHOLD, KitchenEnv
+from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, KitchenEnv, subtasks_complete
 from envs.kitchen_scripted import SubtaskController
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,13 +58,10 @@ def task_orders() -> list[tuple[str, ...]]:
 
 
 def completion_order(states: np.ndarray) -> tuple[str, ...]:
-    """Subtasks in the order they first became complete along an episode's states (read off the data)."""
-    first = {}
-    for task in ALL_SUBTASKS:
-        dist = np.linalg.norm(states[:, SUBTASK_INDICES[task]] - SUBTASK_GOALS[task], axis=1)
-        hits = np.flatnonzero(dist < COMPLETION_THRESHOLD)
-        if hits.size and not (dist[0] < COMPLETION_THRESHOLD):
-            first[task] = hits[0]
+    """Subtasks in the order they first became complete along an episode's states (read off the data;
+    a subtask already complete in the first state is not counted)."""
+    complete = subtasks_complete(states, ALL_SUBTASKS)  # (T + 1, 7)
+    first = {t: int(np.argmax(complete[:, i])) for i, t in enumerate(ALL_SUBTASKS) if complete[:, i].any() and not complete[0, i]}
     return tuple(sorted(first, key=first.get))
 
 
@@ -92,7 +89,7 @@ def collect_episode(env: KitchenEnv, order, rng: np.random.Generator, env_seed: 
         "rewards": np.asarray(rewards, dtype=np.float32),
         "terminated": terminated,
         "order": tuple(order),
-        "completed": len(completion_order(np.asarray(states))),
+        "completed": len(set(completion_order(np.asarray(states))) & set(order)),  # of this episode's four
     }
 
 

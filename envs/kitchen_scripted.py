@@ -25,7 +25,7 @@ from typing import Callable
 import mujoco
 import numpy as np
 
-from envs.kitchen import COMPLETION_THRESHOLD, SUBTASK_GOALS, SUBTASK_INDICES, KitchenEnv
+from envs.kitchen import STATE_DIM, SUBTASK_GOALS, KitchenEnv, subtasks_complete
 
 # End-effector orientation with the gripper pointing forward (+y, into the kitchen) and the fingers
 # spread along world x: the columns are the site's x, y, z axes in world coordinates.
@@ -193,8 +193,7 @@ class SubtaskController:
     @property
     def complete(self) -> bool:
         """Is this controller's subtask complete in the simulator (noise-free state)?"""
-        state = self.env.qpos[SUBTASK_INDICES[self.task]]
-        return bool(np.linalg.norm(state - SUBTASK_GOALS[self.task]) < COMPLETION_THRESHOLD)
+        return bool(subtasks_complete(self.env.qpos[:STATE_DIM], [self.task])[0])
 
     @property
     def done(self) -> bool:
