@@ -41,7 +41,7 @@ class Args:
     env: str = "kitchen"
     """downstream task family (kitchen)"""
     prior_checkpoint: str | None = None
-    """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder and the skill prior"""
+    """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder and the skill prior; default: the one shipped in checkpoints/ (kitchen: trained on the scripted data)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     delta: float | None = None
@@ -414,8 +414,11 @@ def resolve_config(args: Args, ckpt: dict | None) -> dict:
     config["delta"] = args.delta if args.delta is not None else DEFAULT_DELTA[args.env]
     config["critic_layers"] = args.critic_layers or DEFAULT_CRITIC_LAYERS[args.env]
     config["total_env_steps"] = args.total_env_steps if args.total_env_steps is not None else DEFAULT_TOTAL_ENV_STEPS
-    if config["prior_checkpoint"] is None:
-        raise SpirlError("no skill model given: pass --prior-checkpoint runs/<pretrain run>/checkpoint.pt (from spirl_pretrain.py)")
+    if config["prior_checkpoint"] is None:  # the skill model shipped in the repo for this env
+        config["prior_checkpoint"] = env_spec(args.env).get("default_prior")
+        if config["prior_checkpoint"] is None or not os.path.isfile(config["prior_checkpoint"]):
+            raise SpirlError(f"no shipped skill model for --env {args.env}: pass --prior-checkpoint "
+                             f"runs/<pretrain run>/checkpoint.pt (from spirl_pretrain.py --env {args.env})")  # fmt: skip
     return config
 
 

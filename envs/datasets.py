@@ -1,6 +1,8 @@
 """Offline data: (state, action) episodes in the env's state space, and H-step training windows.
 
 `load_episodes(source, env)` reads any of
+  0. a dataset this repo generates, by name: "spirl/kitchen-scripted-v0" (the kitchen default, written
+     to data/kitchen-scripted-v0 by `python -m envs.kitchen_demos`),
   1. a Minari dataset id, e.g. "D4RL/kitchen/mixed-v2" (local copy first, else a download, which
      needs `pip install "minari[hf]"` and internet),
   2. a local Minari dataset directory (the folder that holds `data/`, or `data/` itself),
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from envs.errors import SpirlError
-from envs.registry import env_spec
+from envs.registry import LOCAL_DATASETS, env_spec
 
 OFFLINE_HINT = "or pass a local file/folder with --dataset (a D4RL .hdf5 file or a Minari dataset directory)"
 
@@ -153,6 +155,11 @@ def load_episodes(source: str, env: str) -> list[Episode]:
     """Read episodes of (states, actions) in `env`'s state space from a file, folder or Minari id."""
     env_spec(env)
     source = os.fspath(source)
+    if source in LOCAL_DATASETS:
+        path, command = LOCAL_DATASETS[source]
+        if not os.path.isdir(path):
+            raise SpirlError(f"dataset {source} is not generated yet: run `{command}` (writes {path}), or pass --dataset")
+        source = path
     if source.endswith((".hdf5", ".h5")) or os.path.isfile(source):
         if not os.path.isfile(source):
             raise SpirlError(f"dataset file {source} does not exist; check the path given to --dataset")

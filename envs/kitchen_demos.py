@@ -6,7 +6,8 @@
 Each episode chains four subtasks, performed by the scripted controllers of envs/kitchen_scripted.py,
 in an order drawn from every ordered choice of 4 of the 7 subtasks except the paper's downstream
 sequence (microwave, kettle, bottom burner, light switch): each of its pairs may appear, the whole
-sequence never does, so a downstream agent must recombine skills, as with D4RL mixed. An episode
+sequence never does, so a downstream agent must recombine skills, as with D4RL mixed. Orders that
+open the hinge cabinet before the slide cabinet or the top burner are left out too (see `task_orders`). An episode
 ends when its four subtasks are done (the env terminates) or at the 280-step limit. Observations are
 the paper's 30-dim state; actions are the 9-dim joint velocities the env executed (noise included).
 """
@@ -53,8 +54,20 @@ class Args:
 
 
 def task_orders() -> list[tuple[str, ...]]:
-    """Every ordered choice of 4 of the 7 subtasks, except the downstream sequence (839 orders)."""
-    return [order for order in itertools.permutations(ALL_SUBTASKS, 4) if order != DOWNSTREAM_ORDER]
+    """Every ordered choice of 4 of the 7 subtasks except the downstream sequence and the orders that
+    open the hinge cabinet before the slide cabinet or the top burner (631 orders).
+
+    The open right hinge door stands in front of the slide cabinet's handle and beside the top knob,
+    and blocks the arm's way to them: every failed scripted top burner we inspected came after the
+    hinge cabinet, and leaving these orders out raised the episodes that complete all four subtasks
+    from 74% to 86% (100 episodes each). The downstream task contains none of the three, so this
+    leaves its skills and their pairs untouched.
+    """
+    def allowed(order):
+        after_hinge = order[order.index("hinge cabinet"):] if "hinge cabinet" in order else ()
+        return order != DOWNSTREAM_ORDER and "slide cabinet" not in after_hinge and "top burner" not in after_hinge
+
+    return [order for order in itertools.permutations(ALL_SUBTASKS, 4) if allowed(order)]
 
 
 def completion_order(states: np.ndarray) -> tuple[str, ...]:

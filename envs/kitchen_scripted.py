@@ -7,7 +7,8 @@ env's own 9-dim joint-velocity actions:
 - Arm: damped least-squares IK on the `end_effector` site with MuJoCo's Jacobian (position and
   orientation error -> joint displacement -> velocity action), plus a null-space pull towards the
   robot's initial posture so that the redundant 7th degree of freedom does not drift.
-- Each subtask is a short list of waypoints (approach, grasp or touch, operate, release, retreat).
+- Each subtask is a short list of waypoints: a joint-space move back to the env's initial posture,
+  then approach, grasp or touch, operate, release, retreat.
   Articulated objects are operated closed-loop: the target is the grasp point carried a little further
   along the object's own joint (read from the simulator: anchor, axis, current joint value), so the
   hand follows the door / knob / switch as it actually moves.
@@ -35,6 +36,22 @@ OPEN, CLOSE = 1.0, -1.0
 # here rather than to the env's initial posture, whose shoulder sits at its joint limit.
 REST_POSTURE = np.array([-1.2, -1.6, 1.5, -2.0, 0.0, 1.5, 1.6])
 VELOCITY_SCALE = 2.0 * 0.08  # FrankaKitchen-v1: action 1 = 2 rad/s for one 0.08 s env step
+# Every subtask starts with a joint-space move to a "ready" posture: the arm configuration in which
+# its Cartesian approach, run from the env's reset, reaches the pre-grasp pose (mean over env seeds
+# 0-4, printed by `python bench/tune_kitchen_subtask.py TASK --ready`). A straight joint-space move is
+# as fast as the joint speed limit allows (about 0.07 rad per env step) and cannot fall into the IK's
+# local minima at the joint limits, which a Cartesian move from wherever the previous subtask left
+# the arm did (stuck 10 cm short of the microwave with the shoulder at its limit, for instance).
+READY_TOLERANCE = 0.15  # radians, on every joint
+READY_POSTURES = {
+    "bottom burner": np.array([-1.0, -1.42, 1.41, -2.49, 0.02, 1.77, 1.32]),
+    "top burner": np.array([-1.03, -1.4, 1.34, -2.33, 0.03, 1.49, 1.24]),
+    "light switch": np.array([-1.06, -1.63, 1.35, -2.24, -0.21, 1.61, 1.69]),
+    "slide cabinet": np.array([-1.48, -1.59, 0.89, -2.2, -0.71, 1.67, 1.93]),
+    "hinge cabinet": np.array([-1.09, -1.03, 1.37, -1.6, 0.02, 1.16, 0.98]),
+    "microwave": np.array([-0.95, -1.76, 1.91, -1.67, -0.71, 1.18, 2.55]),
+    "kettle": np.array([-0.41, -1.75, 2.12, -2.12, 0.37, 0.63, 1.9]),
+}
 
 
 def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -59,7 +76,7 @@ def rotation_error(current: np.ndarray, target: np.ndarray) -> np.ndarray:
 class ArmIK:
     """Cartesian end-effector targets -> FrankaKitchen-v1 joint-velocity actions (damped least squares)."""
 
-    def __init__(self, env: KitchenEnv, damping: float = 0.05, gain: float = 3.0, posture_gain: float = 0.3):
+    def __init__(self, env: KitchenEnv, damping: float = 0.05, gain: float = 3.0, posture_gain: float = 0.1):
         self.model, self.data = env._sim.model, env._sim.data
         self.site = self.model.site("end_effector").id
         self.rest_posture = REST_POSTURE
@@ -84,7 +101,9 @@ class ArmIK:
 
         The Cartesian error is capped at `max_step` metres / `max_turn` radians, mapped to joints by
         dq = J^T (J J^T + lambda^2 I)^-1 e, and scaled by `gain` because the env's position servos cover
-        only about a third of a commanded displacement within one step.
+        only about a third of a commanded displacement within one step. Where a joint would exceed the
+        action bound, all joints are scaled down together (per-joint clipping bends the hand's path;
+        scaling instead cut the kettle's steps from 70 to 52 in bench/tune_kitchen_subtask.py).
         """
         dp = position - self.position
         dp *= min(1.0, max_step / max(np.linalg.norm(dp), 1e-9))
@@ -109,8 +128,18 @@ class ArmIK:
             free &= ~over
         action = np.empty(9)
         action[:7] = dq / VELOCITY_SCALE
+        action[:7] /= max(1.0, np.abs(action[:7]).max())  # scale all joints together: clipping one bends the path
         action[7:] = grip
         return np.clip(action, -1.0, 1.0)
+
+    def joint_action(self, posture: np.ndarray, grip: float) -> np.ndarray:
+        """One env action moving the joints straight towards `posture` (clipped into the joint limits),
+        as fast as the action bound allows, all joints scaled together so the path stays a line."""
+        dq = self.gain * (np.clip(posture, self.lower, self.upper) - self.data.qpos[:7]) / VELOCITY_SCALE
+        action = np.empty(9)
+        action[:7] = dq / max(1.0, np.abs(dq).max())
+        action[7:] = grip
+        return action
 
 
 class ObjectJoint:
@@ -145,7 +174,9 @@ class Waypoint:
     finished: Callable[[], bool]
     max_steps: int = 60
     speed: float = 1.0  # fraction of the controller's hand speed
-
+    posture: np.ndarray | None = None  # if set: a joint-space move to this arm posture instead
+    stalled: Callable[[], bool] | None = None  # if it returns True: go back to waypoint `retry` (once)
+    retry: "Waypoint | None" = None
 
 def site_position(env: KitchenEnv, name: str) -> np.ndarray:
     return env._sim.data.site_xpos[env._sim.model.site(name).id].copy()
@@ -167,7 +198,8 @@ class SubtaskController:
         jitter: float = 0.01,
         speed_range: tuple[float, float] = (0.8, 1.2),
         action_noise: float = 0.05,
-        max_step: float = 0.03,
+        max_step: float = 0.04,
+        ready: bool = True,
     ):
         if task not in SUBTASK_PLANS:
             raise ValueError(f"no scripted controller for subtask '{task}'")
@@ -176,7 +208,11 @@ class SubtaskController:
         self.jitter, self.action_noise = jitter, action_noise
         self.max_step = max_step * rng.uniform(*speed_range)
         self.waypoints = SUBTASK_PLANS[task](self)
-        self.index, self.steps_here, self.steps = 0, 0, 0
+        if ready:
+            posture = np.clip(READY_POSTURES[task] + rng.normal(0.0, 0.05, 7), self.arm.lower, self.arm.upper)
+            is_ready = lambda: np.abs(posture - env.qpos[:7]).max() < READY_TOLERANCE
+            self.waypoints.insert(0, Waypoint(None, None, OPEN, is_ready, 40, posture=posture))
+        self.index, self.steps_here, self.steps, self.retries = 0, 0, 0, 1
         self._target = None
 
     # --- helpers used by the plans
@@ -205,8 +241,14 @@ class SubtaskController:
             if self.steps_here > 0 and (wp.finished() or self.steps_here >= wp.max_steps):
                 self.index, self.steps_here = self.index + 1, 0
                 continue
-            self._target = wp.position()
-            action = self.arm.action(self._target, wp.orientation(), wp.grip, wp.speed * self.max_step)
+            if wp.stalled is not None and self.retries and wp.stalled():  # e.g. the grasp missed: try again
+                self.index, self.steps_here, self.retries = self.waypoints.index(wp.retry), 0, self.retries - 1
+                continue
+            if wp.posture is not None:
+                action = self.arm.joint_action(wp.posture, wp.grip)
+            else:
+                self._target = wp.position()
+                action = self.arm.action(self._target, wp.orientation(), wp.grip, wp.speed * self.max_step)
             self.steps_here += 1
             self.steps += 1
             action += self.rng.normal(0.0, self.action_noise, action.shape)
@@ -225,7 +267,7 @@ def hand(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
 
 def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal: float, grasp, lead: float,
                yaw=0.0, pitch=0.0, roll=0.0, turn: float = 1.0, grip: float = CLOSE, max_steps: int = 70,
-               speed: float = 0.6, approach: float = 0.1):
+               speed: float = 0.6, approach: float = 0.1, approach_steps: int = 20):
     """Waypoints for an articulated object: approach the handle from `approach` m behind along the hand's
     pointing direction, grasp it (grip=CLOSE) or just touch it (grip=OPEN), carry the grasp point
     along the object's joint with a lead of `lead` (rad or m) until the joint passes `goal`, release
@@ -248,12 +290,19 @@ def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal:
         held.setdefault("retreat", ctrl.arm.position - 0.1 * ctrl.arm.orientation[:, 2])
         return held["retreat"]
 
+    def stalled():  # the object has not followed the hand: the grasp or touch missed
+        if ctrl.steps_here >= 12 and abs(joint.value - held["q"]) < 0.02:
+            held.clear()  # regrasp from scratch
+            return True
+        return False
+
+    start = Waypoint(lambda: handle() + pre, lambda: rot, OPEN, ctrl.reached(0.03), 50)
     return [
-        Waypoint(lambda: handle() + pre, lambda: rot, OPEN, ctrl.reached(0.015), 50),
-        Waypoint(lambda: handle() + at, lambda: rot, OPEN, ctrl.reached(0.015), 20, 0.6),
+        start,
+        Waypoint(lambda: handle() + at, lambda: rot, OPEN, ctrl.reached(0.015), approach_steps, 0.6),
         Waypoint(lambda: handle() + at, lambda: rot, grip, ctrl.after(4), 4),
         Waypoint(lambda: moving_target()[0], lambda: moving_target()[1], grip,
-                 lambda: direction * (goal - joint.value) <= 0, max_steps, speed),
+                 lambda: direction * (goal - joint.value) <= 0, max_steps, speed, stalled=stalled, retry=start),
         Waypoint(lambda: ctrl.arm.position, lambda: ctrl.arm.orientation, OPEN, ctrl.after(2), 2),
         Waypoint(back_off, lambda: ctrl.arm.orientation, OPEN, ctrl.reached(0.03), 30),
     ]
@@ -287,7 +336,7 @@ def move_kettle(ctrl: SubtaskController):
         return held["retreat"]
 
     return [
-        Waypoint(lambda: handle() + pre, lambda: rot, OPEN, ctrl.reached(0.015), 50),
+        Waypoint(lambda: handle() + pre, lambda: rot, OPEN, ctrl.reached(0.05), 50),
         Waypoint(lambda: handle() + at, lambda: rot, OPEN, ctrl.reached(0.015), 20, 0.6),
         Waypoint(lambda: handle() + at, lambda: rot, CLOSE, ctrl.after(4), 4),
         Waypoint(lifted, lambda: rot, CLOSE, ctrl.reached(0.03), 30, 0.7),
@@ -299,11 +348,14 @@ def move_kettle(ctrl: SubtaskController):
 
 
 SUBTASK_PLANS = {
-    "microwave": lambda c: articulate(c, "microhandle_site", "microwave", -0.8, (0, -0.01, 0.07), lead=0.1, yaw=0.25, turn=-0.4),
-    "hinge cabinet": lambda c: articulate(c, "hinge_site2", "right_hinge_cabinet", 1.5, (0, -0.01, -0.12), lead=0.15, turn=0.3, pitch=-0.1),
-    "slide cabinet": lambda c: articulate(c, "slide_site", "slide_cabinet", 0.4, (0, -0.01, -0.05), lead=0.05, yaw=-0.5, pitch=0.5),
-    "bottom burner": lambda c: articulate(c, "knob2_site", "knob_Joint_2", -0.9, (0, -0.02, -0.035), lead=0.6, yaw=-0.3, pitch=0.2),
-    "top burner": lambda c: articulate(c, "knob4_site", "knob_Joint_4", -0.9, (0, -0.02, -0.035), lead=0.6, yaw=-0.3),
+    "microwave": lambda c: articulate(c, "microhandle_site", "microwave", -0.65, (0, -0.01, 0.07), lead=0.1, yaw=0.25, turn=-0.4),
+    "hinge cabinet": lambda c: articulate(c, "hinge_site2", "right_hinge_cabinet", 1.3, (0, -0.01, -0.12), lead=0.15, turn=0.3, pitch=-0.1),
+    "slide cabinet": lambda c: articulate(c, "slide_site", "slide_cabinet", 0.3, (0, -0.01, -0.05), lead=0.08, yaw=-0.5, pitch=0.5, speed=0.8),
+    # Knobs: grasp the bar's upper half, whose twist carries the hand away (+x) from the light switch
+    # housing and the open hinge door (the lower half drives the wrist into them, and on the top knob
+    # the fingers then catch the bottom knob's bar).
+    "bottom burner": lambda c: articulate(c, "knob2_site", "knob_Joint_2", -0.75, (0, -0.03, 0.025), lead=0.8, yaw=-0.15, approach_steps=10),
+    "top burner": lambda c: articulate(c, "knob4_site", "knob_Joint_4", -0.75, (0, -0.03, 0.025), lead=0.8, yaw=-0.15, approach_steps=10),
     "kettle": move_kettle,
-    "light switch": lambda c: articulate(c, "light_site", "light_switch", -0.65, (0, -0.01, 0.02), lead=0.3, grip=OPEN, yaw=-0.1, pitch=0.2, turn=0),
+    "light switch": lambda c: articulate(c, "light_site", "light_switch", -0.55, (0, -0.01, 0.02), lead=0.3, grip=OPEN, yaw=-0.1, pitch=0.2, turn=0),
 }

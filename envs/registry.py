@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 from envs.errors import SpirlError
 
 # The facts about each task family that scripts and checkpoints need before building an env.
-# `default_dataset` is what spirl_pretrain.py reads when --dataset is not given.
+# `default_dataset` is what spirl_pretrain.py reads when --dataset is not given; `default_prior` is the
+# skill-model checkpoint shipped in the repo that spirl_sac.py uses when --prior-checkpoint is not given.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Datasets this repo generates itself, by name -> (local directory, the command that writes it). They
+# need no internet: the name resolves to the directory, and a missing directory names its command.
+LOCAL_DATASETS = {
+    "spirl/kitchen-scripted-v0": (os.path.join(REPO_ROOT, "data", "kitchen-scripted-v0"), "python -m envs.kitchen_demos"),
+}
 ENV_SPECS = {
     "kitchen": {
         "state_dim": 30,
         "action_dim": 9,
         "max_episode_steps": 280,
-        "default_dataset": "D4RL/kitchen/mixed-v2",
+        # Scripted demonstrations in the spirit of D4RL "mixed" (issue 3), generated offline; the
+        # paper's own data stays available as --dataset D4RL/kitchen/mixed-v2 (needs internet).
+        "default_dataset": "spirl/kitchen-scripted-v0",
+        "default_prior": os.path.join(REPO_ROOT, "checkpoints", "kitchen-scripted-skills.pt"),
     },
 }
 ENV_NAMES = tuple(ENV_SPECS)

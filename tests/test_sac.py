@@ -287,11 +287,13 @@ def test_overlapped_and_strict_updates_both_learn_deterministically(tmp_path, sk
     assert not all(torch.equal(ckpts[0][k], ckpts[2][k]) for k in ckpts[0])  # one-transition lag vs strict order
 
 
-def test_missing_and_mismatched_checkpoints_are_one_line_errors(tmp_path, skill_ckpt):
+def test_missing_and_mismatched_checkpoints_are_one_line_errors(tmp_path, skill_ckpt, monkeypatch):
     with pytest.raises(SpirlError, match="does not exist"):
         sac.train(sac_args(tmp_path, str(tmp_path / "nope.pt")))
-    with pytest.raises(SpirlError, match="--prior-checkpoint"):
-        sac.train(sac_args(tmp_path, None))
+    with monkeypatch.context() as m:  # no --prior-checkpoint and no shipped one: the error names the flag
+        m.setitem(sac.env_spec("kitchen"), "default_prior", str(tmp_path / "not-shipped.pt"))
+        with pytest.raises(SpirlError, match="--prior-checkpoint"):
+            sac.train(sac_args(tmp_path, None))
     other = make_skill_checkpoint(tmp_path / "other.pt", state_dim=31)
     with pytest.raises(SpirlError, match="state dim = 31, not 30"):
         sac.train(sac_args(tmp_path, other))
@@ -321,3 +323,14 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--prior-checkpoint", "missing.pt"],
                          cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert out.stderr.startswith("error: checkpoint missing.pt does not exist")
+
+
+def test_runs_out_of_the_box_on_the_shipped_kitchen_skill_model(tmp_path):
+    """`python spirl_sac.py --env kitchen` needs no --prior-checkpoint: the repo ships one (issue 3)."""
+    shipped = sac.env_spec("kitchen")["default_prior"]
+    assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
+    _, config = sp.load_skill_model(shipped, env="kitchen", state_dim=STATE_DIM, action_dim=9)
+    assert config["dataset"] == "spirl/kitchen-scripted-v0" and config["skill_horizon"] == 10
+    result = sac.train(sac_args(tmp_path, None, total_env_steps=300, warmup_transitions=10))
+    assert result["env_steps"] >= 300
+    assert sac.read_run_checkpoint(result["checkpoint"])["config"]["prior_checkpoint"] == shipped
