@@ -39,7 +39,7 @@ class Args:
     env: str = "kitchen"
     """task family whose state/action space the data and model use (kitchen)"""
     dataset: str | None = None
-    """Minari dataset id (e.g. D4RL/kitchen/mixed-v2), local Minari directory, or D4RL .hdf5 file; default: the env's default dataset"""
+    """Minari dataset id (e.g. D4RL/kitchen/mixed-v2, needs internet), local Minari directory, D4RL .hdf5 file, or spirl/kitchen-scripted-v0 (the kitchen default: scripted demos written by `python -m envs.kitchen_demos`)"""
     skill_horizon: int = 10
     """H: number of actions per skill (app. B.1: 10)"""
     latent_dim: int = 10

@@ -3,6 +3,7 @@
     python bench/tune_kitchen_subtask.py "bottom burner" --attempts 16
     python bench/tune_kitchen_subtask.py "bottom burner" --plan "knob2_site knob_Joint_2 -0.9" \
         --kwargs "grasp=(0,-0.02,-0.035), lead=0.6, yaw=-0.3, pitch=0.2"
+    python bench/tune_kitchen_subtask.py "bottom burner" --ready   # its READY_POSTURES entry
 
 Attempts start from env.reset (the first subtask of an episode). `--plan/--kwargs` try an
 `articulate(...)` variant without editing envs/kitchen_scripted.py.
@@ -36,6 +37,20 @@ class Args:
     """'SITE JOINT GOAL' for an articulate() variant"""
     kwargs: str = ""
     """keyword arguments of that articulate() variant, as Python"""
+    ready: bool = False
+    """print the subtask's ready posture instead: the arm's joints when its Cartesian approach, run
+    from env.reset without noise or ready move, reaches the pre-grasp pose (mean over env seeds 0-4)"""
+
+
+def ready_posture(env: KitchenEnv, task: str) -> np.ndarray:
+    postures = []
+    for seed in range(5):
+        env.reset(seed=seed)
+        ctrl = scripted.SubtaskController(env, task, np.random.default_rng(seed), jitter=0.0, action_noise=0.0, ready=False)
+        while ctrl.index < 1 and ctrl.steps < 120:  # waypoint 0 is the pre-grasp pose
+            env.step(ctrl.act())
+        postures.append(env.qpos[:7].copy())
+    return np.mean(postures, axis=0)
 
 
 def main():
@@ -45,6 +60,9 @@ def main():
         kwargs = eval(f"dict({args.kwargs})")
         scripted.SUBTASK_PLANS[args.task] = lambda c: scripted.articulate(c, site, joint, float(goal), **kwargs)
     env = KitchenEnv(tasks=[args.task])
+    if args.ready:
+        print(f'"{args.task}": np.array({ready_posture(env, args.task).round(2).tolist()}),')
+        return
     successes, per_waypoint = [], []
     for seed in range(args.attempts):
         env.reset(seed=seed)

@@ -5,13 +5,13 @@ controllers produce demonstrations of the same kind in the same simulator, actin
 env's own 9-dim joint-velocity actions:
 
 - Arm: damped least-squares IK on the `end_effector` site with MuJoCo's Jacobian (position and
-  orientation error -> joint displacement -> velocity action), plus a null-space pull towards the
-  robot's initial posture so that the redundant 7th degree of freedom does not drift.
-- Each subtask is a short list of waypoints: a joint-space move back to the env's initial posture,
-  then approach, grasp or touch, operate, release, retreat.
-  Articulated objects are operated closed-loop: the target is the grasp point carried a little further
-  along the object's own joint (read from the simulator: anchor, axis, current joint value), so the
-  hand follows the door / knob / switch as it actually moves.
+  orientation error -> joint displacement -> velocity action), plus a null-space pull towards a
+  teleoperator-like posture (REST_POSTURE) so that the redundant 7th degree of freedom does not drift.
+- Each subtask is a short list of waypoints: a joint-space move to the subtask's ready posture, then
+  approach, grasp or touch, operate (going back for one regrasp if the object does not follow the
+  hand), release, retreat. Articulated objects are operated closed-loop: the target is the grasp point
+  carried a little further along the object's own joint (read from the simulator: anchor, axis,
+  current joint value), so the hand follows the door / knob / switch as it actually moves.
 - Noise, as in human teleoperation: waypoint jitter, per-subtask speed, Gaussian action noise. The
   action the env executes (after noise and clipping) is what a collector records.
 
@@ -38,10 +38,12 @@ REST_POSTURE = np.array([-1.2, -1.6, 1.5, -2.0, 0.0, 1.5, 1.6])
 VELOCITY_SCALE = 2.0 * 0.08  # FrankaKitchen-v1: action 1 = 2 rad/s for one 0.08 s env step
 # Every subtask starts with a joint-space move to a "ready" posture: the arm configuration in which
 # its Cartesian approach, run from the env's reset, reaches the pre-grasp pose (mean over env seeds
-# 0-4, printed by `python bench/tune_kitchen_subtask.py TASK --ready`). A straight joint-space move is
-# as fast as the joint speed limit allows (about 0.07 rad per env step) and cannot fall into the IK's
-# local minima at the joint limits, which a Cartesian move from wherever the previous subtask left
-# the arm did (stuck 10 cm short of the microwave with the shoulder at its limit, for instance).
+# 0-4, recorded with `python bench/tune_kitchen_subtask.py TASK --ready`; rerun it after changing a
+# plan, though differences of a few hundredths of a radian do not matter: the Cartesian approach
+# after the move corrects them). A straight joint-space move is as fast as the joint speed limit
+# allows (about 0.07 rad per env step) and cannot fall into the IK's local minima at the joint
+# limits, which a Cartesian move from wherever the previous subtask left the arm did (it stuck 10 cm
+# short of the microwave with the shoulder at its limit, for instance).
 READY_TOLERANCE = 0.15  # radians, on every joint
 READY_POSTURES = {
     "bottom burner": np.array([-1.0, -1.42, 1.41, -2.49, 0.02, 1.77, 1.32]),
@@ -271,7 +273,9 @@ def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal:
     """Waypoints for an articulated object: approach the handle from `approach` m behind along the hand's
     pointing direction, grasp it (grip=CLOSE) or just touch it (grip=OPEN), carry the grasp point
     along the object's joint with a lead of `lead` (rad or m) until the joint passes `goal`, release
-    and back off. `turn` is how much of the joint's rotation the hand's orientation follows."""
+    and back off. `turn` is how much of the joint's rotation the hand's orientation follows. If the
+    object has not moved 12 steps into the operation (the grasp missed), the hand goes back to the
+    pre-grasp pose and tries once more, as a teleoperator would."""
     joint = ObjectJoint(ctrl.env, joint_name)
     handle = lambda: site_position(ctrl.env, handle_site)
     rot = hand(yaw + ctrl.rng.normal(0, 0.05), pitch + ctrl.rng.normal(0, 0.05), roll)
