@@ -1,0 +1,222 @@
+"""Point-mass maze navigation (paper Sec. 4.2, app. C) on gymnasium-robotics PointMaze.
+
+Work in progress (issue 4): layouts, shortest paths, the downstream maze, the env and the top-down
+view are here; the planner's training data and the method's `--env maze` support come next.
+
+- Layouts are boolean wall grids with a wall border. Training layouts are random: a 20 x 20 interior
+  cut by recursive division, every wall having one doorway at a random position, so every free cell
+  is reachable. The downstream maze is one such layout, 40 x 40 (four times the area), fixed by a
+  seed, with the authors' start cell (10, 24) and goal cell (18, 8) (../shared/reference).
+- Reward (the authors' set-up): 1 for every step within `GOAL_THRESHOLD` = 2 cells of the goal,
+  episodes never terminate, 2000 steps downstream. A random policy diffuses a few cells in that
+  time; the goal is 24 cells (Manhattan) from the start and further by the maze's detours.
+- The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] applied as forces, velocity
+  clipped to 5; the state is its (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell).
+- One PointMaze model serves every layout: it is built once with a wall box on every interior cell,
+  and a new layout switches boxes on and off (collision and colour) instead of recompiling the model
+  (72 ms a build, measured; a new layout comes with every training episode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+
+with contextlib.redirect_stderr(io.StringIO()):  # silence an import-time notice about Adroit envs
+    from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
+
+TRAIN_SIZE = 20  # interior cells per side of a training layout
+DOWNSTREAM_SIZE = 40  # four times the training area
+DOWNSTREAM_SEED = 0
+DOWNSTREAM_START, DOWNSTREAM_GOAL = (10, 24), (18, 8)  # (row, col) cells, border included
+GOAL_THRESHOLD = 2.0  # cells (= PointMaze units)
+DOWNSTREAM_EPISODE_STEPS = 2000
+TRAIN_EPISODE_STEPS = 500
+MIN_ROOM = 3  # recursive division stops at rooms this narrow
+STATE_DIM, ACTION_DIM = 4, 2
+MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def random_layout(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size + 2, size + 2) bool wall grid: a border, and walls placed by recursive division, each
+    wall with one doorway at a random position, so the free cells form one connected region."""
+    walls = np.zeros((size + 2, size + 2), dtype=bool)
+    walls[0, :] = walls[-1, :] = walls[:, 0] = walls[:, -1] = True
+    rooms = [(1, 1, size, size)]  # (top row, left col, height, width) of free rectangles
+    while rooms:
+        top, left, height, width = rooms.pop()
+        horizontal = height > width or (height == width and rng.random() < 0.5)
+        extent = height if horizontal else width
+        if extent < 2 * MIN_ROOM + 1:
+            continue
+        # A wall must not end in a doorway of the walls around the room, or it would block that door.
+        if horizontal:
+            cuts = [k for k in range(MIN_ROOM, extent - MIN_ROOM) if walls[top + k, left - 1] and walls[top + k, left + width]]
+        else:
+            cuts = [k for k in range(MIN_ROOM, extent - MIN_ROOM) if walls[top - 1, left + k] and walls[top + height, left + k]]
+        if not cuts:
+            continue
+        cut = cuts[int(rng.integers(len(cuts)))]
+        if horizontal:
+            row, door = top + cut, left + int(rng.integers(width))
+            walls[row, left : left + width] = True
+            walls[row, door] = False
+            rooms += [(top, left, cut, width), (row + 1, left, height - cut - 1, width)]
+        else:
+            col, door = left + cut, top + int(rng.integers(height))
+            walls[top : top + height, col] = True
+            walls[door, col] = False
+            rooms += [(top, left, height, cut), (top, col + 1, height, width - cut - 1)]
+    return walls
+
+
+def distances_from(walls: np.ndarray, start) -> np.ndarray:
+    """Steps (4-connected) from `start` to every cell; -1 where unreachable or a wall (BFS)."""
+    dist = np.full(walls.shape, -1, dtype=np.int64)
+    dist[tuple(start)] = 0
+    queue = deque([tuple(start)])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in MOVES:
+            n = (r + dr, c + dc)
+            if not walls[n] and dist[n] < 0:
+                dist[n] = dist[r, c] + 1
+                queue.append(n)
+    return dist
+
+
+def shortest_path(walls: np.ndarray, start, goal) -> list[tuple[int, int]] | None:
+    """Cells from `start` to `goal` along a shortest 4-connected path, or None if unreachable."""
+    dist = distances_from(walls, goal)
+    if dist[tuple(start)] < 0:
+        return None
+    path = [tuple(start)]
+    while path[-1] != tuple(goal):
+        r, c = path[-1]
+        path.append(min(((r + dr, c + dc) for dr, dc in MOVES if dist[r + dr, c + dc] >= 0), key=lambda n: dist[n]))
+    return path
+
+
+def downstream_layout() -> np.ndarray:
+    """The fixed 40 x 40 downstream maze (42 x 42 with the border); its start and goal cells are free."""
+    walls = random_layout(DOWNSTREAM_SIZE, np.random.default_rng(DOWNSTREAM_SEED))
+    walls[DOWNSTREAM_START] = walls[DOWNSTREAM_GOAL] = False  # opening a cell never disconnects
+    return walls
+
+
+# ----------------------------------------------------------------------------- top-down view
+
+VIEW_PIXELS = 32
+VIEW_CELLS = 8.0  # the view spans this many cells, centred on the agent
+FLOOR, WALL, AGENT = (np.array(c, dtype=np.uint8) for c in ((230, 230, 230), (60, 60, 160), (220, 40, 40)))
+AGENT_RADIUS = 0.5  # cells
+
+
+def cell_to_xy(walls: np.ndarray, cell) -> np.ndarray:
+    """Centre of (row, col) in PointMaze coordinates (x right, y up, origin at the maze centre)."""
+    rows, cols = walls.shape
+    return np.array([cell[1] + 0.5 - cols / 2, rows / 2 - cell[0] - 0.5])
+
+
+def xy_to_cell(walls: np.ndarray, xy) -> tuple[int, int]:
+    rows, cols = walls.shape
+    return int(np.floor(rows / 2 - xy[1])), int(np.floor(xy[0] + cols / 2))
+
+
+def render_view(walls: np.ndarray, xy) -> np.ndarray:
+    """(3, 32, 32) uint8 top-down view of the VIEW_CELLS x VIEW_CELLS cells around `xy`: floor, walls
+    (outside the maze counts as wall) and the agent as a disk at the centre. Rasterised with numpy
+    from the grid, no renderer needed. Row 0 is the top (+y) edge."""
+    rows, cols = walls.shape
+    offsets = (np.arange(VIEW_PIXELS) + 0.5) / VIEW_PIXELS * VIEW_CELLS - VIEW_CELLS / 2
+    x = xy[0] + offsets[None, :]  # (1, W)
+    y = xy[1] - offsets[:, None]  # (H, 1)
+    r = np.floor(rows / 2 - y).astype(np.int64)
+    c = np.floor(x + cols / 2).astype(np.int64)
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+    is_wall = np.where(inside, walls[np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)], True)
+    image = np.where(is_wall[..., None], WALL, FLOOR)
+    image[(offsets[None, :] ** 2 + offsets[:, None] ** 2) <= AGENT_RADIUS**2] = AGENT
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+# ----------------------------------------------------------------------------- the env
+
+
+class MazeEnv(gym.Env):
+    """Point-mass maze. `layout=None`: a new random training layout, start and goal every episode;
+    otherwise that layout with fixed `start` and `goal` cells (the downstream task by default:
+    `MazeEnv.downstream()`). Observation: the 4-dim state, or with `image=True` the state followed by
+    two stacked top-down frames (previous, current), flattened: 4 + 2 * 3 * 32 * 32 values."""
+
+    def __init__(self, layout: np.ndarray | None = None, start=None, goal=None, image: bool = False,
+                 max_episode_steps: int | None = None, goal_threshold: float = GOAL_THRESHOLD):
+        self.training = layout is None
+        self.size = TRAIN_SIZE if self.training else layout.shape[0] - 2
+        self.walls = layout if layout is not None else random_layout(TRAIN_SIZE, np.random.default_rng(0))
+        self.start, self.goal_cell = start, goal
+        self.image, self.goal_threshold = image, goal_threshold
+        self.max_episode_steps = max_episode_steps or (TRAIN_EPISODE_STEPS if self.training else DOWNSTREAM_EPISODE_STEPS)
+        full = np.ones((self.size + 2, self.size + 2), dtype=int)  # a wall box on every cell, switched per layout
+        full[1, 1] = 0  # PointMaze needs one free cell at build time
+        with contextlib.redirect_stderr(io.StringIO()):
+            self._maze = PointMazeEnv(maze_map=full.tolist(), continuing_task=True)
+        model = self._maze.point_env.model
+        self._boxes = np.array([[model.geom(f"block_{i}_{j}").id if full[i, j] else -1 for j in range(self.size + 2)]
+                                for i in range(self.size + 2)])  # fmt: skip
+        self._rgba = model.geom_rgba[self._boxes[0, 0]].copy()
+        obs_dim = STATE_DIM + (2 * 3 * VIEW_PIXELS**2 if image else 0)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._set_layout(self.walls)
+
+    @classmethod
+    def downstream(cls, **kwargs) -> "MazeEnv":
+        return cls(downstream_layout(), DOWNSTREAM_START, DOWNSTREAM_GOAL, **kwargs)
+
+    def _set_layout(self, walls: np.ndarray):
+        model = self._maze.point_env.model
+        ids = self._boxes[self._boxes >= 0]
+        on = walls[self._boxes >= 0]
+        model.geom_contype[ids] = model.geom_conaffinity[ids] = on.astype(np.int32)
+        model.geom_rgba[ids] = np.where(on[:, None], self._rgba, 0.0)
+        self._maze.maze._maze_map = walls.astype(int).tolist()  # PointMaze checks reset/goal cells on it
+        self.walls = walls
+
+    def _observation(self, state: np.ndarray) -> np.ndarray:
+        if not self.image:
+            return state.astype(np.float32)
+        frames = np.concatenate([self._previous_view, self._view]).astype(np.float32) / 255.0
+        return np.concatenate([state.astype(np.float32), frames.ravel()])
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        start, goal = self.start, self.goal_cell
+        if self.training:  # a new layout, start and goal, drawn from this env's generator
+            self._set_layout(random_layout(TRAIN_SIZE, self.np_random))
+            free = np.argwhere(~self.walls)
+            start, goal = (tuple(free[i]) for i in self.np_random.choice(len(free), 2, replace=False))
+        obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)),
+                                  options={"reset_cell": np.array(start), "goal_cell": np.array(goal)})  # fmt: skip
+        self.goal = obs["desired_goal"].copy()
+        self.steps = 0
+        state = obs["observation"]
+        if self.image:
+            self._view = render_view(self.walls, state[:2])
+            self._previous_view = self._view
+        return self._observation(state), {"start_cell": start, "goal_cell": goal, "success": False}
+
+    def step(self, action):
+        obs, _, _, _, _ = self._maze.step(np.asarray(action, dtype=np.float64))
+        state = obs["observation"]
+        self.steps += 1
+        distance = float(np.linalg.norm(state[:2] - self.goal))
+        reward = float(distance <= self.goal_threshold)  # per-step binary reward near the goal
+        if self.image:
+            self._previous_view, self._view = self._view, render_view(self.walls, state[:2])
+        truncated = self.steps >= self.max_episode_steps
+        return self._observation(state), reward, False, truncated, {"success": reward > 0, "distance": distance}

@@ -1,0 +1,98 @@
+"""envs/maze.py (issue 4, in progress): layouts, shortest paths, the env's walls and reward, the view."""
+
+import numpy as np
+import pytest
+
+from envs.maze import (
+    DOWNSTREAM_GOAL,
+    DOWNSTREAM_START,
+    MazeEnv,
+    VIEW_CELLS,
+    VIEW_PIXELS,
+    WALL,
+    AGENT,
+    cell_to_xy,
+    distances_from,
+    downstream_layout,
+    random_layout,
+    render_view,
+    shortest_path,
+    xy_to_cell,
+)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_training_layouts_are_bordered_and_connected(seed):
+    walls = random_layout(20, np.random.default_rng(seed))
+    assert walls.shape == (22, 22)
+    assert walls[0].all() and walls[-1].all() and walls[:, 0].all() and walls[:, -1].all()
+    assert 0.1 < walls[1:-1, 1:-1].mean() < 0.4  # there are walls, and mostly floor
+    free = np.argwhere(~walls)
+    assert (distances_from(walls, free[0]) >= 0).sum() == len(free)  # every free cell reachable
+
+
+def test_downstream_maze_is_fixed_four_times_larger_and_its_goal_is_far():
+    walls = downstream_layout()
+    assert walls.shape == (42, 42) and np.array_equal(walls, downstream_layout())
+    assert (walls.shape[0] - 2) ** 2 == 4 * 20**2
+    assert not walls[DOWNSTREAM_START] and not walls[DOWNSTREAM_GOAL]
+    path = shortest_path(walls, DOWNSTREAM_START, DOWNSTREAM_GOAL)
+    assert path is not None and len(path) - 1 >= 30
+    for a, b in zip(path, path[1:]):  # a path of free, 4-adjacent cells
+        assert abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 and not walls[b]
+
+
+def test_unreachable_goal_has_no_path():
+    walls = np.ones((5, 5), dtype=bool)
+    walls[1, 1] = walls[3, 3] = False
+    assert shortest_path(walls, (1, 1), (3, 3)) is None
+
+
+def test_cell_coordinates_round_trip():
+    walls = downstream_layout()
+    for cell in [(1, 1), DOWNSTREAM_START, DOWNSTREAM_GOAL, (40, 40)]:
+        assert xy_to_cell(walls, cell_to_xy(walls, cell)) == cell
+
+
+def test_the_agent_cannot_enter_walls_and_the_layout_changes_each_episode():
+    env = MazeEnv()
+    layouts = []
+    for seed in range(3):
+        _, info = env.reset(seed=seed)
+        layouts.append(env.walls.copy())
+        assert not env.walls[info["start_cell"]] and not env.walls[info["goal_cell"]]
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            state, *_ = env.step(np.sign(rng.normal(size=2)))  # hard pushes in random directions
+            assert not env.walls[xy_to_cell(env.walls, state[:2])]
+    assert not np.array_equal(layouts[0], layouts[1]) and not np.array_equal(layouts[1], layouts[2])
+
+
+def test_reward_is_one_per_step_within_the_threshold_and_episodes_do_not_terminate():
+    env = MazeEnv.downstream(max_episode_steps=50)
+    _, info = env.reset(seed=0)
+    assert info["start_cell"] == DOWNSTREAM_START
+    _, reward, terminated, _, info = env.step(np.zeros(2))
+    assert reward == 0.0 and not info["success"]
+    point = env._maze.point_env  # test only: put the agent next to the goal
+    point.set_state(np.r_[env.goal + 0.5, point.data.qpos[2:]], np.zeros_like(point.data.qvel))
+    for _ in range(3):
+        _, reward, terminated, truncated, info = env.step(np.zeros(2))
+        assert reward == 1.0 and info["success"] and not terminated and not truncated
+
+
+def test_image_observation_shape_and_walls_where_the_grid_has_them():
+    env = MazeEnv.downstream(image=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4 + 2 * 3 * VIEW_PIXELS * VIEW_PIXELS,) and env.observation_space.shape == obs.shape
+    walls, xy = env.walls, obs[:2]
+    view = render_view(walls, xy)
+    assert view.shape == (3, VIEW_PIXELS, VIEW_PIXELS) and view.dtype == np.uint8
+    assert np.array_equal(view[:, VIEW_PIXELS // 2, VIEW_PIXELS // 2], AGENT)
+    cell_size = VIEW_PIXELS / VIEW_CELLS
+    for i, j in [(0, 0), (0, 31), (31, 0), (31, 31), (5, 20), (25, 7)]:  # pixels away from the agent
+        x = xy[0] + ((j + 0.5) / cell_size - VIEW_CELLS / 2)
+        y = xy[1] - ((i + 0.5) / cell_size - VIEW_CELLS / 2)
+        assert np.array_equal(view[:, i, j], WALL) == bool(walls[xy_to_cell(walls, (x, y))])
+    frames = obs[4:].reshape(2, 3, VIEW_PIXELS, VIEW_PIXELS)
+    assert np.allclose(frames[1] * 255, view) and np.allclose(frames[0], frames[1])  # no motion yet
