@@ -236,3 +236,48 @@ class WindowSampler:
         )
         for i in range(0, self.num_windows, batch_size):
             yield self._gather(episode[i : i + batch_size], start[i : i + batch_size])
+
+
+def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int, algorithm: str, description: str):
+    """Write `episodes` (dicts of "states" (T + 1, d), "actions" (T, a), "rewards" (T,), "terminated")
+    as the Minari dataset `dataset_id` at `out`. It is built in a temporary folder beside `out` and
+    then moved into place, so an interrupted run never leaves a half-written dataset."""
+    import shutil
+    import tempfile
+
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    buffers = []
+    for i, ep in enumerate(episodes):
+        n = len(ep["actions"])
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=seed,
+                observations=list(ep["states"]),
+                actions=list(ep["actions"]),
+                rewards=list(ep["rewards"]),
+                terminations=[False] * (n - 1) + [bool(ep["terminated"])],
+                truncations=[False] * (n - 1) + [not ep["terminated"]],
+                infos={},
+            )
+        )
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".minari-") as tmp:
+        previous = os.environ.get("MINARI_DATASETS_PATH")
+        os.environ["MINARI_DATASETS_PATH"] = tmp
+        try:
+            with warnings.catch_warnings():  # minari nags about author/permalink metadata
+                warnings.simplefilter("ignore")
+                minari.create_dataset_from_buffers(dataset_id, buffers, env=env, algorithm_name=algorithm,
+                                                   description=description)  # fmt: skip
+        finally:
+            if previous is None:
+                os.environ.pop("MINARI_DATASETS_PATH", None)
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = previous
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        shutil.move(os.path.join(tmp, *dataset_id.split("/")), out)

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import sys
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from envs.datasets import write_minari
 from envs.errors import SpirlError
 from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, KitchenEnv, subtasks_complete
 from envs.kitchen_scripted import SubtaskController
@@ -106,54 +104,6 @@ def collect_episode(env: KitchenEnv, order, rng: np.random.Generator, env_seed: 
     }
 
 
-def write_minari(out: str, episodes: list[dict], seed: int):
-    """Write `episodes` as a Minari dataset at `out`: built in a temporary folder, then moved into place,
-    so an interrupted run never leaves a half-written dataset."""
-    import minari
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
-    buffers = []
-    for i, ep in enumerate(episodes):
-        n = len(ep["actions"])
-        buffers.append(
-            EpisodeBuffer(
-                id=i,
-                seed=seed,
-                observations=list(ep["states"]),
-                actions=list(ep["actions"]),
-                rewards=list(ep["rewards"]),
-                terminations=[False] * (n - 1) + [ep["terminated"]],
-                truncations=[False] * (n - 1) + [not ep["terminated"]],
-                infos={},
-            )
-        )
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".kitchen-demos-") as tmp:
-        previous = os.environ.get("MINARI_DATASETS_PATH")
-        os.environ["MINARI_DATASETS_PATH"] = tmp
-        try:
-            with warnings.catch_warnings():  # minari nags about author/permalink metadata
-                warnings.simplefilter("ignore")
-                minari.create_dataset_from_buffers(
-                    f"spirl/{DATASET_NAME}",
-                    buffers,
-                    env=KitchenEnv(),
-                    algorithm_name="scripted DLS-IK controllers (envs/kitchen_scripted.py)",
-                    description="Franka kitchen, 4 subtasks per episode, never the downstream order "
-                    "microwave -> kettle -> bottom burner -> light switch. Observations: 30-dim state.",
-                )
-        finally:
-            if previous is None:
-                os.environ.pop("MINARI_DATASETS_PATH", None)
-            else:
-                os.environ["MINARI_DATASETS_PATH"] = previous
-        written = os.path.join(tmp, "spirl", DATASET_NAME)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        shutil.move(written, out)
-
-
 def collect(args: Args) -> dict:
     """Generate and write the dataset; returns the summary figures it prints."""
     from tqdm import tqdm
@@ -174,7 +124,12 @@ def collect(args: Args) -> dict:
         bar.set_postfix(all4=f"{np.mean([e['completed'] == 4 for e in episodes]):.0%}",
                         steps_per_s=f"{steps / (time.time() - start):.0f}")
     seconds = time.time() - start
-    write_minari(args.out, episodes, args.seed)
+    write_minari(
+        args.out, episodes, f"spirl/{DATASET_NAME}", KitchenEnv(), args.seed,
+        algorithm="scripted DLS-IK controllers (envs/kitchen_scripted.py)",
+        description="Franka kitchen, 4 subtasks per episode, never the downstream order "
+        "microwave -> kettle -> bottom burner -> light switch. Observations: 30-dim state.",
+    )
     lengths = np.array([len(e["actions"]) for e in episodes])
     summary = {
         "episodes": len(episodes),

@@ -154,12 +154,16 @@ class MazeEnv(gym.Env):
     two stacked top-down frames (previous, current), flattened: 4 + 2 * 3 * 32 * 32 values."""
 
     def __init__(self, layout: np.ndarray | None = None, start=None, goal=None, image: bool = False,
-                 max_episode_steps: int | None = None, goal_threshold: float = GOAL_THRESHOLD):
+                 max_episode_steps: int | None = None, goal_threshold: float = GOAL_THRESHOLD,
+                 goal_distance: tuple[int, int] = (5, 20)):
         self.training = layout is None
         self.size = TRAIN_SIZE if self.training else layout.shape[0] - 2
         self.walls = layout if layout is not None else random_layout(TRAIN_SIZE, np.random.default_rng(0))
         self.start, self.goal_cell = start, goal
         self.image, self.goal_threshold = image, goal_threshold
+        # Training goals lie this many cells (shortest path) from the start: the point mass covers at
+        # most 0.05 cells per step (velocity clip 5, dt 0.01), so 20 cells fit a 500-step episode.
+        self.goal_distance = goal_distance
         self.max_episode_steps = max_episode_steps or (TRAIN_EPISODE_STEPS if self.training else DOWNSTREAM_EPISODE_STEPS)
         full = np.ones((self.size + 2, self.size + 2), dtype=int)  # a wall box on every cell, switched per layout
         full[1, 1] = 0  # PointMaze needs one free cell at build time
@@ -187,6 +191,16 @@ class MazeEnv(gym.Env):
         self._maze.maze._maze_map = walls.astype(int).tolist()  # PointMaze checks reset/goal cells on it
         self.walls = walls
 
+    def _draw_start_and_goal(self):
+        free = np.argwhere(~self.walls)
+        low, high = self.goal_distance
+        while True:  # a start from which some cell lies at the wanted distance (nearly always the first)
+            start = tuple(free[self.np_random.integers(len(free))])
+            dist = distances_from(self.walls, start)
+            goals = np.argwhere((dist >= low) & (dist <= high))
+            if len(goals):
+                return start, tuple(goals[self.np_random.integers(len(goals))])
+
     def _observation(self, state: np.ndarray) -> np.ndarray:
         if not self.image:
             return state.astype(np.float32)
@@ -198,8 +212,7 @@ class MazeEnv(gym.Env):
         start, goal = self.start, self.goal_cell
         if self.training:  # a new layout, start and goal, drawn from this env's generator
             self._set_layout(random_layout(TRAIN_SIZE, self.np_random))
-            free = np.argwhere(~self.walls)
-            start, goal = (tuple(free[i]) for i in self.np_random.choice(len(free), 2, replace=False))
+            start, goal = self._draw_start_and_goal()
         obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)),
                                   options={"reset_cell": np.array(start), "goal_cell": np.array(goal)})  # fmt: skip
         self.goal = obs["desired_goal"].copy()

@@ -15,6 +15,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # need no internet: the name resolves to the directory, and a missing directory names its command.
 LOCAL_DATASETS = {
     "spirl/kitchen-scripted-v0": (os.path.join(REPO_ROOT, "data", "kitchen-scripted-v0"), "python -m envs.kitchen_demos"),
+    "spirl/maze-planner-v0": (os.path.join(REPO_ROOT, "data", "maze-planner-v0"), "python -m envs.maze_demos"),
 }
 ENV_SPECS = {
     "kitchen": {
@@ -25,6 +26,14 @@ ENV_SPECS = {
         # paper's own data stays available as --dataset D4RL/kitchen/mixed-v2 (needs internet).
         "default_dataset": "spirl/kitchen-scripted-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "kitchen-scripted-skills.pt"),
+    },
+    # Point-mass maze (issue 4, in progress): the state is (x, y, vx, vy); the downstream task is the
+    # fixed 40 x 40 maze of envs/maze.py; the data comes from `python -m envs.maze_demos`.
+    "maze": {
+        "state_dim": 4,
+        "action_dim": 2,
+        "max_episode_steps": 2000,
+        "default_dataset": "spirl/maze-planner-v0",
     },
 }
 ENV_NAMES = tuple(ENV_SPECS)
@@ -43,4 +52,8 @@ def make_env(name: str, **kwargs):
         from envs.kitchen import KitchenEnv
 
         return KitchenEnv(**kwargs)
+    if name == "maze":
+        from envs.maze import MazeEnv
+
+        return MazeEnv.downstream(**kwargs)
     raise AssertionError(name)  # unreachable: every name in ENV_SPECS is built above

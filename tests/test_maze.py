@@ -96,3 +96,41 @@ def test_image_observation_shape_and_walls_where_the_grid_has_them():
         assert np.array_equal(view[:, i, j], WALL) == bool(walls[xy_to_cell(walls, (x, y))])
     frames = obs[4:].reshape(2, 3, VIEW_PIXELS, VIEW_PIXELS)
     assert np.allclose(frames[1] * 255, view) and np.allclose(frames[0], frames[1])  # no motion yet
+
+
+# ----------------------------------------------------------------------------- planner data
+
+
+@pytest.fixture(scope="module")
+def maze_dataset(tmp_path_factory):
+    from envs.maze_demos import Args, collect
+
+    out = tmp_path_factory.mktemp("maze") / "maze-small"
+    return out, collect(Args(episodes=12, out=str(out), seed=1))
+
+
+def test_planner_data_reaches_its_goals_and_loads_through_the_loader(maze_dataset):
+    from envs.datasets import load_episodes
+
+    out, summary = maze_dataset
+    assert summary["reached_goal"] == 1.0
+    episodes = load_episodes(str(out), "maze")
+    assert len(episodes) == 12 and sum(len(e.actions) for e in episodes) == summary["transitions"]
+    for e in episodes:
+        assert e.states.shape == (len(e.actions) + 1, 4) and e.actions.shape[1] == 2
+        assert len(e.actions) <= 500 and np.abs(e.actions).max() <= 1.0
+        assert np.linalg.norm(e.states[-1, :2] - e.states[0, :2]) > 1.0  # it went somewhere
+
+
+def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
+    from envs.maze import MazeEnv
+    from envs.maze_demos import Args, collect_episode
+
+    env = MazeEnv()
+    lengths = {}
+    for fraction in (0.0, 1.0):
+        args = Args(random_action_fraction=fraction, out=str(tmp_path))
+        eps = [collect_episode(env, np.random.default_rng(i), i, args) for i in range(4)]
+        lengths[fraction] = (np.mean([e["terminated"] for e in eps]), np.mean([len(e["actions"]) for e in eps]))
+    assert lengths[0.0][0] == 1.0 and lengths[1.0][0] < 1.0  # random actions rarely reach a goal 5+ cells away
+    assert lengths[1.0][1] > lengths[0.0][1]
