@@ -255,9 +255,9 @@ def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int
             EpisodeBuffer(
                 id=i,
                 seed=seed,
-                observations=list(ep["states"]),
-                actions=list(ep["actions"]),
-                rewards=list(ep["rewards"]),
+                observations=ep["states"],
+                actions=ep["actions"],
+                rewards=ep["rewards"],
                 terminations=[False] * (n - 1) + [bool(ep["terminated"])],
                 truncations=[False] * (n - 1) + [not ep["terminated"]],
                 infos={},
