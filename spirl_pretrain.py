@@ -372,6 +372,8 @@ def check_args(args: Args):
         raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
     if args.beta is not None and not args.beta >= 0:
         raise SpirlError(f"--beta must be >= 0 (got {args.beta})")
+    if args.prior_rollouts and args.env != "kitchen":
+        raise SpirlError(f"--prior-rollouts counts kitchen subtasks; it does not support --env {args.env} yet")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
         make_env(args.env, **rollout_env_kwargs(args)).close()
 

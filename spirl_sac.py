@@ -96,6 +96,9 @@ class Args:
 
 # Per-env defaults from the paper (delta, app. B.2) and the authors' configs (critic depth).
 DEFAULT_DELTA = {"kitchen": 5.0, "maze": 1.0, "block_stacking": 5.0}
+# The task-progress figure each env reports in `info` (read at an episode's end), logged as
+# charts/<name> and charts/eval_<name>: the y-axes of the paper's Fig. 4.
+PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
 DEFAULT_CRITIC_LAYERS = {"kitchen": 5, "maze": 2, "block_stacking": 2}
 DEFAULT_TOTAL_ENV_STEPS = 1_500_000
 MAX_KL = 100.0  # the authors clamp their divergence estimate to +-100 (the issue is silent on a clamp)
@@ -332,7 +335,7 @@ def execute_skill(env, actions: np.ndarray):
 def evaluate(learner: Learner, decoder, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> dict:
     """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
     env = make_env(env_name, **env_kwargs)
-    returns, subtasks = [], []
+    metric, returns, progress = PROGRESS_METRIC[env_name], [], []
     for episode in range(episodes):
         state, _ = env.reset(seed=10_000_000 + seed * 1000 + episode)
         episode_return, done = 0.0, False
@@ -342,9 +345,9 @@ def evaluate(learner: Learner, decoder, env_name: str, env_kwargs: dict, episode
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
-        subtasks.append(info.get("subtasks_completed", 0))
+        progress.append(float(info.get(metric, 0)))
     env.close()
-    return {"return": float(np.mean(returns)), "subtasks_completed": float(np.mean(subtasks))}
+    return {"return": float(np.mean(returns)), metric: float(np.mean(progress))}
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -384,6 +387,8 @@ SCIENCE_FIELDS = ("env", "tasks", "delta", "skill_prior", "prior_init", "critic_
 
 def check_args(args: Args):
     env_spec(args.env)
+    if args.tasks and args.env != "kitchen":
+        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.delta is not None and not (args.delta > 0 and math.isfinite(args.delta)):
         raise SpirlError(f"--delta must be above 0 (got {args.delta}); the paper uses 5 for the kitchen, 1 for the maze")
     for name in ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes",
@@ -518,6 +523,7 @@ def train(args: Args) -> dict:
     learner = build_learner(config, skill_model, skill_config)
     decoder, skill_horizon = skill_model.decoder, skill_config["skill_horizon"]
     env_kwargs = {"tasks": config["tasks"]} if config["tasks"] else {}
+    metric = PROGRESS_METRIC[config["env"]]
     env = make_env(config["env"], **env_kwargs)
     buffer = ReplayBuffer(config["buffer_size"], skill_config["state_dim"], skill_config["latent_dim"])
     act_gen = torch.Generator().manual_seed(config["seed"])  # skills chosen in the env
@@ -569,9 +575,9 @@ def train(args: Args) -> dict:
             if counters["env_steps"] >= counters["next_eval"]:
                 eval_start = time.perf_counter()
                 last_eval = evaluate(learner, decoder, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-                writer.add_scalar("charts/eval_subtasks_completed", last_eval["subtasks_completed"], counters["env_steps"])
+                writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
                 writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-                shown["eval"] = f"{last_eval['subtasks_completed']:.2f}"
+                shown["eval"] = f"{last_eval[metric]:.2f}"
                 counters["next_eval"] = counters["env_steps"] + args.eval_every
                 timing["eval_s"] += time.perf_counter() - eval_start
             # Each training episode has its own seed, so a resumed run sees the same episodes.
@@ -602,9 +608,8 @@ def train(args: Args) -> dict:
                     shown.update(alpha=f"{means[4]:.3g}", kl=f"{means[5]:.2f}")
                     n_logged = 0
             counters["episodes"] += 1
-            subtasks = info.get("subtasks_completed", 0)
             writer.add_scalar("charts/episodic_return", episode_return, counters["env_steps"])
-            writer.add_scalar("charts/subtasks_completed", subtasks, counters["env_steps"])
+            writer.add_scalar(f"charts/{metric}", float(info.get(metric, 0)), counters["env_steps"])
             now = time.perf_counter()
             if now - sps_time > 10:
                 sps = (counters["env_steps"] - sps_steps) / (now - sps_time)
@@ -633,14 +638,14 @@ def train(args: Args) -> dict:
         return {"checkpoint": ckpt_path, "env_steps": counters["env_steps"], "stopped": True}
 
     last_eval = evaluate(learner, decoder, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-    writer.add_scalar("charts/eval_subtasks_completed", last_eval["subtasks_completed"], counters["env_steps"])
+    writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
     writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
     writer.close()
     policy_path = os.path.join(run_dir, "policy.pt")
     save_checkpoint(policy_path, {"config": config, "skill_config": skill_config, "policy": learner.policy.state_dict()},
                     kind="spirl_sac_policy")
     print(f"env step {counters['env_steps']}: evaluation over {args.eval_episodes} episodes: "
-          f"{last_eval['subtasks_completed']:.2f} subtasks completed, return {last_eval['return']:.2f}")  # fmt: skip
+          f"{last_eval[metric]:.2f} {metric.replace('_', ' ')}, return {last_eval['return']:.2f}")  # fmt: skip
     print(f"checkpoint: {ckpt_path}\nfinal policy: {policy_path}")
     return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": counters["env_steps"],
             "updates": counters["updates"], "eval": last_eval, "learning_sps": learning_sps}  # fmt: skip

@@ -216,7 +216,7 @@ class MazeEnv(gym.Env):
         obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)),
                                   options={"reset_cell": np.array(start), "goal_cell": np.array(goal)})  # fmt: skip
         self.goal = obs["desired_goal"].copy()
-        self.steps = 0
+        self.steps, self.reached = 0, False
         state = obs["observation"]
         if self.image:
             self._view = render_view(self.walls, state[:2])
@@ -229,7 +229,9 @@ class MazeEnv(gym.Env):
         self.steps += 1
         distance = float(np.linalg.norm(state[:2] - self.goal))
         reward = float(distance <= self.goal_threshold)  # per-step binary reward near the goal
+        self.reached |= reward > 0
         if self.image:
             self._previous_view, self._view = self._view, render_view(self.walls, state[:2])
         truncated = self.steps >= self.max_episode_steps
-        return self._observation(state), reward, False, truncated, {"success": reward > 0, "distance": distance}
+        # "success": the goal was reached at some step of this episode (the paper's maze success rate)
+        return self._observation(state), reward, False, truncated, {"success": self.reached, "distance": distance}

@@ -134,3 +134,30 @@ def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
         lengths[fraction] = (np.mean([e["terminated"] for e in eps]), np.mean([len(e["actions"]) for e in eps]))
     assert lengths[0.0][0] == 1.0 and lengths[1.0][0] < 1.0  # random actions rarely reach a goal 5+ cells away
     assert lengths[1.0][1] > lengths[0.0][1]
+
+
+# ----------------------------------------------------------------------------- the method on the maze
+
+
+def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+
+    config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": 10, "hidden_dim": 32,
+              "prior_layers": 2, "dataset": "synthetic", "seed": 0, "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0,
+              "lr": 1e-3, "batch_size": 16}  # fmt: skip
+    model = sp.SkillModel(**config)
+    sp.save_checkpoint(str(tmp_path / "skills.pt"), model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+    args = sac.Args(env="maze", prior_checkpoint=str(tmp_path / "skills.pt"), total_env_steps=2500, warmup_transitions=20,
+                    batch_size=16, critic_hidden=32, eval_every=10_000, eval_episodes=1, log_every=5,
+                    run_name=str(tmp_path / "run"), threads=1)  # fmt: skip
+    result = sac.train(args)
+    assert result["env_steps"] >= 2500 and 0.0 <= result["eval"]["success"] <= 1.0
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert {"charts/success", "charts/eval_success", "charts/episodic_return"} <= set(events.Tags()["scalars"])
+    with pytest.raises(sac.SpirlError, match="--tasks"):
+        sac.train(sac.Args(env="maze", tasks=("microwave",), prior_checkpoint=str(tmp_path / "skills.pt")))
