@@ -1,5 +1,5 @@
-"""Plot a spirl_sac.py run from its tensorboard logs: subtasks completed vs env steps, and how alpha
-and KL(pi || p_a) were tuned.
+"""Plot a spirl_sac.py run from its tensorboard logs: task progress (kitchen subtasks, maze success)
+vs env steps, and how alpha and KL(pi || p_a) were tuned.
 
     python docs/plot_sac.py runs/<run_name> --out docs/sac_<name>.png
 """
@@ -36,18 +36,21 @@ def main():
     events = EventAccumulator(args.run_dir, size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    if "charts/subtasks_completed" not in tags:
-        raise SystemExit(f"error: {args.run_dir} has no spirl_sac.py logs (no charts/subtasks_completed scalar)")
+    # The env's progress figure: kitchen subtasks, maze success (spirl_sac.py's PROGRESS_METRIC).
+    metric = next((m for m in ("subtasks_completed", "success", "blocks_stacked") if f"charts/{m}" in tags), None)
+    if metric is None:
+        raise SystemExit(f"error: {args.run_dir} has no spirl_sac.py logs (no charts/subtasks_completed or charts/success)")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    steps, subtasks = series(events, "charts/subtasks_completed")
-    axes[0].plot(steps, subtasks, ".", ms=1.5, alpha=0.25, color="tab:blue")
-    smooth = moving_average(subtasks, args.window)
+    steps, progress = series(events, f"charts/{metric}")
+    axes[0].plot(steps, progress, ".", ms=1.5, alpha=0.25, color="tab:blue")
+    smooth = moving_average(progress, args.window)
     axes[0].plot(steps[len(steps) - len(smooth):], smooth, color="tab:blue",
                  label=f"training episodes ({args.window}-episode mean)")  # fmt: skip
-    if "charts/eval_subtasks_completed" in tags:
-        axes[0].plot(*series(events, "charts/eval_subtasks_completed"), "o-", color="tab:red", ms=4,
+    if f"charts/eval_{metric}" in tags:
+        axes[0].plot(*series(events, f"charts/eval_{metric}"), "o-", color="tab:red", ms=4,
                      label="evaluation (policy mean)")  # fmt: skip
-    axes[0].set_title("subtasks completed per episode", fontsize=9)
+    title = {"subtasks_completed": "subtasks completed per episode", "success": "success rate (goal reached)"}
+    axes[0].set_title(title.get(metric, metric.replace("_", " ")), fontsize=9)
     axes[0].legend(fontsize=7)
     for ax, tag, title, scale in ((axes[1], "charts/alpha", "alpha", "log"),
                                   (axes[2], "charts/kl_to_prior", "KL(pi || p_a), batch mean", "linear")):  # fmt: skip
