@@ -1,5 +1,7 @@
 """envs/maze.py (issue 4, in progress): layouts, shortest paths, the env's walls and reward, the view."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,24 @@ def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
     assert {"charts/success", "charts/eval_success", "charts/episodic_return"} <= set(events.Tags()["scalars"])
     with pytest.raises(sac.SpirlError, match="--tasks"):
         sac.train(sac.Args(env="maze", tasks=("microwave",), prior_checkpoint=str(tmp_path / "skills.pt")))
+
+
+def test_exploration_figure_script_writes_a_png(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    import spirl_pretrain as sp
+    from tests.conftest import ROOT
+
+    config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": 4, "hidden_dim": 16,
+              "prior_layers": 1, "dataset": "synthetic", "seed": 0, "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0,
+              "lr": 1e-3, "batch_size": 16}  # fmt: skip
+    model = sp.SkillModel(**config)
+    sp.save_checkpoint(str(tmp_path / "skills.pt"), model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+    out = tmp_path / "exploration.png"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "plot_maze_exploration.py"), str(tmp_path / "skills.pt"),
+                           "--steps", "500", "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 10_000
