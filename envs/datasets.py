@@ -239,8 +239,8 @@ class WindowSampler:
 
 
 def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int, algorithm: str, description: str):
-    """Write `episodes` (dicts of "states" (T + 1, d), "actions" (T, a), "rewards" (T,), "terminated")
-    as the Minari dataset `dataset_id` at `out`. It is built in a temporary folder beside `out` and
+    """Write `episodes` (dicts of "states" (T + 1, d), "actions" (T, a), "rewards" (T,), "terminated",
+    and optionally the episode's env "seed", else `seed`) as the Minari dataset `dataset_id` at `out`. It is built in a temporary folder beside `out` and
     then moved into place, so an interrupted run never leaves a half-written dataset."""
     import shutil
     import tempfile
@@ -254,7 +254,7 @@ def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int
         buffers.append(
             EpisodeBuffer(
                 id=i,
-                seed=seed,
+                seed=ep.get("seed", seed),
                 observations=ep["states"],
                 actions=ep["actions"],
                 rewards=ep["rewards"],

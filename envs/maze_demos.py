@@ -76,8 +76,9 @@ def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args:
         if np.linalg.norm(state[:2] - env.goal) < GOAL_REACHED:
             reached = True
             break
+    # The env seed is stored with the episode: MazeEnv().reset(seed=it) rebuilds its layout (for images).
     return {"states": np.asarray(states, np.float32), "actions": np.asarray(actions, np.float32),
-            "rewards": np.asarray(rewards, np.float32), "terminated": reached}  # fmt: skip
+            "rewards": np.asarray(rewards, np.float32), "terminated": reached, "seed": env_seed}  # fmt: skip
 
 
 def collect(args: Args) -> dict:

@@ -184,3 +184,25 @@ def test_exploration_figure_script_writes_a_png(tmp_path):
                            "--steps", "500", "--out", str(out)], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 10_000
+
+
+def test_each_episode_stores_the_env_seed_that_rebuilds_its_layout(maze_dataset):
+    import glob
+
+    import h5py
+
+    from envs.datasets import load_episodes
+    from envs.maze import MazeEnv
+
+    out, _ = maze_dataset
+    episodes = load_episodes(str(out), "maze")
+    (path,) = glob.glob(os.path.join(str(out), "data", "*.hdf5"))
+    with h5py.File(path) as f:
+        seeds = [int(f[f"episode_{i}"].attrs["seed"]) for i in range(len(episodes))]
+    assert len(set(seeds)) == len(seeds)
+    env = MazeEnv()
+    for episode, seed in zip(episodes, seeds):
+        env.reset(seed=seed)  # the same layout, start and goal as when the episode was recorded
+        assert np.allclose(env._maze.point_env.data.qpos[:2], episode.states[0, :2])
+        cells = [xy_to_cell(env.walls, xy) for xy in episode.states[:, :2]]
+        assert not any(env.walls[c] for c in cells)
