@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from envs import SpirlError  # noqa: E402
 from envs.maze import MazeEnv  # noqa: E402
 from spirl_pretrain import load_skill_model  # noqa: E402
 
@@ -64,7 +65,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/maze_exploration.png")
     args = parser.parse_args()
-    model, config = load_skill_model(args.prior_checkpoint, env="maze")
+    try:
+        model, _ = load_skill_model(args.prior_checkpoint, env="maze")
+    except SpirlError as e:  # missing file, or a checkpoint of another env: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
     env = MazeEnv.downstream()
     panels = [("skills from the learned prior", skill_actions(model, True)),
               ("skills from N(0, I)", skill_actions(model, False))]  # fmt: skip

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -242,9 +244,6 @@ def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int
     """Write `episodes` (dicts of "states" (T + 1, d), "actions" (T, a), "rewards" (T,), "terminated",
     and optionally the episode's env "seed", else `seed`) as the Minari dataset `dataset_id` at `out`. It is built in a temporary folder beside `out` and
     then moved into place, so an interrupted run never leaves a half-written dataset."""
-    import shutil
-    import tempfile
-
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 

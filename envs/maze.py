@@ -10,8 +10,11 @@ view are here; the planner's training data and the method's `--env maze` support
 - Reward (the authors' set-up): 1 for every step within `GOAL_THRESHOLD` = 2 cells of the goal,
   episodes never terminate, 2000 steps downstream. A random policy diffuses a few cells in that
   time; the goal is 24 cells (Manhattan) from the start and further by the maze's detours.
-- The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] applied as forces, velocity
-  clipped to 5; the state is its (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell).
+- The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] driving its x and y joints
+  (the "(x, y) velocity actions" of D4RL maze2d are likewise actuator inputs), velocity clipped to 5;
+  the state is (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell). PointMaze jitters the
+  start and goal by up to 0.25 cells each episode; the reference set-up is silent on this, and the
+  2-cell goal threshold makes it immaterial, so it is kept.
 - One PointMaze model serves every layout: it is built once with a wall box on every interior cell,
   and a new layout switches boxes on and off (collision and colour) instead of recompiling the model
   (72 ms a build, measured; a new layout comes with every training episode).

@@ -141,18 +141,25 @@ def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
 # ----------------------------------------------------------------------------- the method on the maze
 
 
-def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
+def save_maze_skill_model(path, latent_dim=10, hidden_dim=32, prior_layers=2):
+    """An untrained maze skill model, saved as spirl_pretrain.py does."""
     import torch
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     import spirl_pretrain as sp
+
+    config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": latent_dim,
+              "hidden_dim": hidden_dim, "prior_layers": prior_layers, "dataset": "synthetic", "seed": 0,
+              "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0, "lr": 1e-3, "batch_size": 16}  # fmt: skip
+    model = sp.SkillModel(**config)
+    sp.save_checkpoint(str(path), model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+
+
+def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     import spirl_sac as sac
 
-    config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": 10, "hidden_dim": 32,
-              "prior_layers": 2, "dataset": "synthetic", "seed": 0, "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0,
-              "lr": 1e-3, "batch_size": 16}  # fmt: skip
-    model = sp.SkillModel(**config)
-    sp.save_checkpoint(str(tmp_path / "skills.pt"), model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+    save_maze_skill_model(tmp_path / "skills.pt")
     args = sac.Args(env="maze", prior_checkpoint=str(tmp_path / "skills.pt"), total_env_steps=2500, warmup_transitions=20,
                     batch_size=16, critic_hidden=32, eval_every=10_000, eval_episodes=1, log_every=5,
                     run_name=str(tmp_path / "run"), threads=1)  # fmt: skip
@@ -169,16 +176,9 @@ def test_exploration_figure_script_writes_a_png(tmp_path):
     import subprocess
     import sys
 
-    import torch
-
-    import spirl_pretrain as sp
     from tests.conftest import ROOT
 
-    config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": 4, "hidden_dim": 16,
-              "prior_layers": 1, "dataset": "synthetic", "seed": 0, "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0,
-              "lr": 1e-3, "batch_size": 16}  # fmt: skip
-    model = sp.SkillModel(**config)
-    sp.save_checkpoint(str(tmp_path / "skills.pt"), model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+    save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1)
     out = tmp_path / "exploration.png"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "plot_maze_exploration.py"), str(tmp_path / "skills.pt"),
                            "--steps", "500", "--out", str(out)], capture_output=True, text=True)  # fmt: skip
