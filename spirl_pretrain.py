@@ -48,6 +48,8 @@ class Args:
     """units of the encoder/decoder LSTMs and of each prior layer (app. B.1: 128)"""
     prior_layers: int = 6
     """hidden layers of the skill prior MLP (app. B.1: 6)"""
+    image: bool = False
+    """image skill prior (maze): p_a(z | s) sees two stacked 32 x 32 top-down frames through 3 conv layers instead of the state vector (app. B.1, C)"""
     beta: float | None = None
     """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (kitchen 5e-4, maze and block stacking 1e-2), or the resumed run's"""
     lr: float = 1e-3
@@ -71,7 +73,7 @@ class Args:
     resume: str | None = None
     """checkpoint.pt to continue from (same env, sizes and H); logs continue in its folder"""
     prior_rollouts: int = 0
-    """after training, run this many episodes executing skills sampled from the learned prior and report subtasks completed"""
+    """after training, run this many downstream episodes executing skills sampled from the learned prior and report their progress (kitchen: subtasks completed; maze: success rate)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks (in order) for --prior-rollouts; default: microwave, kettle, bottom burner, light switch"""
     threads: int = 0
@@ -84,6 +86,12 @@ DEFAULT_BETA = {"kitchen": 5e-4, "maze": 1e-2, "block_stacking": 1e-2}
 # which here gets the same clamp as a numerical guard (inactive in practice: a prior trained on
 # kitchen-complete-v0 outputs raw log sigma in [-2.7, 0]).
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0
+# Image priors see two stacked RGB frames (previous, current) of 32 x 32 pixels (app. C), stored after
+# the state vector in each observation, as the envs' image=True observations are laid out.
+IMAGE_SHAPE = (6, 32, 32)
+IMAGE_DIM = 6 * 32 * 32
+# The task-progress figure each env reports in `info` at an episode's end (as in spirl_sac.py).
+PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
 
 
 # ----------------------------------------------------------------------------- networks
@@ -186,31 +194,50 @@ class SkillDecoder(nn.Module):
 class SkillPrior(nn.Module):
     """p_a(z | s_1): `layers` x [Linear (no bias) -> BatchNorm -> LeakyReLU(0.2)] -> Gaussian head (app. B.1).
 
+    With `image`, the input is an image observation [state, 2 stacked frames] and the prior sees only
+    the frames, through 3 conv layers (kernel 3, stride 2, 8/16/32 channels, BatchNorm, LeakyReLU)
+    whose 32 x 4 x 4 output is flattened into the MLP (app. B.1). As in the authors' image prior, the
+    state vector is not an input: the maze's coordinates differ between the small training layouts and
+    the large downstream maze, while a local view of the walls transfers.
     spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.
     """
 
-    def __init__(self, state_dim: int, latent_dim: int, hidden_dim: int, layers: int):
+    def __init__(self, state_dim: int, latent_dim: int, hidden_dim: int, layers: int, image: bool = False):
         super().__init__()
-        blocks, width = [], state_dim
+        self.config = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers, image=image)
+        self.state_dim = state_dim
+        self.conv, width = None, state_dim
+        if image:
+            convs, channels = [], IMAGE_SHAPE[0]
+            for out in (8, 16, 32):
+                convs += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
+                channels = out
+            # Channels-last layout: PyTorch's CPU convolutions with so few channels run several times faster in it.
+            self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
+            width = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
+        blocks = []
         for _ in range(layers):
             blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2)]
             width = hidden_dim
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * latent_dim))
 
-    def forward(self, state: torch.Tensor):
-        return split_gaussian(self.net(state))
+    def forward(self, observation: torch.Tensor):
+        if self.conv is None:
+            return split_gaussian(self.net(observation))
+        frames = observation[:, self.state_dim :].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
+        return split_gaussian(self.net(self.conv(frames)))
 
 
 class SkillModel(nn.Module):
     """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict."""
 
-    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, **_):
+    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, image=False, **_):
         super().__init__()
         self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
         self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon)
-        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers)
+        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers, image)
         for m in self.modules():  # the authors' init: Xavier-normal weights, zero biases
-            if isinstance(m, nn.Linear):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -219,8 +246,10 @@ class SkillModel(nn.Module):
 # ----------------------------------------------------------------------------- losses
 
 
-def skill_prior_loss(model: SkillModel, states: torch.Tensor, actions: torch.Tensor, beta: float) -> torch.Tensor:
+def skill_prior_loss(model: SkillModel, states: torch.Tensor, actions: torch.Tensor, beta: float,
+                     observations: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 4 on a batch of windows; returns [reconstruction, regularization, prior, total].
+    `observations`: the prior's input at each window's first step (default: the state s_1).
 
     The paper writes eq. 4 with "- beta KL"; minimising needs "+ beta KL" (the ELBO of eq. 1, negated).
     Scales follow the authors' code, which is what their beta values were tuned for: reconstruction is
@@ -233,7 +262,7 @@ def skill_prior_loss(model: SkillModel, states: torch.Tensor, actions: torch.Ten
     zeros = torch.zeros_like(mu_q)
     regularization = gaussian_kl(mu_q, log_sigma_q, zeros, zeros).mean()  # KL(q || N(0, I))
     # Prior training: KL(stopgrad(q) || p_a(z | s_1)); the detach keeps the prior out of the encoder.
-    mu_p, log_sigma_p = model.skill_prior(states[:, 0])
+    mu_p, log_sigma_p = model.skill_prior(states[:, 0] if observations is None else observations)
     prior = gaussian_kl(mu_q.detach(), log_sigma_q.detach(), mu_p, log_sigma_p).mean()
     total = reconstruction + beta * regularization + prior
     return torch.stack([reconstruction, regularization, prior, total])
@@ -247,10 +276,10 @@ def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | Non
     """Reconstruction MSE (decoding the posterior mean) and prior NLL of that mean (nats per skill)."""
     model.eval()
     sq_err, nll, n = 0.0, 0.0, 0
-    for states, actions in windows.all_windows(batch_size=2048):
+    for _, actions, observations in windows.all_windows(batch_size=2048):
         mu_q, _ = model.encoder(actions)
         sq_err += (model.decoder(mu_q) - actions).pow(2).mean(dim=(1, 2)).sum()
-        nll += gaussian_nll(mu_q, *model.skill_prior(states[:, 0])).sum()
+        nll += gaussian_nll(mu_q, *model.skill_prior(observations)).sum()
         n += len(actions)
         if limit is not None and n >= limit:
             break
@@ -290,6 +319,7 @@ def read_checkpoint(path: str) -> dict:
         raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt:
         raise SpirlError(f"{path} is not a spirl_pretrain.py checkpoint (format {CHECKPOINT_FORMAT})")
+    ckpt["config"].setdefault("image", False)  # written before image priors existed
     return ckpt
 
 
@@ -297,7 +327,7 @@ def check_compatible(config: dict, path: str, **expected):
     """Raise a one-line error when the checkpoint was trained for another env, size or horizon."""
     names = {"env": "--env", "state_dim": "state dim", "action_dim": "action dim",
              "skill_horizon": "--skill-horizon (H)", "latent_dim": "--latent-dim (|Z|)",
-             "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers", "seed": "--seed",
+             "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers", "seed": "--seed", "image": "--image",
              "val_fraction": "--val-fraction"}  # fmt: skip
     for key, want in expected.items():
         if want is not None and config.get(key) != want:
@@ -328,11 +358,13 @@ def prior_rollouts(model: SkillModel, env_name: str, episodes: int, seed: int, e
 
     Every H steps: z ~ p_a(z | s), decoded once into H actions executed open-loop (clipped to the
     action space). z is sampled from the prior as is, without the tanh squashing of spirl_sac.py.
+    Returns the mean of the env's progress metric (kitchen: subtasks; maze: success) and, for the
+    kitchen, how often each subtask was completed.
     """
     model.eval()
     env = make_env(env_name, **env_kwargs)
     generator = torch.Generator().manual_seed(seed)
-    subtasks, per_task = [], {}
+    metric, progress, per_task = PROGRESS_METRIC[env_name], [], {}
     for episode in range(episodes):
         state, info = env.reset(seed=seed + episode)
         done = False
@@ -344,13 +376,14 @@ def prior_rollouts(model: SkillModel, env_name: str, episodes: int, seed: int, e
                 done = terminated or truncated
                 if done:
                     break
-        subtasks.append(info.get("subtasks_completed", 0))
+        progress.append(float(info.get(metric, 0)))
         for task in info.get("completed_tasks", ()):
             per_task[task] = per_task.get(task, 0) + 1
     env.close()
     return {
-        "subtasks_mean": float(np.mean(subtasks)),
-        "subtasks_per_episode": subtasks,
+        "metric": metric,
+        "mean": float(np.mean(progress)),
+        "per_episode": progress,
         "task_rates": {t: per_task.get(t, 0) / episodes for t in getattr(env, "tasks", ())},
     }
 
@@ -372,14 +405,16 @@ def check_args(args: Args):
         raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
     if args.beta is not None and not args.beta >= 0:
         raise SpirlError(f"--beta must be >= 0 (got {args.beta})")
-    if args.prior_rollouts and args.env != "kitchen":
-        raise SpirlError(f"--prior-rollouts counts kitchen subtasks; it does not support --env {args.env} yet")
+    if args.tasks and args.env != "kitchen":
+        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.image and args.env != "maze":
+        raise SpirlError(f"--image needs an env with image observations (maze); --env {args.env} has none yet")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
         make_env(args.env, **rollout_env_kwargs(args)).close()
 
 
 def rollout_env_kwargs(args: Args) -> dict:
-    return {"tasks": args.tasks} if args.tasks else {}
+    return ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
 
 
 def first_nonfinite(loss_log: torch.Tensor, n: int, first_step: int, ckpt_path: str):
@@ -406,14 +441,14 @@ def resolve_config(args: Args, ckpt: dict | None) -> dict:
     if ckpt is not None:
         check_compatible(saved, args.resume, env=args.env, skill_horizon=args.skill_horizon,
                          latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, prior_layers=args.prior_layers,
-                         seed=args.seed, val_fraction=args.val_fraction)  # fmt: skip
+                         seed=args.seed, val_fraction=args.val_fraction, image=args.image)  # fmt: skip
     dataset = args.dataset or saved.get("dataset") or spec["default_dataset"]
     if saved and saved["dataset"] != dataset:
         print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
     return {
         "env": args.env, "state_dim": spec["state_dim"], "action_dim": spec["action_dim"],
         "skill_horizon": args.skill_horizon, "latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim,
-        "prior_layers": args.prior_layers, "dataset": dataset, "seed": args.seed, "val_fraction": args.val_fraction,
+        "prior_layers": args.prior_layers, "image": args.image, "dataset": dataset, "seed": args.seed, "val_fraction": args.val_fraction,
         "beta": args.beta if args.beta is not None else saved.get("beta", DEFAULT_BETA[args.env]),
         "num_steps": args.num_steps if args.num_steps is not None else saved.get("num_steps", 100_000),
         "lr": args.lr, "batch_size": args.batch_size,
@@ -424,8 +459,16 @@ def load_windows(config: dict) -> tuple[WindowSampler, WindowSampler | None]:
     """Episodes -> split by episode -> H-step windows (never across an episode boundary)."""
     episodes = load_episodes(config["dataset"], config["env"])
     train_episodes, val_episodes = split_episodes(episodes, config["val_fraction"], config["seed"])
-    train_windows = WindowSampler(train_episodes, config["skill_horizon"])
-    val_windows = WindowSampler(val_episodes, config["skill_horizon"]) if val_episodes else None
+    observe = [None, None]
+    if config["image"]:  # the image observations are rendered per batch from each episode's layout
+        from envs.maze import DatasetViews
+
+        if any(e.seed is None for e in episodes):
+            raise SpirlError(f"{config['dataset']} stores no per-episode env seeds, so its maze layouts (and images) "
+                             f"cannot be rebuilt: use data written by `python -m envs.maze_demos`")  # fmt: skip
+        observe = [DatasetViews([e.seed for e in part]) for part in (train_episodes, val_episodes)]
+    train_windows = WindowSampler(train_episodes, config["skill_horizon"], observe[0])
+    val_windows = WindowSampler(val_episodes, config["skill_horizon"], observe[1]) if val_episodes else None
     print(f"{config['dataset']}: {len(train_episodes)} train / {len(val_episodes)} validation episodes, "
           f"{train_windows.num_windows} train windows of H={config['skill_horizon']}")  # fmt: skip
     return train_windows, val_windows
@@ -450,10 +493,11 @@ def report(args: Args, config: dict, model, writer, metrics: dict | None, step: 
     if args.prior_rollouts:
         start = time.perf_counter()
         rollouts = prior_rollouts(model, config["env"], args.prior_rollouts, config["seed"], rollout_env_kwargs(args))
-        writer.add_scalar("eval/prior_rollout_subtasks", rollouts["subtasks_mean"], step)
+        writer.add_scalar(f"eval/prior_rollout_{rollouts['metric']}", rollouts["mean"], step)
         rates = ", ".join(f"{t} {r:.0%}" for t, r in rollouts["task_rates"].items())
         print(f"prior rollouts ({args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s): "
-              f"{rollouts['subtasks_mean']:.2f} subtasks completed on average; per subtask: {rates}")  # fmt: skip
+              f"{rollouts['mean']:.2f} {rollouts['metric'].replace('_', ' ')} on average"
+              + (f"; per subtask: {rates}" if rates else ""))  # fmt: skip
         result["prior_rollouts"] = rollouts
     return result
 
@@ -500,8 +544,8 @@ def train(args: Args) -> dict:
         metrics = log_validation(writer, model, train_windows, val_windows, step)
     try:
         while step < num_steps:
-            states, actions = train_windows.sample(args.batch_size, generator)
-            losses = skill_prior_loss(model, states, actions, beta)
+            states, actions, observations = train_windows.sample(args.batch_size, generator)
+            losses = skill_prior_loss(model, states, actions, beta, observations)
             optimizer.zero_grad(set_to_none=True)
             losses[3].backward()
             optimizer.step()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import tyro
 
 from envs import SpirlError, env_spec, make_env
-from spirl_pretrain import SkillModel, SkillPrior, gaussian_kl, load_skill_model
+from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, gaussian_kl, load_skill_model
 
 CHECKPOINT_FORMAT = 1
 
@@ -113,12 +113,14 @@ class TwinCritic(nn.Module):
     """Q_1(s, z) and Q_2(s, z) (Alg. 1 line 2), evaluated together: each layer stores both critics'
     weights as one (2, in, out) tensor, so a forward pass is one batched matmul per layer.
 
-    Plain MLPs with LeakyReLU(0.2), no normalisation, as the authors' MLPCritic; input [s, z].
+    Plain MLPs with LeakyReLU(0.2), no normalisation, as the authors' MLPCritic; input [s, z]. They
+    read the first `state_dim` entries of an observation: with image observations the critics see
+    the state vector only, as the authors' maze critics (SplitObsMLPCritic) do.
     """
 
     def __init__(self, state_dim: int, latent_dim: int, hidden: int, layers: int, bf16: bool = False):
         super().__init__()
-        self.bf16 = bf16
+        self.bf16, self.state_dim = bf16, state_dim
         sizes = [state_dim + latent_dim] + [hidden] * layers + [1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -129,7 +131,7 @@ class TwinCritic(nn.Module):
 
     def forward(self, state: torch.Tensor, skill: torch.Tensor) -> torch.Tensor:
         """(B, S), (B, Z) -> (2, B): both critics' Q-values (float32, also with bf16 matmuls)."""
-        x = torch.cat([state, skill], dim=-1).expand(2, -1, -1)
+        x = torch.cat([state[:, : self.state_dim], skill], dim=-1).expand(2, -1, -1)
         last = len(self.weights) - 1
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -143,13 +145,12 @@ def make_policy(skill_model: SkillModel, prior_init: bool) -> SkillPrior:
     """pi(z | s): the prior's architecture; an exact copy of the trained prior (weights and BatchNorm
     statistics) when prior_init, so that pi = p_a before the first update (app. F)."""
     prior = skill_model.skill_prior
-    policy = SkillPrior(prior.net[0].in_features, prior.net[-1].out_features // 2, prior.net[0].out_features,
-                        sum(isinstance(m, nn.BatchNorm1d) for m in prior.net))  # fmt: skip
+    policy = SkillPrior(**prior.config)
     if prior_init:
         policy.load_state_dict(prior.state_dict())
     else:
         for m in policy.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -203,33 +204,43 @@ class Learner:
     gamma: float
     tau: float
 
-    def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None):
-        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), divergence to the prior, per state)."""
+    @torch.no_grad()
+    def prior_of(self, states: torch.Tensor) -> torch.Tensor:
+        """p_a(z | s) as [mu, log sigma] (B, 2|Z|); zeros with --skill-prior none (then unused). The
+        prior is frozen, so this is computed once per state, when it is stored in the replay buffer."""
+        if self.skill_prior is None:
+            return torch.zeros(len(states), 2 * self.policy.config["latent_dim"])
+        return torch.cat(self.skill_prior(states), dim=-1)
+
+    def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None, prior: torch.Tensor | None = None):
+        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), divergence to the prior, per state).
+        `prior`: p_a(z | s) of these states as prior_of gives it (computed here when None)."""
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
         if self.skill_prior is None:
             return squash(u), squashed_log_prob(u, mu, log_sigma)
-        with torch.no_grad():
-            prior_mu, prior_log_sigma = self.skill_prior(states)
+        prior_mu, prior_log_sigma = (self.prior_of(states) if prior is None else prior).chunk(2, dim=-1)
         return squash(u), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
 
 
 @torch.no_grad()
-def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator) -> torch.Tensor:
+def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator, next_prior=None) -> torch.Tensor:
     """Alg. 1 line 9: r~ + gamma [min_i Q_target_i(s', z') - alpha KL(pi(.|s') || p_a(.|s'))], z' ~ pi(.|s').
 
     The prior divergence stands where SAC has the entropy. A true termination stops the bootstrap; a
     time-limit truncation does not (it was stored with terminal = 0)."""
-    next_skills, next_divergence = learner.sample_skill(next_states, generator)
+    next_skills, next_divergence = learner.sample_skill(next_states, generator, next_prior)
     next_q = learner.critic_target(next_states, next_skills).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_divergence)
 
 
 def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> torch.Tensor:
-    """One gradient step of Algorithm 1 (lines 9-13); returns the losses as one tensor (no host sync)."""
-    states, skills, rewards, next_states, terminals = batch
+    """One gradient step of Algorithm 1 (lines 9-13); returns the losses as one tensor (no host sync).
+    `batch`: (s, z, r~, s', terminal, p_a(.|s), p_a(.|s')) as ReplayBuffer.sample gives it; the two
+    prior terms may be None (then computed here)."""
+    states, skills, rewards, next_states, terminals, priors, next_priors = batch
     alpha = learner.log_alpha.exp().detach()
-    q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator)
+    q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator, next_priors)
 
     # Line 11: critics regress to the target (both critics in one batched pass).
     q = learner.critic(states, skills)
@@ -240,7 +251,7 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
 
     # Line 10: policy maximises min Q - alpha * KL(pi || p_a). Critic weights get no gradient here.
     learner.critic.requires_grad_(False)
-    new_skills, divergence = learner.sample_skill(states, generator)
+    new_skills, divergence = learner.sample_skill(states, generator, priors)
     actor_loss = (alpha * divergence - learner.critic(states, new_skills).min(0).values).mean()
     learner.policy_opt.zero_grad(set_to_none=True)
     actor_loss.backward()
@@ -267,42 +278,70 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of high-level transitions (s, z, r~, s', terminal) (Alg. 1 line 7)."""
+    """Preallocated ring buffer of high-level transitions (s, z, r~, s', terminal) (Alg. 1 line 7),
+    with the frozen prior's p_a(z | s) and p_a(z | s') of each (saves two prior passes per update).
 
-    def __init__(self, capacity: int, state_dim: int, latent_dim: int):
-        self.capacity, self.size, self.next = capacity, 0, 0
+    Observations are stored as their state vector (float) and, for image observations, their frames
+    as uint8: as floats, 1e6 transitions of two 6144-pixel observations would take 50 GB. Memory is
+    only committed as the buffer fills."""
+
+    FIELDS = ("states", "frames", "skills", "rewards", "next_states", "next_frames", "terminals", "priors", "next_priors")
+
+    def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0):
+        self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
         self.states = torch.empty(capacity, state_dim)
+        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8)
         self.skills = torch.empty(capacity, latent_dim)
         self.rewards = torch.empty(capacity)
         self.next_states = torch.empty(capacity, state_dim)
+        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8)
         self.terminals = torch.empty(capacity)
+        self.priors = torch.empty(capacity, 2 * latent_dim)
+        self.next_priors = torch.empty(capacity, 2 * latent_dim)
 
-    def add(self, state, skill, reward: float, next_state, terminal: bool):
+    def _store(self, states, frames, i: int, observation):
+        observation = torch.as_tensor(observation)
+        states[i] = observation[: self.state_dim]
+        frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)  # frames are k / 255
+
+    def _observations(self, states, frames, idx) -> torch.Tensor:
+        if frames.shape[1] == 0:
+            return states[idx]
+        return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
+
+    def add(self, state, skill, reward: float, next_state, terminal: bool, prior, next_prior):
         i = self.next
-        self.states[i] = torch.as_tensor(state)
+        self._store(self.states, self.frames, i, state)
         self.skills[i] = skill
         self.rewards[i] = reward
-        self.next_states[i] = torch.as_tensor(next_state)
+        self._store(self.next_states, self.next_frames, i, next_state)
         self.terminals[i] = float(terminal)
+        self.priors[i], self.next_priors[i] = prior, next_prior
         self.next = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator)
-        return self.states[idx], self.skills[idx], self.rewards[idx], self.next_states[idx], self.terminals[idx]
+        return (self._observations(self.states, self.frames, idx), self.skills[idx], self.rewards[idx],
+                self._observations(self.next_states, self.next_frames, idx), self.terminals[idx],
+                self.priors[idx], self.next_priors[idx])  # fmt: skip
 
     def state_dict(self) -> dict:
         """Only the filled part (in storage order), so a checkpoint grows with the data, not the capacity."""
         n = self.size
-        return {"next": self.next, "size": n, "states": self.states[:n].clone(), "skills": self.skills[:n].clone(),
-                "rewards": self.rewards[:n].clone(), "next_states": self.next_states[:n].clone(),
-                "terminals": self.terminals[:n].clone()}  # fmt: skip
+        return {"next": self.next, "size": n} | {name: getattr(self, name)[:n].clone() for name in self.FIELDS}
 
-    def load_state_dict(self, saved: dict):
+    def load_state_dict(self, saved: dict, prior_of):
         n = saved["size"]
-        for name in ("states", "skills", "rewards", "next_states", "terminals"):
-            getattr(self, name)[:n] = saved[name]
+        for name in self.FIELDS:
+            if name in saved:
+                getattr(self, name)[:n] = saved[name]
         self.size, self.next = n, saved["next"]
+        if "priors" not in saved:  # a run saved before the buffer kept p_a: compute it now
+            for i in range(0, n, 4096):
+                rows = slice(i, min(i + 4096, n))
+                self.priors[rows] = prior_of(self._observations(self.states, self.frames, rows))
+                self.next_priors[rows] = prior_of(self._observations(self.next_states, self.next_frames, rows))
 
 
 # ----------------------------------------------------------------------------- acting
@@ -431,6 +470,7 @@ def load_skills(config: dict, ckpt: dict | None) -> tuple[SkillModel, dict]:
     """The pretrained skill model: from the prior checkpoint, or as saved inside the resumed run."""
     spec = env_spec(config["env"])
     if ckpt is not None:
+        ckpt["skill_config"].setdefault("image", False)  # runs saved before image priors existed
         model = SkillModel(**ckpt["skill_config"])
         model.load_state_dict(ckpt["skill_model"])
         return model.eval().requires_grad_(False), ckpt["skill_config"]
@@ -522,16 +562,18 @@ def train(args: Args) -> dict:
     skill_model, skill_config = load_skills(config, ckpt)
     learner = build_learner(config, skill_model, skill_config)
     decoder, skill_horizon = skill_model.decoder, skill_config["skill_horizon"]
-    env_kwargs = {"tasks": config["tasks"]} if config["tasks"] else {}
+    # An image prior (and so the policy, its copy) needs the env's image observations.
+    env_kwargs = ({"tasks": config["tasks"]} if config["tasks"] else {}) | ({"image": True} if skill_config["image"] else {})
     metric = PROGRESS_METRIC[config["env"]]
     env = make_env(config["env"], **env_kwargs)
-    buffer = ReplayBuffer(config["buffer_size"], skill_config["state_dim"], skill_config["latent_dim"])
+    buffer = ReplayBuffer(config["buffer_size"], skill_config["state_dim"], skill_config["latent_dim"],
+                          IMAGE_DIM if skill_config["image"] else 0)  # fmt: skip
     act_gen = torch.Generator().manual_seed(config["seed"])  # skills chosen in the env
     learn_gen = torch.Generator().manual_seed(config["seed"] + 1)  # replay batches and policy samples in updates
     counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": 0, "next_checkpoint": args.checkpoint_every}
     if ckpt is not None:
         load_learner_state(learner, ckpt["learner"])
-        buffer.load_state_dict(ckpt["replay"])
+        buffer.load_state_dict(ckpt["replay"], learner.prior_of)
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
         counters = dict(ckpt["counters"], next_checkpoint=ckpt["counters"]["env_steps"] + args.checkpoint_every)
@@ -582,6 +624,7 @@ def train(args: Args) -> dict:
                 timing["eval_s"] += time.perf_counter() - eval_start
             # Each training episode has its own seed, so a resumed run sees the same episodes.
             state, _ = env.reset(seed=config["seed"] * 1_000_003 + counters["episodes"])
+            state_prior = learner.prior_of(torch.as_tensor(state)[None])[0]
             episode_return, done = 0.0, False
             while not done:
                 skill, actions = choose_skill(learner, decoder, state, act_gen)
@@ -590,12 +633,13 @@ def train(args: Args) -> dict:
                     timing.update(start=time.perf_counter(), start_steps=counters["env_steps"], eval_s=0.0)
                 pending = pool.submit(update) if ready and pool else None  # learns while the env runs
                 next_state, reward, terminated, truncated, steps, info = execute_skill(env, actions)
+                next_prior = learner.prior_of(torch.as_tensor(next_state)[None])[0]
                 if pending is not None:
                     pending.result()
-                buffer.add(state, skill, reward, next_state, terminated)  # truncation is not terminal
+                buffer.add(state, skill, reward, next_state, terminated, state_prior, next_prior)  # truncation is not terminal
                 if ready and pool is None:
                     update()
-                state, done = next_state, terminated or truncated
+                state, state_prior, done = next_state, next_prior, terminated or truncated
                 episode_return += reward
                 counters["env_steps"] += steps
                 bar.update(steps)

@@ -78,7 +78,7 @@ def update_ms(threads: int, bf16: bool, repeats: int) -> float:
     buffer = sac.ReplayBuffer(10_000, 30, 10)
     g = torch.Generator().manual_seed(0)
     for _ in range(10_000):
-        buffer.add(np.random.randn(30), torch.randn(10), 0.0, np.random.randn(30), False)
+        buffer.add(np.random.randn(30), torch.randn(10), 0.0, np.random.randn(30), False, torch.randn(20), torch.randn(20))
 
     def step():
         sac.sac_update(learner, buffer.sample(256, g), g)

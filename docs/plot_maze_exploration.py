@@ -3,7 +3,7 @@
     python docs/plot_maze_exploration.py runs/maze_skills/checkpoint.pt --out docs/maze_exploration.png
 
 For `--steps` env steps each (episodes of the downstream task's length, always from its start):
-(a) skills sampled from the learned prior p_a(z | s), (b) skills sampled from the skill space's own
+(a) skills sampled from the learned prior p_a(z | s) (a state or an image prior, as trained), (b) skills sampled from the skill space's own
 distribution N(0, I), each decoded into H actions executed open-loop, (c) a flat single-step action
 prior if `--flat-prior` gives one (baselines/flat_prior.py, a later issue), (d) uniform random
 actions. One panel each: the visited positions over the maze, start and goal marked.
@@ -66,10 +66,10 @@ def main():
     parser.add_argument("--out", default="docs/maze_exploration.png")
     args = parser.parse_args()
     try:
-        model, _ = load_skill_model(args.prior_checkpoint, env="maze")
+        model, config = load_skill_model(args.prior_checkpoint, env="maze")
     except SpirlError as e:  # missing file, or a checkpoint of another env: one line, no traceback
         raise SystemExit(f"error: {e}") from None
-    env = MazeEnv.downstream()
+    env = MazeEnv.downstream(image=config["image"])  # an image prior sees the top-down frames
     panels = [("skills from the learned prior", skill_actions(model, True)),
               ("skills from N(0, I)", skill_actions(model, False))]  # fmt: skip
     if args.flat_prior:

@@ -36,6 +36,7 @@ OFFLINE_HINT = "or pass a local file/folder with --dataset (a D4RL .hdf5 file or
 class Episode:
     states: np.ndarray  # (T + 1, state_dim) float32
     actions: np.ndarray  # (T, action_dim) float32
+    seed: int | None = None  # the env seed the episode was collected with, where the dataset stores one
 
 
 # ----------------------------------------------------------------------------- state mapping
@@ -119,6 +120,10 @@ def _read_minari(dataset, env: str, source: str) -> list[Episode]:
         if len(states) != len(actions) + 1:
             raise SpirlError(f"{source}: episode {ep.id} has {len(states)} observations for {len(actions)} actions")
         episodes.append(Episode(states, actions))
+    # Per-episode env seeds (the maze's image observations rebuild each episode's layout from it).
+    metadata = dataset.storage.get_episode_metadata(dataset.episode_indices)
+    for episode, meta in zip(episodes, metadata):
+        episode.seed = meta.get("seed")
     return episodes
 
 
@@ -192,13 +197,18 @@ def split_episodes(episodes: list[Episode], val_fraction: float, seed: int):
 
 
 class WindowSampler:
-    """Uniform H-step windows (H actions, H+1 states) that never cross an episode boundary."""
+    """Uniform H-step windows (H actions, H+1 states) that never cross an episode boundary.
 
-    def __init__(self, episodes: list[Episode], skill_horizon: int):
+    Each batch is (states (B, H+1, S), actions (B, H, A), observations (B, O)): `observations` is the
+    skill prior's input at the window's first step, the state s_1 itself unless an `observe` function
+    renders more (the maze's image observations): observe(episode indices into `episodes` (B,),
+    states one step before s_1 (B, S) (s_1 itself at an episode's start), s_1 (B, S)) -> (B, O)."""
+
+    def __init__(self, episodes: list[Episode], skill_horizon: int, observe=None):
         if skill_horizon < 1:
             raise SpirlError(f"--skill-horizon must be at least 1 (got {skill_horizon})")
         H = skill_horizon
-        usable = [e for e in episodes if len(e.actions) >= H]
+        usable = [i for i, e in enumerate(episodes) if len(e.actions) >= H]
         self.skipped = len(episodes) - len(usable)
         if not usable:
             raise SpirlError(
@@ -206,11 +216,12 @@ class WindowSampler:
             )
         if self.skipped:
             warnings.warn(f"{self.skipped} of {len(episodes)} episodes are shorter than H+1 = {H + 1} states and are skipped")
-        self.skill_horizon = H
+        self.skill_horizon, self.observe = H, observe
         self.num_episodes = len(usable)
-        self.states = torch.from_numpy(np.concatenate([e.states for e in usable]))
-        self.actions = torch.from_numpy(np.concatenate([e.actions for e in usable]))
-        n_actions = torch.tensor([len(e.actions) for e in usable])
+        self.episode_ids = torch.tensor(usable)  # index of each usable episode in `episodes`
+        self.states = torch.from_numpy(np.concatenate([episodes[i].states for i in usable]))
+        self.actions = torch.from_numpy(np.concatenate([episodes[i].actions for i in usable]))
+        n_actions = torch.tensor([len(episodes[i].actions) for i in usable])
         self.windows_per_episode = n_actions - H + 1
         self.state_offset = torch.cumsum(n_actions + 1, 0) - (n_actions + 1)
         self.action_offset = torch.cumsum(n_actions, 0) - n_actions
@@ -221,10 +232,15 @@ class WindowSampler:
     def _gather(self, episode: torch.Tensor, start: torch.Tensor):
         s = self.state_offset[episode] + start
         a = self.action_offset[episode] + start
-        return self.states[s[:, None] + self._state_steps], self.actions[a[:, None] + self._action_steps]
+        states = self.states[s[:, None] + self._state_steps]
+        if self.observe is None:
+            return states, self.actions[a[:, None] + self._action_steps], states[:, 0]
+        previous = self.states[s - (start > 0).long()]
+        observations = self.observe(self.episode_ids[episode], previous, states[:, 0])
+        return states, self.actions[a[:, None] + self._action_steps], observations
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None):
-        """(states (B, H+1, S), actions (B, H, A)): an episode uniformly, then a start uniformly inside it."""
+        """(states, actions, observations): an episode uniformly, then a start uniformly inside it."""
         episode = torch.randint(self.num_episodes, (batch_size,), generator=generator)
         u = torch.rand(batch_size, generator=generator)
         start = (u * self.windows_per_episode[episode]).long()

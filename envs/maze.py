@@ -1,15 +1,17 @@
 """Point-mass maze navigation (paper Sec. 4.2, app. C) on gymnasium-robotics PointMaze.
 
-Work in progress (issue 4): layouts, shortest paths, the downstream maze, the env and the top-down
-view are here; the planner's training data and the method's `--env maze` support come next.
+The layouts, shortest paths, the downstream maze, the env and its image observations (a top-down
+view rasterised with numpy) are here; the planner's data is written by envs/maze_demos.py.
 
-- Layouts are boolean wall grids with a wall border. Training layouts are random: a 20 x 20 interior
-  cut by recursive division, every wall having one doorway at a random position, so every free cell
-  is reachable. The downstream maze is one such layout, 40 x 40 (four times the area), fixed by a
-  seed, with the authors' start cell (10, 24) and goal cell (18, 8) (../shared/reference).
+- Layouts are boolean wall grids with a wall border. Training layouts are random, made as the
+  authors' (kpertsch/d4rl): straight walls of 30-50% of the side, each with one doorway at a random
+  position, spread out, until a quarter of the 20 x 20 interior is wall; a pocket that walls close
+  off is filled, so every free cell is reachable. The downstream maze is one such layout, 40 x 40
+  (four times the area), fixed by a seed, with the authors' start cell (10, 24) and goal cell (18, 8)
+  (../shared/reference), 26 cells apart along the shortest path.
 - Reward (the authors' set-up): 1 for every step within `GOAL_THRESHOLD` = 2 cells of the goal,
   episodes never terminate, 2000 steps downstream. A random policy diffuses a few cells in that
-  time; the goal is 24 cells (Manhattan) from the start and further by the maze's detours.
+  time (bench/bench_maze.py); the goal is 26 cells away, at least 520 steps at the top speed.
 - The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] driving its x and y joints
   (the "(x, y) velocity actions" of D4RL maze2d are likewise actuator inputs), velocity clipped to 5;
   the state is (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell). PointMaze jitters the
@@ -39,42 +41,62 @@ DOWNSTREAM_START, DOWNSTREAM_GOAL = (10, 24), (18, 8)  # (row, col) cells, borde
 GOAL_THRESHOLD = 2.0  # cells (= PointMaze units)
 DOWNSTREAM_EPISODE_STEPS = 2000
 TRAIN_EPISODE_STEPS = 500
-MIN_ROOM = 3  # recursive division stops at rooms this narrow
 STATE_DIM, ACTION_DIM = 4, 2
 MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
+# Random layouts as the authors' (kpertsch/d4rl maze_layouts.py, values from there): straight walls,
+# each WALL_LENGTH of the side long and with one doorway, are added until WALL_COVERAGE of the
+# interior is wall; each wall goes preferentially where walls are sparse (WALL_SPREAD).
+WALL_COVERAGE = 0.25
+WALL_LENGTH = (0.3, 0.5)  # fraction of the maze side
+WALL_SPREAD = 20.0  # position weight exp(-WALL_SPREAD * wall density of the band around the new wall)
 
 
-def random_layout(size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size + 2, size + 2) bool wall grid: a border, and walls placed by recursive division, each
-    wall with one doorway at a random position, so the free cells form one connected region."""
-    walls = np.zeros((size + 2, size + 2), dtype=bool)
-    walls[0, :] = walls[-1, :] = walls[:, 0] = walls[:, -1] = True
-    rooms = [(1, 1, size, size)]  # (top row, left col, height, width) of free rectangles
-    while rooms:
-        top, left, height, width = rooms.pop()
-        horizontal = height > width or (height == width and rng.random() < 0.5)
-        extent = height if horizontal else width
-        if extent < 2 * MIN_ROOM + 1:
-            continue
-        # A wall must not end in a doorway of the walls around the room, or it would block that door.
-        if horizontal:
-            cuts = [k for k in range(MIN_ROOM, extent - MIN_ROOM) if walls[top + k, left - 1] and walls[top + k, left + width]]
-        else:
-            cuts = [k for k in range(MIN_ROOM, extent - MIN_ROOM) if walls[top - 1, left + k] and walls[top + height, left + k]]
-        if not cuts:
-            continue
-        cut = cuts[int(rng.integers(len(cuts)))]
-        if horizontal:
-            row, door = top + cut, left + int(rng.integers(width))
-            walls[row, left : left + width] = True
-            walls[row, door] = False
-            rooms += [(top, left, cut, width), (row + 1, left, height - cut - 1, width)]
-        else:
-            col, door = left + cut, top + int(rng.integers(height))
-            walls[top : top + height, col] = True
-            walls[door, col] = False
-            rooms += [(top, left, height, cut), (top, col + 1, height, width - cut - 1)]
+def place_wall(interior: np.ndarray, rng: np.random.Generator):
+    """Add one straight wall with a doorway to the (size, size) bool grid `interior`, in place."""
+    size = interior.shape[0]
+    vertical = rng.random() < 0.5
+    length = max(int(size * (WALL_LENGTH[0] + (WALL_LENGTH[1] - WALL_LENGTH[0]) * rng.random())), 3)
+    door = int(rng.integers(1, length - 1))
+    grid = interior if vertical else interior.T  # a view: a horizontal wall is a vertical one of the transpose
+    # Wall density of the (length x 5) band centred on every possible wall position, from an integral image.
+    integral = np.pad(grid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    band = integral[length:, 5:] - integral[:-length, 5:] - integral[length:, :-5] + integral[:-length, :-5]
+    weights = np.exp(-WALL_SPREAD * band / (5 * length)).ravel()
+    top, col = divmod(int(rng.choice(weights.size, p=weights / weights.sum())), size - 4)
+    col += 2  # the band's centre column
+    grid[top : top + length, col] = True
+    grid[top + door, col] = False
+    # The cells diagonal to the doorway become wall too (as the authors do): a framed one-cell passage.
+    grid[[top + door - 1, top + door + 1], col - 1] = grid[[top + door - 1, top + door + 1], col + 1] = True
+
+
+def random_layout(size: int, rng: np.random.Generator, keep=None) -> np.ndarray:
+    """(size + 2, size + 2) bool wall grid: a border, and random walls with doorways (place_wall). Walls
+    can close off a pocket; its cells are filled, so the free cells form one connected region: the
+    largest one, or the one holding the cell `keep` (the downstream start)."""
+    interior = np.zeros((size, size), dtype=bool)
+    while interior.mean() < WALL_COVERAGE:
+        place_wall(interior, rng)
+    walls = np.pad(interior, 1, constant_values=True)
+    if keep is not None:
+        walls[tuple(keep)] = False
+        walls[distances_from(walls, keep) < 0] = True
+    else:
+        walls[~largest_region(walls)] = True
     return walls
+
+
+def largest_region(walls: np.ndarray) -> np.ndarray:
+    """Bool mask of the largest 4-connected region of free cells (found at the first search nearly always)."""
+    remaining, free, best = ~walls, (~walls).sum(), None
+    while remaining.any():
+        region = distances_from(walls, np.argwhere(remaining)[0]) >= 0
+        if best is None or region.sum() > best.sum():
+            best = region
+        if best.sum() * 2 > free:
+            break
+        remaining &= ~region
+    return best
 
 
 def distances_from(walls: np.ndarray, start) -> np.ndarray:
@@ -105,9 +127,10 @@ def shortest_path(walls: np.ndarray, start, goal) -> list[tuple[int, int]] | Non
 
 
 def downstream_layout() -> np.ndarray:
-    """The fixed 40 x 40 downstream maze (42 x 42 with the border); its start and goal cells are free."""
-    walls = random_layout(DOWNSTREAM_SIZE, np.random.default_rng(DOWNSTREAM_SEED))
-    walls[DOWNSTREAM_START] = walls[DOWNSTREAM_GOAL] = False  # opening a cell never disconnects
+    """The fixed 40 x 40 downstream maze (42 x 42 with the border); its start and goal cells are free
+    and connected (the start's region is kept; for DOWNSTREAM_SEED it holds the goal)."""
+    walls = random_layout(DOWNSTREAM_SIZE, np.random.default_rng(DOWNSTREAM_SEED), keep=DOWNSTREAM_START)
+    assert not walls[DOWNSTREAM_GOAL], "DOWNSTREAM_SEED must give a maze whose goal cell is reachable"
     return walls
 
 
@@ -130,21 +153,55 @@ def xy_to_cell(walls: np.ndarray, xy) -> tuple[int, int]:
     return int(np.floor(rows / 2 - xy[1])), int(np.floor(xy[0] + cols / 2))
 
 
-def render_view(walls: np.ndarray, xy) -> np.ndarray:
-    """(3, 32, 32) uint8 top-down view of the VIEW_CELLS x VIEW_CELLS cells around `xy`: floor, walls
-    (outside the maze counts as wall) and the agent as a disk at the centre. Rasterised with numpy
-    from the grid, no renderer needed. Row 0 is the top (+y) edge."""
-    rows, cols = walls.shape
+def render_views(walls: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(B, 3, 32, 32) uint8 top-down views of the VIEW_CELLS x VIEW_CELLS cells around each of the B
+    positions `xy` (B, 2), in the layouts `walls` (B, rows, cols): floor, walls (outside the maze counts
+    as wall) and the agent as a disk at the centre. Rasterised with numpy from the grid, no renderer
+    needed. Row 0 is the top (+y) edge."""
+    batch, rows, cols = walls.shape
     offsets = (np.arange(VIEW_PIXELS) + 0.5) / VIEW_PIXELS * VIEW_CELLS - VIEW_CELLS / 2
-    x = xy[0] + offsets[None, :]  # (1, W)
-    y = xy[1] - offsets[:, None]  # (H, 1)
+    x = xy[:, 0, None, None] + offsets[None, None, :]  # (B, 1, W)
+    y = xy[:, 1, None, None] - offsets[None, :, None]  # (B, H, 1)
     r = np.floor(rows / 2 - y).astype(np.int64)
     c = np.floor(x + cols / 2).astype(np.int64)
     inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
-    is_wall = np.where(inside, walls[np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)], True)
+    is_wall = np.where(inside, walls[np.arange(batch)[:, None, None], np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)], True)
     image = np.where(is_wall[..., None], WALL, FLOOR)
-    image[(offsets[None, :] ** 2 + offsets[:, None] ** 2) <= AGENT_RADIUS**2] = AGENT
-    return np.ascontiguousarray(image.transpose(2, 0, 1))
+    image[:, (offsets[None, :] ** 2 + offsets[:, None] ** 2) <= AGENT_RADIUS**2] = AGENT
+    return np.ascontiguousarray(image.transpose(0, 3, 1, 2))
+
+
+def render_view(walls: np.ndarray, xy) -> np.ndarray:
+    """(3, 32, 32) uint8 view around one position `xy` in the layout `walls` (see render_views)."""
+    return render_views(walls[None], np.asarray(xy, dtype=np.float64)[None])[0]
+
+
+def training_layout(seed: int) -> np.ndarray:
+    """The training layout that `MazeEnv().reset(seed=seed)` builds (the env draws it first from the
+    generator gymnasium seeds), rebuilt without the simulator: the data stores each episode's seed."""
+    return random_layout(TRAIN_SIZE, gym.utils.seeding.np_random(seed)[0])
+
+
+class DatasetViews:
+    """The image observations of a maze dataset's steps, rendered on demand (85k episodes of frames
+    would take 130 GB; their layouts take 41 MB). `seeds`: each episode's env seed.
+
+    Called with episode indices (B,), the states one step earlier (B, 4) and the states (B, 4), it
+    returns what MazeEnv(image=True) observes there: the state, then the previous and the current
+    frame scaled to [0, 1], (B, 4 + 6144) float32. At an episode's first step pass the state as its
+    own previous one, as the env's reset does."""
+
+    def __init__(self, seeds):
+        self.layouts = np.stack([training_layout(int(s)) for s in seeds])
+
+    def __call__(self, episode, previous_states, states):
+        import torch  # envs needs torch only here, for the data pipeline of spirl_pretrain.py
+
+        layouts = self.layouts[np.asarray(episode)]
+        frames = np.concatenate([render_views(layouts, np.asarray(previous_states[:, :2], dtype=np.float64)),
+                                 render_views(layouts, np.asarray(states[:, :2], dtype=np.float64))], axis=1)  # fmt: skip
+        frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
+        return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
 
 
 # ----------------------------------------------------------------------------- the env
@@ -214,7 +271,7 @@ class MazeEnv(gym.Env):
         super().reset(seed=seed)
         start, goal = self.start, self.goal_cell
         if self.training:  # a new layout, start and goal, drawn from this env's generator
-            self._set_layout(random_layout(TRAIN_SIZE, self.np_random))
+            self._set_layout(random_layout(TRAIN_SIZE, self.np_random))  # = training_layout(seed) when seeded
             start, goal = self._draw_start_and_goal()
         obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)),
                                   options={"reset_cell": np.array(start), "goal_cell": np.array(goal)})  # fmt: skip

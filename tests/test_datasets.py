@@ -413,7 +413,8 @@ def test_windows_never_cross_episodes_and_cover_every_start():
     with pytest.warns(UserWarning, match=r"1 of 5 episodes are shorter than H\+1 = 6 states"):
         sampler = WindowSampler(synthetic_episodes(lengths), H)
     assert sampler.num_episodes == 4 and sampler.skipped == 1
-    states, actions = sampler.sample(3000, torch.Generator().manual_seed(0))
+    states, actions, observations = sampler.sample(3000, torch.Generator().manual_seed(0))
+    assert torch.equal(observations, states[:, 0])  # without a renderer the prior sees s_1
     seen = set(check_windows(states, actions, lengths, H))
     expected = {(a, s) for a, T in enumerate(lengths) if T >= H for s in range(T - H + 1)}
     assert seen == expected  # every start (first and last included) is reachable, nothing else
@@ -434,9 +435,9 @@ def test_all_windows_yields_each_window_once():
     with pytest.warns(UserWarning, match="1 of 5"):
         sampler = WindowSampler(synthetic_episodes(lengths), H)
     batches = list(sampler.all_windows(batch_size=7))
-    assert all(len(s) <= 7 for s, _ in batches)
-    states = torch.cat([s for s, _ in batches])
-    actions = torch.cat([a for _, a in batches])
+    assert all(len(s) <= 7 for s, _, _ in batches)
+    states = torch.cat([s for s, _, _ in batches])
+    actions = torch.cat([a for _, a, _ in batches])
     windows = check_windows(states, actions, lengths, H)
     n = sum(T - H + 1 for T in lengths if T >= H)
     assert len(windows) == n == sampler.num_windows
@@ -448,9 +449,32 @@ def test_sampling_is_uniform_over_episodes_first():
     H = 4
     lengths = [400, H]  # 397 windows vs exactly 1
     sampler = WindowSampler(synthetic_episodes(lengths), H)
-    states, _ = sampler.sample(4000, torch.Generator().manual_seed(0))
+    states, _, _ = sampler.sample(4000, torch.Generator().manual_seed(0))
     short = (states[:, 0, 0] == 1).float().mean().item()
     assert 0.45 < short < 0.55  # uniform over windows would give 1/398
+
+
+def test_observe_gets_the_previous_state_and_the_episode_index():
+    lengths, H = [6, 9], 3
+    episodes = synthetic_episodes(lengths)
+    calls = []
+
+    def observe(episode, previous, first):
+        calls.append((episode, previous, first))
+        return torch.cat([first, previous], dim=1)
+
+    with pytest.warns(UserWarning, match="1 of 3"):  # the short episode in the middle is skipped
+        sampler = WindowSampler([episodes[0], synthetic_episodes([1])[0], episodes[1]], H, observe)
+    assert sampler.skipped == 1
+    states, _, observations = sampler.sample(500, torch.Generator().manual_seed(0))
+    (episode, previous, first), = calls
+    assert set(episode.tolist()) == {0, 2}  # indices into the list given, skipped episodes counted
+    torch.testing.assert_close(first, states[:, 0])
+    for e, p, f in zip(episode.tolist(), previous, first):
+        data = (episodes[0] if e == 0 else episodes[1]).states
+        t = int(np.flatnonzero((data == f.numpy()).all(1))[0])
+        np.testing.assert_array_equal(p.numpy(), data[max(t - 1, 0)])  # s_0 at an episode's start: itself
+    assert observations.shape == (500, 2 * states.shape[-1])
 
 
 def test_window_sampler_bad_horizons():
@@ -472,7 +496,7 @@ def test_windows_from_a_d4rl_file_of_rollouts(kitchen_rollouts, tmp_path):
     H = 10
     sampler = WindowSampler(episodes, H)
     assert sampler.num_windows == sum(len(a) - 1 - H + 1 for _, a, _ in kitchen_rollouts)
-    states, actions = next(sampler.all_windows(batch_size=1))
+    states, actions, _ = next(sampler.all_windows(batch_size=1))
     np.testing.assert_array_equal(states[0].numpy(), episodes[0].states[: H + 1])
     np.testing.assert_array_equal(actions[0].numpy(), episodes[0].actions[:H])
 

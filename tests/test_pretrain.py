@@ -274,7 +274,7 @@ def test_cli_help_lists_the_paper_settings(tmp_path):
 def test_prior_rollouts_run_in_the_env(tmp_path, tiny_dataset):
     args = tiny_args(tmp_path, tiny_dataset, num_steps=5, prior_rollouts=1, tasks=("microwave", "slide cabinet"))
     rollouts = sp.train(args)["prior_rollouts"]
-    assert len(rollouts["subtasks_per_episode"]) == 1 and 0 <= rollouts["subtasks_mean"] <= 2
+    assert rollouts["metric"] == "subtasks_completed" and len(rollouts["per_episode"]) == 1 and 0 <= rollouts["mean"] <= 2
     assert set(rollouts["task_rates"]) == {"microwave", "slide cabinet"}
 
 

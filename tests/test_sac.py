@@ -56,7 +56,8 @@ def make_learner(skill_ckpt, seed=0, **overrides):
 def random_batch(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(n, STATE_DIM, generator=g), torch.rand(n, LATENT_DIM, generator=g) * 4 - 2,
-            torch.rand(n, generator=g), torch.randn(n, STATE_DIM, generator=g), (torch.rand(n, generator=g) < 0.2).float())  # fmt: skip
+            torch.rand(n, generator=g), torch.randn(n, STATE_DIM, generator=g), (torch.rand(n, generator=g) < 0.2).float(),
+            None, None)  # fmt: skip
 
 
 def sac_args(tmp_path, skill_ckpt, **overrides):
@@ -122,7 +123,7 @@ def test_squashed_log_prob_matches_change_of_variables():
 def test_q_target_uses_the_prior_kl_not_the_entropy(skill_ckpt):
     learner, model = make_learner(skill_ckpt)
     learner.policy.net[-1].bias.data += torch.linspace(-1, 1, 2 * LATENT_DIM)  # pi != p_a, so the KL is not 0
-    _, _, rewards, next_states, terminals = random_batch()
+    _, _, rewards, next_states, terminals, _, _ = random_batch()
     alpha = torch.tensor(0.7)
     got = sac.compute_q_target(learner, rewards, next_states, terminals, alpha, torch.Generator().manual_seed(5))
     # The same target, written out with the same noise: r + gamma (1 - d) (min Q' - alpha KL(pi || p_a)).
@@ -139,6 +140,20 @@ def test_q_target_uses_the_prior_kl_not_the_entropy(skill_ckpt):
     new_kl = sac.kl_to_prior(mu, log_sigma, *model.skill_prior(next_states))
     torch.testing.assert_close(moved - got, (-0.99 * (1 - terminals) * 0.7 * (new_kl - kl)).detach())
     assert (moved - got).abs().max() > 1e-3
+
+
+def test_cached_prior_terms_give_the_same_update(skill_ckpt):
+    """The replay buffer stores p_a(.|s) and p_a(.|s'); an update with them equals one that recomputes them."""
+    losses = []
+    for cached in (False, True):
+        learner, model = make_learner(skill_ckpt, seed=3)
+        learner.policy.net[-1].bias.data += 0.3  # pi != p_a
+        batch = random_batch()
+        if cached:
+            batch = batch[:5] + (learner.prior_of(batch[0]), learner.prior_of(batch[3]))
+        losses.append(sac.sac_update(learner, batch, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(losses[0], losses[1])
+    assert losses[0][5] > 0.01  # a non-zero KL was compared
 
 
 def test_entropy_mode_uses_log_prob_and_target_entropy(skill_ckpt):
@@ -267,6 +282,25 @@ def test_resume_continues_exactly(tmp_path, skill_ckpt):
         for key, value in a["learner"][name].items():
             assert torch.equal(value, b["learner"][name][key]), (name, key)
     assert torch.equal(a["replay"]["states"], b["replay"]["states"])
+
+
+def test_replay_keeps_the_prior_of_each_stored_state_and_old_runs_get_it_on_resume(tmp_path, skill_ckpt):
+    first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=300))
+    ckpt = torch.load(first["checkpoint"], weights_only=True)
+    model, _ = sp.load_skill_model(skill_ckpt)
+    replay = ckpt["replay"]
+    with torch.no_grad():
+        torch.testing.assert_close(replay["priors"], torch.cat(model.skill_prior(replay["states"]), -1))
+        torch.testing.assert_close(replay["next_priors"], torch.cat(model.skill_prior(replay["next_states"]), -1))
+    for name in ("priors", "next_priors", "frames", "next_frames"):  # as saved before these fields existed
+        del replay[name]
+    torch.save(ckpt, first["checkpoint"])
+    learner, _ = make_learner(skill_ckpt)
+    buffer = sac.ReplayBuffer(1000, STATE_DIM, LATENT_DIM)
+    buffer.load_state_dict(replay, learner.prior_of)
+    n = replay["size"]
+    torch.testing.assert_close(buffer.priors[:n], learner.prior_of(replay["states"]))
+    assert sac.train(sac.Args(resume=first["checkpoint"], total_env_steps=400, threads=1))["env_steps"] >= 400
 
 
 def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
