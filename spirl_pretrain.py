@@ -5,10 +5,12 @@ Sec. 3.2 and app. B.1. From random H-step windows (s_1..s_H+1, a_1..a_H) of the 
 train, jointly, with eq. 4:
   - a skill encoder q(z | a_1..a_H)        (LSTM over the actions -> diagonal Gaussian over Z),
   - a skill decoder p(a_1..a_H | z)        (LSTM unrolled H steps, z fed at every step),
-  - a skill prior   p_a(z | s_1)           (MLP with BatchNorm -> diagonal Gaussian over Z),
+  - a skill prior   p_a(z | s_1)           (MLP with BatchNorm -> diagonal Gaussian over Z; with
+                                            --image, 3 conv layers on two stacked top-down frames first),
 where the prior is fit to the *detached* posterior, so it never shapes the skill space.
 
     python spirl_pretrain.py --env kitchen --dataset path/to/kitchen.hdf5
+    python spirl_pretrain.py --env maze --image                       # the paper's maze prior
     python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --num-steps 200000
     python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --prior-rollouts 20   # check a prior
 

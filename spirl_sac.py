@@ -307,7 +307,12 @@ class ReplayBuffer:
     def _observations(self, states, frames, idx) -> torch.Tensor:
         if frames.shape[1] == 0:
             return states[idx]
-        return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
+        rows = states[idx]
+        observations = torch.empty(len(rows), self.state_dim + frames.shape[1])
+        observations[:, : self.state_dim] = rows
+        observations[:, self.state_dim :] = frames[idx]  # uint8 -> float in the copy
+        observations[:, self.state_dim :].div_(255)
+        return observations
 
     def add(self, state, skill, reward: float, next_state, terminal: bool, prior, next_prior):
         i = self.next

@@ -1,13 +1,15 @@
 """Maze training data (issue 4): a planner on the map plus a waypoint controller, as in D4RL maze2d.
 
-    python -m envs.maze_demos --episodes 85000          # the paper's count -> data/maze-planner-v0
+    python -m envs.maze_demos --episodes 85000          # the paper's count -> data/maze-planner-v0 (one process per core)
     python -m envs.maze_demos --episodes 200 --out /tmp/maze-small --random-action-fraction 0.5
 
 Every episode has a new random 20 x 20 layout, start and goal (envs/maze.py). The planner takes the
 shortest path on the grid (BFS), keeps its corner cells as waypoints, and a PD controller steers the
 point mass through them (D4RL's maze2d gains: 10 on the position error, -1 on the velocity). An
 episode ends at the goal (within GOAL_REACHED cells) or after 500 steps. `--random-action-fraction`
-replaces that fraction of actions by uniform random ones: sub-optimal data (app. G).
+replaces that fraction of actions by uniform random ones: sub-optimal data (app. G). Episode i uses
+the generator seeded (seed, i) and env seed seed * 1000003 + i, so the data does not depend on
+--workers.
 Observations are the 4-dim state; actions the 2-dim ones executed.
 """
 

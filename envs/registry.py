@@ -27,13 +27,15 @@ ENV_SPECS = {
         "default_dataset": "spirl/kitchen-scripted-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "kitchen-scripted-skills.pt"),
     },
-    # Point-mass maze (issue 4, in progress): the state is (x, y, vx, vy); the downstream task is the
-    # fixed 40 x 40 maze of envs/maze.py; the data comes from `python -m envs.maze_demos`.
+    # Point-mass maze: the state is (x, y, vx, vy) (image priors also see two top-down frames); the
+    # downstream task is the fixed 40 x 40 maze of envs/maze.py; the data comes from
+    # `python -m envs.maze_demos`; the shipped model has the paper's image prior.
     "maze": {
         "state_dim": 4,
         "action_dim": 2,
         "max_episode_steps": 2000,
         "default_dataset": "spirl/maze-planner-v0",
+        "default_prior": os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt"),
     },
 }
 ENV_NAMES = tuple(ENV_SPECS)

@@ -1,4 +1,4 @@
-"""envs/maze.py (issue 4, in progress): layouts, shortest paths, the env's walls and reward, the view."""
+"""envs/maze.py, envs/maze_demos.py and the methods on the maze: layouts, the env, images, data, image prior."""
 
 import os
 
@@ -122,6 +122,16 @@ def test_planner_data_reaches_its_goals_and_loads_through_the_loader(maze_datase
         assert e.states.shape == (len(e.actions) + 1, 4) and e.actions.shape[1] == 2
         assert len(e.actions) <= 500 and np.abs(e.actions).max() <= 1.0
         assert np.linalg.norm(e.states[-1, :2] - e.states[0, :2]) > 1.0  # it went somewhere
+
+
+def test_episodes_do_not_depend_on_how_collection_is_split_across_workers(tmp_path):
+    from envs.maze_demos import Args, collect_chunk
+
+    args = Args(out=str(tmp_path))
+    whole = collect_chunk(args, 0, 5)
+    split = collect_chunk(args, 0, 3) + collect_chunk(args, 3, 2)
+    for a, b in zip(whole, split):
+        assert a["seed"] == b["seed"] and np.array_equal(a["states"], b["states"]) and np.array_equal(a["actions"], b["actions"])
 
 
 def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
@@ -298,3 +308,18 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
     assert result["env_steps"] >= 2000
     resumed = sac.train(sac.Args(resume=result["checkpoint"], total_env_steps=4000, **common))
     assert resumed["env_steps"] >= 4000 and resumed["updates"] > result["updates"]
+
+
+def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path):
+    """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior."""
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+
+    shipped = sac.env_spec("maze")["default_prior"]
+    assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
+    _, config = sp.load_skill_model(shipped, env="maze", state_dim=4, action_dim=2, image=True)
+    assert config["dataset"] == "spirl/maze-planner-v0" and config["beta"] == 1e-2
+    result = sac.train(sac.Args(env="maze", total_env_steps=2000, warmup_transitions=20, batch_size=8, eval_every=10_000,
+                                eval_episodes=1, log_every=5, run_name=str(tmp_path / "run"), threads=1))  # fmt: skip
+    assert result["env_steps"] >= 2000
+    assert sac.read_run_checkpoint(result["checkpoint"])["config"]["prior_checkpoint"] == shipped
