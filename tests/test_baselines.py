@@ -1,0 +1,98 @@
+"""baselines/ (issue 9, in progress): flat SAC, BC + SAC and the flat action prior run end to end on
+every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from baselines import bc_sac, flat_prior
+from baselines import sac as flat_sac
+from envs import load_episodes
+from tests.test_pretrain import write_d4rl_file
+
+SMALL = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50,
+             threads=1)  # fmt: skip
+METRIC = {"kitchen": "subtasks_completed", "maze": "success"}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """A tiny offline dataset per env: random-walk kitchen episodes, and 6 planner episodes in the maze."""
+    from envs.maze_demos import Args, collect
+
+    folder = tmp_path_factory.mktemp("baseline_data")
+    collect(Args(episodes=6, out=str(folder / "maze"), seed=2))
+    return {"kitchen": write_d4rl_file(folder / "kitchen.hdf5"), "maze": str(folder / "maze")}
+
+
+def scalars(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+@pytest.mark.parametrize("env", ["kitchen", "maze"])
+@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior], ids=["sac", "bc_sac", "flat_prior"])
+def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets, tmp_path):
+    extra = {"sac": {}, "bc_sac": {"dataset": datasets[env], "bc_steps": 20},
+             "flat_prior": {"dataset": datasets[env], "prior_steps": 20}}[module.KIND]  # fmt: skip
+    steps = 600 if env == "kitchen" else 2000  # kitchen episodes are 280 steps, maze episodes 2000
+    result = module.train(module.Args(env=env, total_env_steps=steps, checkpoint_every=steps // 2,
+                                      run_name=str(tmp_path / "run"), **SMALL, **extra))  # fmt: skip
+    assert result["env_steps"] >= steps and result["updates"] > 0
+    logged = scalars(tmp_path / "run")
+    metric = METRIC[env]
+    assert {"charts/episodic_return", f"charts/{metric}", f"charts/eval_{metric}", "charts/alpha", "losses/qf1",
+            "losses/actor"} <= logged, logged  # fmt: skip
+    resumed = module.train(module.Args(resume=result["checkpoint"], total_env_steps=2 * steps, threads=1, eval_episodes=1))
+    assert resumed["env_steps"] >= 2 * steps and resumed["updates"] > result["updates"]
+    with pytest.raises(module.SpirlError, match="not a baselines"):
+        module.train(module.Args(resume=result["policy"]))
+
+
+def test_flat_prior_kl_matches_the_closed_form_on_gaussians():
+    g = torch.Generator().manual_seed(0)
+    mu, log_sigma, prior_mu, prior_log_sigma = (torch.randn(64, 9, generator=g) * 0.5 for _ in range(4))
+    d = torch.distributions
+    want = d.kl_divergence(d.Independent(d.Normal(mu, log_sigma.exp()), 1),
+                           d.Independent(d.Normal(prior_mu, prior_log_sigma.exp()), 1))  # fmt: skip
+    torch.testing.assert_close(flat_prior.kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma), want)
+
+
+def test_flat_prior_policy_starts_as_the_prior_and_its_update_uses_the_kl(datasets):
+    config = flat_prior.resolve_config(flat_prior.Args(env="kitchen", dataset=datasets["kitchen"], prior_steps=30,
+                                                       hidden=16, layers=2), None)  # fmt: skip
+    prior, fit = flat_prior.fit_action_prior(config)
+    assert np.isfinite(fit["prior_nll"])
+    learner = flat_prior.build_learner(config, prior)
+    states = torch.randn(32, 30)
+    _, kl = learner.sample_action(states)
+    assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)  # pi = p at the start
+    learner.policy.net[-1].bias.data += 0.5
+    losses = flat_prior.sac_update(learner, (states, torch.rand(32, 9) * 2 - 1, torch.rand(32), torch.randn(32, 30),
+                                             torch.zeros(32)), torch.Generator().manual_seed(0))  # fmt: skip
+    assert losses[5] > 0.01 and torch.isfinite(losses).all()
+
+
+def test_bc_loss_falls_on_the_real_kitchen_data(kitchen_complete_path):
+    config = bc_sac.resolve_config(bc_sac.Args(env="kitchen", dataset=kitchen_complete_path, bc_steps=400, seed=0), None)
+    episodes = load_episodes(kitchen_complete_path, "kitchen")
+    states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
+    actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
+
+    def nll(policy):
+        with torch.no_grad():
+            return float(bc_sac.gaussian_nll(actions, *policy(states)).mean())
+
+    torch.manual_seed(0)
+    untrained = bc_sac.GaussianPolicy(30, 9, config["hidden"], config["layers"])
+    torch.manual_seed(0)
+    policy, fit = bc_sac.behavioural_cloning(config)
+    assert nll(policy) < nll(untrained) - 0.5, (nll(untrained), nll(policy))
+    assert fit["pairs"] == len(states)
+
+
+def test_flat_sac_entropy_target_defaults_to_minus_the_action_dims():
+    assert flat_sac.resolve_config(flat_sac.Args(env="kitchen"), None)["target_entropy"] == -9.0
+    assert flat_sac.resolve_config(flat_sac.Args(env="maze"), None)["target_entropy"] == -2.0
