@@ -53,7 +53,7 @@ class Args:
     bc_batch_size: int = 128
     """(state, action) pairs per BC gradient step"""
     bc_lr: float = 1e-3
-    """RAdam learning rate of behavioural cloning (as spirl_pretrain.py)"""
+    """Adam learning rate of behavioural cloning"""
     target_entropy: float | None = None
     """entropy the temperature alpha is tuned towards (SAC's default: -|A|)"""
     hidden: int = 128
@@ -236,7 +236,9 @@ def behavioural_cloning(config: dict) -> tuple[GaussianPolicy, dict]:
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
     policy = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"])
-    optimizer = torch.optim.RAdam(policy.parameters(), lr=config["bc_lr"])
+    # Adam, not spirl_pretrain.py's RAdam: this MLP has no BatchNorm, so raw maze coordinates give NLL
+    # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config["bc_lr"])
     generator = torch.Generator().manual_seed(config["seed"])
     nll_log = torch.zeros(config["bc_steps"])
     for step in tqdm(range(config["bc_steps"]), desc="behavioural cloning", mininterval=1 if sys.stderr.isatty() else 30):

@@ -54,7 +54,7 @@ class Args:
     prior_batch_size: int = 128
     """(state, action) pairs per prior gradient step"""
     prior_lr: float = 1e-3
-    """RAdam learning rate of the action prior (as spirl_pretrain.py)"""
+    """Adam learning rate of the action prior"""
     delta: float = 1.0
     """target divergence: alpha is tuned so that KL(pi || p) stays near it (the authors' flat prior configs: 1)"""
     hidden: int = 128
@@ -250,7 +250,9 @@ def fit_action_prior(config: dict) -> tuple[GaussianPolicy, dict]:
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
     prior = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"])
-    optimizer = torch.optim.RAdam(prior.parameters(), lr=config["prior_lr"])
+    # Adam, not spirl_pretrain.py's RAdam: this MLP has no BatchNorm, so raw maze coordinates give NLL
+    # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
+    optimizer = torch.optim.Adam(prior.parameters(), lr=config["prior_lr"])
     generator = torch.Generator().manual_seed(config["seed"])
     nll_log = torch.zeros(config["prior_steps"])
     for step in tqdm(range(config["prior_steps"]), desc="action prior", mininterval=1 if sys.stderr.isatty() else 30):

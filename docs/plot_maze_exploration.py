@@ -1,11 +1,13 @@
 """Exploration in the downstream maze (the paper's Fig. 5): where do different ways of acting go?
 
     python docs/plot_maze_exploration.py runs/maze_skills/checkpoint.pt --out docs/maze_exploration.png
+    python docs/plot_maze_exploration.py runs/maze_skills/checkpoint.pt --flat-prior runs/<flat_prior run>/checkpoint.pt
 
 For `--steps` env steps each (episodes of the downstream task's length, always from its start):
 (a) skills sampled from the learned prior p_a(z | s) (a state or an image prior, as trained), (b) skills sampled from the skill space's own
 distribution N(0, I), each decoded into H actions executed open-loop, (c) a flat single-step action
-prior if `--flat-prior` gives one (baselines/flat_prior.py, a later issue), (d) uniform random
+prior p(a | s) if `--flat-prior` gives a baselines/flat_prior.py run on the maze (its fitted prior,
+sampled every step), (d) uniform random
 actions. One panel each: the visited positions over the maze, start and goal marked.
 """
 
@@ -57,11 +59,29 @@ def skill_actions(model, from_prior: bool):
     return choose
 
 
+def flat_prior_actions(path: str):
+    """Sample a ~ p(a | s) every step from the action prior saved in a baselines/flat_prior.py run."""
+    from baselines import flat_prior
+
+    ckpt = flat_prior.read_run_checkpoint(path)
+    if ckpt["config"]["env"] != "maze":
+        raise SpirlError(f"{path} is a flat prior for --env {ckpt['config']['env']}; pass one trained with --env maze")
+    prior = flat_prior.GaussianPolicy(4, 2, ckpt["config"]["hidden"], ckpt["config"]["layers"])
+    prior.load_state_dict(ckpt["learner"]["action_prior"])
+
+    def choose(state, rng):
+        mu, log_sigma = prior(torch.as_tensor(state[:4], dtype=torch.float32)[None])
+        action = mu + torch.exp(log_sigma) * torch.as_tensor(rng.standard_normal(mu.shape), dtype=torch.float32)
+        return action.clamp(-1, 1).numpy()
+
+    return choose
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prior_checkpoint", help="spirl_pretrain.py checkpoint for --env maze")
     parser.add_argument("--steps", type=int, default=100_000, help="env steps per panel")
-    parser.add_argument("--flat-prior", default=None, help="flat action prior checkpoint (optional)")
+    parser.add_argument("--flat-prior", default=None, help="checkpoint.pt of a baselines/flat_prior.py run on the maze (optional)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/maze_exploration.png")
     args = parser.parse_args()
@@ -73,7 +93,10 @@ def main():
     panels = [("skills from the learned prior", skill_actions(model, True)),
               ("skills from N(0, I)", skill_actions(model, False))]  # fmt: skip
     if args.flat_prior:
-        raise SystemExit("error: --flat-prior needs baselines/flat_prior.py, which does not exist yet")
+        try:
+            panels.append(("flat action prior p(a | s)", flat_prior_actions(args.flat_prior)))
+        except SpirlError as e:
+            raise SystemExit(f"error: {e}") from None
     panels.append(("random actions", lambda state, rng: rng.uniform(-1, 1, (1, 2))))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4))
     rows, cols = env.walls.shape

@@ -182,18 +182,24 @@ def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
         sac.train(sac.Args(env="maze", tasks=("microwave",), prior_checkpoint=str(tmp_path / "skills.pt")))
 
 
-def test_exploration_figure_script_writes_a_png(tmp_path):
+def test_exploration_figure_script_writes_a_png_with_an_image_prior_and_a_flat_prior(tmp_path, maze_dataset):
     import subprocess
     import sys
 
+    from baselines import flat_prior
     from tests.conftest import ROOT
 
-    save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1)
+    save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1, image=True)
+    flat = flat_prior.train(flat_prior.Args(env="maze", dataset=str(maze_dataset[0]), prior_steps=20, hidden=16, layers=2,
+                                            total_env_steps=100, warmup_steps=10**6, eval_episodes=1,
+                                            run_name=str(tmp_path / "flat"), threads=1))  # fmt: skip
     out = tmp_path / "exploration.png"
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "plot_maze_exploration.py"), str(tmp_path / "skills.pt"),
-                           "--steps", "500", "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    script = [sys.executable, os.path.join(ROOT, "docs", "plot_maze_exploration.py"), str(tmp_path / "skills.pt"), "--steps", "500"]
+    done = subprocess.run(script + ["--flat-prior", flat["checkpoint"], "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 10_000
+    done = subprocess.run(script + ["--flat-prior", str(tmp_path / "skills.pt")], capture_output=True, text=True)
+    assert done.returncode != 0 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
 
 
 def test_each_episode_stores_the_env_seed_that_rebuilds_its_layout(maze_dataset):
