@@ -1,12 +1,12 @@
-"""baselines/ (issue 9, in progress): flat SAC, BC + SAC and the flat action prior run end to end on
-every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
+"""baselines/ (issue 9, in progress): flat SAC, BC + SAC, the flat action prior and SSP run end to end
+on every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from baselines import bc_sac, flat_prior
+from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
 from envs import load_episodes
 from tests.test_pretrain import write_d4rl_file
@@ -33,13 +33,15 @@ def scalars(run_dir):
 
 
 @pytest.mark.parametrize("env", ["kitchen", "maze"])
-@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior], ids=["sac", "bc_sac", "flat_prior"])
+@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp], ids=["sac", "bc_sac", "flat_prior", "ssp"])
 def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets, tmp_path):
-    extra = {"sac": {}, "bc_sac": {"dataset": datasets[env], "bc_steps": 20},
-             "flat_prior": {"dataset": datasets[env], "prior_steps": 20}}[module.KIND]  # fmt: skip
+    extra = {"sac": SMALL, "bc_sac": {**SMALL, "dataset": datasets[env], "bc_steps": 20},
+             "flat_prior": {**SMALL, "dataset": datasets[env], "prior_steps": 20},
+             "ssp": dict(critic_hidden=16, batch_size=16, warmup_transitions=20, eval_every=10**6, eval_episodes=1,
+                         log_every=5, threads=1)}[module.KIND]  # fmt: skip
     steps = 600 if env == "kitchen" else 2000  # kitchen episodes are 280 steps, maze episodes 2000
     result = module.train(module.Args(env=env, total_env_steps=steps, checkpoint_every=steps // 2,
-                                      run_name=str(tmp_path / "run"), **SMALL, **extra))  # fmt: skip
+                                      run_name=str(tmp_path / "run"), **extra))  # fmt: skip
     assert result["env_steps"] >= steps and result["updates"] > 0
     logged = scalars(tmp_path / "run")
     metric = METRIC[env]
@@ -96,3 +98,20 @@ def test_bc_loss_falls_on_the_real_kitchen_data(kitchen_complete_path):
 def test_flat_sac_entropy_target_defaults_to_minus_the_action_dims():
     assert flat_sac.resolve_config(flat_sac.Args(env="kitchen"), None)["target_entropy"] == -9.0
     assert flat_sac.resolve_config(flat_sac.Args(env="maze"), None)["target_entropy"] == -2.0
+
+
+def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
+    import spirl_pretrain as sp
+
+    model, skill_config = sp.load_skill_model(ssp.env_spec("maze")["default_prior"])
+    torch.manual_seed(0)
+    config = ssp.resolve_config(ssp.Args(env="maze", critic_hidden=16), None)
+    learner = ssp.build_learner(config, model.requires_grad_(False), skill_config)
+    assert learner.target_entropy == -10.0  # -|Z|
+    obs = torch.rand(8, 4 + sp.IMAGE_DIM)
+    assert not torch.allclose(learner.policy(obs)[0], model.skill_prior(obs)[0])  # not the prior
+    z, log_prob = learner.sample_skill(obs, torch.Generator().manual_seed(0))
+    mu, log_sigma = learner.policy(obs)
+    u = mu + log_sigma.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(log_prob, ssp.squashed_log_prob(u, mu, log_sigma))
+    assert z.abs().max() <= 2.0
