@@ -11,7 +11,7 @@ view rasterised with numpy) are here; the planner's data is written by envs/maze
   (../shared/reference), 26 cells apart along the shortest path.
 - Reward (the authors' set-up): 1 for every step within `GOAL_THRESHOLD` = 2 cells of the goal,
   episodes never terminate, 2000 steps downstream. A random policy diffuses a few cells in that
-  time (bench/bench_maze.py); the goal is 26 cells away, at least 520 steps at the top speed.
+  time (bench/bench_maze.py); the goal is 26 cells away along the grid, about 520 steps at the top speed.
 - The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] driving its x and y joints
   (the "(x, y) velocity actions" of D4RL maze2d are likewise actuator inputs), velocity clipped to 5;
   the state is (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell). PointMaze jitters the
