@@ -91,7 +91,7 @@ LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0
 # Image priors see two stacked RGB frames (previous, current) of 32 x 32 pixels (app. C), stored after
 # the state vector in each observation, as the envs' image=True observations are laid out.
 IMAGE_SHAPE = (6, 32, 32)
-IMAGE_DIM = 6 * 32 * 32
+IMAGE_DIM = math.prod(IMAGE_SHAPE)
 # The task-progress figure each env reports in `info` at an episode's end (as in spirl_sac.py).
 PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
 
@@ -198,7 +198,8 @@ class SkillPrior(nn.Module):
 
     With `image`, the input is an image observation [state, 2 stacked frames] and the prior sees only
     the frames, through 3 conv layers (kernel 3, stride 2, 8/16/32 channels, BatchNorm, LeakyReLU)
-    whose 32 x 4 x 4 output is flattened into the MLP (app. B.1). As in the authors' image prior, the
+    whose 32 x 4 x 4 output is flattened into the MLP (app. B.1; the stride and BatchNorm, which the
+    issue leaves open, follow the authors' conv encoder). As in the authors' image prior, the
     state vector is not an input: the maze's coordinates differ between the small training layouts and
     the large downstream maze, while a local view of the walls transfers.
     spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.

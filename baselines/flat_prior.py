@@ -1,6 +1,6 @@
 """Baseline "Flat Prior" of the paper's Fig. 4: SAC regularised towards a single-step action prior.
 
-Pertsch, Lee & Lim, CoRL 2020, Sec. 4.1 (after Siegel et al. 2020) and Sec. 3.3 applied to primitive
+Pertsch, Lee & Lim, CoRL 2020, Sec. 4.1 (similar to the paper's ref. [32]) and Sec. 3.3 applied to primitive
 actions. Two stages in this one file:
   1. an action prior p(a | s), a Gaussian MLP fit to the offline dataset's (state, action) pairs by
      maximum likelihood (the authors' BC model);

@@ -9,7 +9,7 @@ experience buys (SPiRL's claim): on the paper's tasks it learns next to nothing.
     python baselines/sac.py --env kitchen
     python baselines/sac.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
 
-Flags, logged metrics and checkpoints follow spirl_sac.py. Speed: see bench/bench_baselines.py.
+Flags, logged metrics and checkpoints follow spirl_sac.py.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
 from envs import load_episodes
+from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixture, reused)
 from tests.test_pretrain import write_d4rl_file
 
 SMALL = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50,
@@ -17,13 +18,9 @@ METRIC = {"kitchen": "subtasks_completed", "maze": "success"}
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    """A tiny offline dataset per env: random-walk kitchen episodes, and 6 planner episodes in the maze."""
-    from envs.maze_demos import Args, collect
-
-    folder = tmp_path_factory.mktemp("baseline_data")
-    collect(Args(episodes=6, out=str(folder / "maze"), seed=2))
-    return {"kitchen": write_d4rl_file(folder / "kitchen.hdf5"), "maze": str(folder / "maze")}
+def datasets(maze_dataset):
+    """A tiny offline dataset per env: random-walk kitchen episodes, and test_maze.py's planner episodes."""
+    return {"kitchen": write_d4rl_file(maze_dataset[0].parent / "kitchen.hdf5"), "maze": str(maze_dataset[0])}
 
 
 def scalars(run_dir):
