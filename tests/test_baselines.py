@@ -112,3 +112,19 @@ def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
     u = mu + log_sigma.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(log_prob, ssp.squashed_log_prob(u, mu, log_sigma))
     assert z.abs().max() <= 2.0
+
+
+@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior], ids=["sac", "bc_sac", "flat_prior"])
+def test_frozen_critic_pass_trains_only_what_made_the_action(module):
+    """The actor loss goes through the critics with detached weights: the action gets the same gradient
+    as through the live critics, and the critics get none."""
+    torch.manual_seed(0)
+    critic = module.TwinCritic(30, 9, 16, 2)
+    states, actions = torch.randn(8, 30), torch.randn(8, 9, requires_grad=True)
+    critic(states, actions).min(0).values.sum().backward()
+    want = actions.grad.clone()
+    critic.zero_grad(set_to_none=True)
+    actions.grad = None
+    critic(states, actions, frozen=True).min(0).values.sum().backward()
+    torch.testing.assert_close(actions.grad, want)
+    assert all(p.grad is None for p in critic.parameters())

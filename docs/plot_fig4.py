@@ -1,0 +1,170 @@
+"""Fig. 4 of the paper from a sweep's runs: task progress vs env steps, mean +- std over seeds, one PNG
+per env, and a markdown table of the final figures.
+
+    python docs/plot_fig4.py runs/<sweep name> --out docs/fig4        # docs/fig4_<env>.png + docs/fig4.md
+
+Reads runs/<sweep>/<env>__<method>__s<seed>[__<flag><value>...]/ as sweep.py names them; runs that
+differ only in the seed form one curve. The curve is the training episodes' progress figure
+(kitchen: subtasks completed, maze: success, block stacking: blocks stacked) averaged in bins of
+--bin env steps per run, then mean +- std over the runs of a curve (the band is absent with one seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import warnings
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
+Y_LABEL = {"kitchen": "subtasks completed", "maze": "success rate", "block_stacking": "blocks stacked"}
+TITLE = {"kitchen": "Kitchen Environment", "maze": "Maze Navigation", "block_stacking": "Block Stacking"}
+# The paper's legend order and names.
+METHODS = {"spirl": "SPiRL (ours)", "ssp": "SSP w/o Prior", "flat_prior": "Flat Prior", "bc_sac": "BC + SAC",
+           "sac": "SAC"}  # fmt: skip
+COLORS = {"spirl": "tab:red", "ssp": "tab:blue", "flat_prior": "tab:orange", "bc_sac": "tab:green", "sac": "tab:gray"}
+RUN_NAME = re.compile(r"(?P<env>[a-z_]+?)__(?P<method>[a-z_]+?)__s(?P<seed>\d+)(?P<variant>(__.+)?)$")
+
+
+def read_run(run_dir: str, metric: str) -> dict | None:
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    if f"charts/{metric}" not in tags:
+        return None
+    train = events.Scalars(f"charts/{metric}")
+    evals = events.Scalars(f"charts/eval_{metric}") if f"charts/eval_{metric}" in tags else []
+    try:
+        with open(os.path.join(run_dir, "sweep.json")) as f:
+            seconds = json.load(f).get("total_seconds")
+    except (OSError, ValueError):
+        seconds = None
+    return {"steps": np.array([p.step for p in train]), "values": np.array([p.value for p in train]),
+            "eval_steps": np.array([p.step for p in evals]), "eval_values": np.array([p.value for p in evals]),
+            "seconds": seconds}  # fmt: skip
+
+
+def collect(sweep_dir: str) -> dict:
+    """{env: {(method, variant): [run, ...]}} of every run folder with logs."""
+    curves: dict = {}
+    for name in sorted(os.listdir(sweep_dir)):
+        match = RUN_NAME.match(name)
+        if not match or match["env"] not in METRIC or not os.path.isdir(os.path.join(sweep_dir, name)):
+            continue
+        run = read_run(os.path.join(sweep_dir, name), METRIC[match["env"]])
+        if run is not None and len(run["steps"]):
+            run["seed"] = int(match["seed"])
+            curves.setdefault(match["env"], {}).setdefault((match["method"], match["variant"]), []).append(run)
+    return curves
+
+
+def binned(run: dict, edges: np.ndarray) -> np.ndarray:
+    """Mean of the training episodes ending in each bin (NaN where none did)."""
+    which = np.digitize(run["steps"], edges[1:-1])
+    sums = np.bincount(which, weights=run["values"], minlength=len(edges) - 1)
+    counts = np.bincount(which, minlength=len(edges) - 1)
+    out = np.full(len(edges) - 1, np.nan)
+    out[counts > 0] = sums[counts > 0] / counts[counts > 0]
+    out[edges[1:] > run["steps"].max() + (edges[1] - edges[0])] = np.nan  # past the run's end
+    return out
+
+
+def label(key) -> str:
+    method, variant = key
+    return METHODS.get(method, method) + (variant.replace("__", " ") if variant else "")
+
+
+def order(keys):
+    rank = {m: i for i, m in enumerate(METHODS)}
+    return sorted(keys, key=lambda k: (rank.get(k[0], len(rank)), k[1]))
+
+
+def plot_env(env: str, curves: dict, bin_size: int, out: str):
+    longest = max(run["steps"].max() for runs in curves.values() for run in runs)
+    edges = np.arange(0, longest + bin_size, bin_size)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for key in order(curves):
+        runs = curves[key]
+        values = np.stack([binned(run, edges) for run in runs])
+        centres = (edges[:-1] + edges[1:]) / 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins past the runs' ends
+            mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+        color = COLORS.get(key[0])
+        ax.plot(centres, mean, color=color, label=f"{label(key)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        if len(runs) > 1:
+            ax.fill_between(centres, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(Y_LABEL[env])
+    ax.set_title(TITLE[env], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+
+
+def final_row(env: str, key, runs: list, last_fraction: float) -> str:
+    """Final figures: each run's training episodes in its last `last_fraction` of env steps, and its
+    last evaluation; mean +- std over seeds."""
+    finals, evals, steps, minutes = [], [], [], []
+    for run in runs:
+        end = run["steps"].max()
+        finals.append(run["values"][run["steps"] >= (1 - last_fraction) * end].mean())
+        if len(run["eval_values"]):
+            evals.append(run["eval_values"][-1])
+        steps.append(end)
+        if run["seconds"]:
+            minutes.append(run["seconds"] / 60)
+
+    def fmt(xs, digits=2):
+        if not xs:
+            return "-"
+        return f"{np.mean(xs):.{digits}f}" + (f" ± {np.std(xs):.{digits}f}" if len(xs) > 1 else "")
+
+    return (f"| {label(key)} | {len(runs)} | {int(min(steps)):,} | {fmt(finals)} | {fmt(evals)} | "
+            f"{fmt(minutes, 0) if minutes else '-'} |")  # fmt: skip
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", help="runs/<sweep name> (the folder sweep.py wrote)")
+    parser.add_argument("--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <sweep_dir>/fig4)")
+    parser.add_argument("--bin", type=int, default=20_000, help="env steps per averaging bin")
+    parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's env steps in its final figure")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.sweep_dir):
+        sys.exit(f"error: {args.sweep_dir} is not a folder; pass runs/<sweep name> as written by sweep.py")
+    curves = collect(args.sweep_dir)
+    if not curves:
+        sys.exit(f"error: no runs with logs in {args.sweep_dir} (folders named <env>__<method>__s<seed> as sweep.py writes)")
+    out = args.out or os.path.join(args.sweep_dir, "fig4")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    lines = [f"Final figures of `{args.sweep_dir}` (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
+             f"Training: the mean over the training episodes of each run's last {args.last_fraction:.0%} of env steps; "
+             "evaluation: the run's last evaluation (policy mean); mean ± std over seeds.", ""]  # fmt: skip
+    for env in curves:
+        png = f"{out}_{env}.png"
+        plot_env(env, curves[env], args.bin, png)
+        print(f"wrote {png}")
+        lines += [f"### {TITLE[env]} ({Y_LABEL[env]})", "",
+                  "| method | seeds | env steps | training, final | evaluation, last | minutes per run |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [final_row(env, key, curves[env][key], args.last_fraction) for key in order(curves[env])] + [""]
+    with open(f"{out}.md", "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {out}.md")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

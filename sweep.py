@@ -1,0 +1,295 @@
+"""Run a grid of experiments (method x env x seed x any flag) on Ray, one process per run.
+
+    python sweep.py --name fig4 --methods spirl sac bc_sac flat_prior ssp --envs kitchen --seeds 1 2 3
+    python sweep.py --name fig4 --methods spirl sac bc_sac flat_prior ssp --envs kitchen --seeds 1 2 3   # again:
+        # finished runs are skipped, interrupted or failed ones continue from their checkpoint (--resume)
+    python sweep.py --name delta --methods spirl --envs kitchen --seeds 1 2 --grid delta=1,5,10 --grid eval-every=25000
+    python sweep.py --name fig4 ... --address 10.0.0.5:6379    # an existing Ray cluster
+    python sweep.py --name fig4 ... --dry-run                  # print what would run, run nothing
+
+Each run is `python <method's script> --env E --seed S [--flag value ...] --run-name <name>/<run>` in its own
+process, so it writes its own runs/<name>/<run>/ (tensorboard, checkpoint.pt) exactly as when started
+by hand; its output goes to runs/<name>/<run>/log.txt and its outcome to runs/<name>/<run>/sweep.json.
+Run names read <env>__<method>__s<seed>, plus __<flag><value> for every --grid flag with more than one
+value. A progress summary is printed while runs go on; Ctrl-C stops every run at its next episode end
+with a checkpoint (rerun the same command to continue).
+
+On a cluster (Slurm, cloud): start Ray on the nodes (`ray start --head` on one, `ray start --address
+<head>:6379` on the others), with this repository and its venv at the same path on every node and runs/
+on a shared filesystem, then pass --address. Ray only places the processes; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import tyro
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = {  # method -> its script (the paper's Fig. 4 names)
+    "spirl": "spirl_sac.py",
+    "sac": "baselines/sac.py",
+    "bc_sac": "baselines/bc_sac.py",
+    "flat_prior": "baselines/flat_prior.py",
+    "ssp": "baselines/ssp.py",
+}
+ENVS = ("kitchen", "maze", "block_stacking")
+
+
+@dataclass
+class Args:
+    name: str
+    """sweep name: its runs go to runs/<name>/<run>/"""
+    methods: tuple[str, ...] = ("spirl",)
+    """methods to run: spirl, sac, bc_sac, flat_prior, ssp"""
+    envs: tuple[str, ...] = ("kitchen",)
+    """envs to run each method on"""
+    seeds: tuple[int, ...] = (1,)
+    """seeds to run each (method, env) with"""
+    total_env_steps: int | None = None
+    """env steps per run (default: each script's own); a rerun with more extends finished runs"""
+    grid: tuple[str, ...] = ()
+    """more flags as FLAG=V1,V2,...: every combination is run (one value: passed to every run, not in the
+    run name); true/false give --flag / --no-flag"""
+    workers: int | None = None
+    """runs at once (default: the machine's cores, or the cluster's, divided by --threads)"""
+    threads: int = 1
+    """torch threads (and Ray CPUs) per run"""
+    address: str | None = None
+    """address of an existing Ray cluster (host:port); default: start Ray on this machine"""
+    report_every: float = 60.0
+    """seconds between progress summaries"""
+    dry_run: bool = False
+    """print each run's action (run, resume, skip) and command, run nothing"""
+    python: str = field(default_factory=lambda: sys.executable)
+    """interpreter that runs the scripts (the same path on every node of a cluster)"""
+
+
+class SweepError(Exception):
+    """Bad sweep arguments: main() prints the message as one line."""
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def parse_grid(grid: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    """FLAG=V1,V2 -> (flag, [V1, V2]); flags written as the scripts spell them (dashes)."""
+    axes = []
+    for item in grid:
+        flag, sep, values = item.partition("=")
+        flag = flag.strip().lstrip("-").replace("_", "-")
+        if not sep or not flag or not values:
+            raise SweepError(f"--grid {item!r}: write FLAG=V1,V2,... (e.g. --grid delta=1,5)")
+        if flag in ("env", "seed", "run-name", "resume", "total-env-steps", "threads"):
+            raise SweepError(f"--grid {flag}: the sweep sets --{flag} itself; use its own flag")
+        axes.append((flag, [v.strip() for v in values.split(",")]))
+    return axes
+
+
+def flag_args(flag: str, value: str) -> list[str]:
+    if value.lower() in ("true", "false"):  # tyro booleans: --flag / --no-flag
+        return [f"--{flag}" if value.lower() == "true" else f"--no-{flag}"]
+    return [f"--{flag}", value]
+
+
+def plan_runs(args: Args) -> list[dict]:
+    """Every (method, env, seed, grid values) combination: its run name and fresh-start command."""
+    for method in args.methods:
+        if method not in SCRIPTS:
+            raise SweepError(f"unknown method {method!r}; choose from {', '.join(SCRIPTS)}")
+    for env in args.envs:
+        if env not in ENVS:
+            raise SweepError(f"unknown env {env!r}; choose from {', '.join(ENVS)}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+        raise SweepError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.' (it names a folder)")
+    if args.threads < 1 or (args.workers is not None and args.workers < 1):
+        raise SweepError("--threads and --workers must be at least 1")
+    axes = parse_grid(args.grid)
+    runs = []
+    for method, env, seed, values in itertools.product(args.methods, args.envs, args.seeds,
+                                                       itertools.product(*[v for _, v in axes])):  # fmt: skip
+        name = f"{env}__{method}__s{seed}" + "".join(
+            f"__{flag}{value}" for (flag, options), value in zip(axes, values) if len(options) > 1)  # fmt: skip
+        flags = ["--env", env, "--seed", str(seed), "--threads", str(args.threads)]
+        for (flag, _), value in zip(axes, values):
+            flags += flag_args(flag, value)
+        if args.total_env_steps is not None:
+            flags += ["--total-env-steps", str(args.total_env_steps)]
+        runs.append({"name": name, "method": method, "env": env, "seed": seed,
+                     "script": os.path.join(REPO_ROOT, SCRIPTS[method]), "flags": flags})  # fmt: skip
+    return runs
+
+
+def decide(run: dict, args: Args) -> tuple[str, list[str]]:
+    """What a run needs: ('skip', []) when it finished with at least the steps asked, ('resume', cmd)
+    when it left a checkpoint (interrupted, failed, or to be extended), else ('run', cmd)."""
+    run_dir = os.path.join("runs", args.name, run["name"])
+    status = read_status(run_dir)
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    finished = status.get("status") == "finished"
+    if finished and (args.total_env_steps is None or (status.get("env_steps") or 0) >= args.total_env_steps):
+        return "skip", []
+    base = [args.python, run["script"], *run["flags"]]
+    if os.path.isfile(checkpoint):
+        return "resume", [*base, "--resume", checkpoint]
+    return "run", [*base, "--run-name", f"{args.name}/{run['name']}"]
+
+
+def read_status(run_dir: str) -> dict:
+    try:
+        with open(os.path.join(run_dir, "sweep.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(run_dir: str, status: dict):
+    tmp = os.path.join(run_dir, f"sweep.json.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(status, f, indent=1)
+    os.replace(tmp, os.path.join(run_dir, "sweep.json"))
+
+
+# ----------------------------------------------------------------------------- one run (a Ray task)
+
+
+def execute(command: list[str], cwd: str, log_path: str) -> dict:
+    """Run one script to its end in its own process. Cancelling the Ray task (Ctrl-C on the sweep)
+    sends the run SIGTERM, on which it saves a checkpoint at its episode's end and exits."""
+    start = time.time()
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {shlex.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc = process.wait()
+        except BaseException:  # KeyboardInterrupt from ray.cancel, or the worker shutting down
+            process.send_signal(signal.SIGTERM)
+            rc = process.wait()
+    return {"rc": rc, "seconds": time.time() - start}
+
+
+def last_env_steps(log_path: str) -> str:
+    """The latest tqdm 'done/total' of a run's log (the scripts print one every 30 s when not on a terminal)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return "?"
+    found = re.findall(r"(\d+)/(\d+) \[", tail)
+    if not found:
+        return "starting"
+    done, total = map(int, found[-1])
+    return f"{100 * done // max(total, 1)}%"
+
+
+def summary_line(started: float, states: dict, logs: dict) -> str:
+    counts = {k: sum(s == k for s in states.values()) for k in ("finished", "running", "queued", "failed")}
+    running = ", ".join(f"{name} {last_env_steps(logs[name])}" for name, s in states.items() if s == "running")
+    return (f"[{(time.time() - started) / 60:.0f} min] finished {counts['finished']}/{len(states)}, "
+            f"running {counts['running']}" + (f" ({running})" if running else "") +
+            f", queued {counts['queued']}, failed {counts['failed']}")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def sweep(args: Args) -> dict:
+    runs = plan_runs(args)
+    actions = {run["name"]: decide(run, args) for run in runs}
+    for run in runs:
+        action, command = actions[run["name"]]
+        print(f"{action:6s} {args.name}/{run['name']}" + (f": {shlex.join(command)}" if args.dry_run and command else ""))
+    todo = [run for run in runs if actions[run["name"]][0] != "skip"]
+    if args.dry_run or not todo:
+        print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished" + ("" if todo else "; nothing to do"))
+        return {run["name"]: actions[run["name"]][0] for run in runs}
+
+    import ray
+
+    cwd = os.getcwd()
+    if args.address:
+        try:
+            ray.init(address=args.address, log_to_driver=False)
+        except Exception as e:
+            raise SweepError(f"cannot reach a Ray cluster at {args.address} ({type(e).__name__}); start one with "
+                             f"`ray start --head` there, or drop --address to run on this machine") from None  # fmt: skip
+        workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.threads)
+    else:
+        workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
+        ray.init(num_cpus=workers * args.threads, include_dashboard=False, log_to_driver=False)
+    if __name__ != "__main__":  # imported (tests, notebooks): ship execute() by value, workers need not import sweep
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    task = ray.remote(execute).options(num_cpus=args.threads, max_retries=0)
+    print(f"{len(todo)} runs on {workers} workers ({args.threads} thread(s) each); logs in runs/{args.name}/<run>/log.txt")
+
+    states = {run["name"]: "queued" for run in todo}
+    logs = {run["name"]: os.path.join("runs", args.name, run["name"], "log.txt") for run in todo}
+    pending, results, queue = {}, {}, list(todo)
+    started, last_report = time.time(), time.time()
+    try:
+        while queue or pending:
+            while queue and len(pending) < workers:  # at most `workers` runs at once
+                run = queue.pop(0)
+                os.makedirs(os.path.dirname(logs[run["name"]]), exist_ok=True)
+                ref = task.remote(actions[run["name"]][1], cwd, os.path.abspath(logs[run["name"]]))
+                pending[ref] = run
+                states[run["name"]] = "running"
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=min(args.report_every, 5.0))
+            for ref in done:
+                run = pending.pop(ref)
+                result = ray.get(ref)
+                results[run["name"]] = finish(run, result, actions[run["name"]], args)
+                states[run["name"]] = results[run["name"]]["status"]
+                print(f"{states[run['name']]} {args.name}/{run['name']} in {result['seconds'] / 60:.1f} min"
+                      + ("" if result["rc"] == 0 else f" (exit {result['rc']}; see {logs[run['name']]})"))  # fmt: skip
+            if time.time() - last_report >= args.report_every:
+                print(summary_line(started, states, logs), flush=True)
+                last_report = time.time()
+    except KeyboardInterrupt:
+        print("\nstopping: every run saves a checkpoint at its episode's end; rerun the same command to continue")
+        for ref in pending:
+            ray.cancel(ref)
+        ray.wait(list(pending), num_returns=len(pending), timeout=600)
+        raise
+    finally:
+        ray.shutdown()
+    print(summary_line(started, states, logs))
+    return {run["name"]: states.get(run["name"], "skip") for run in runs}
+
+
+def finish(run: dict, result: dict, action: tuple[str, list[str]], args: Args) -> dict:
+    """Record the run's outcome in runs/<name>/<run>/sweep.json; a rerun reads it to skip or resume."""
+    run_dir = os.path.join("runs", args.name, run["name"])
+    status = {"status": "finished" if result["rc"] == 0 else "failed", "rc": result["rc"],
+              "seconds": round(result["seconds"], 1), "env_steps": args.total_env_steps, "action": action[0],
+              "command": shlex.join(action[1]), "method": run["method"], "env": run["env"], "seed": run["seed"]}  # fmt: skip
+    previous = read_status(run_dir)  # a resumed run's total time adds up over its pieces
+    status["total_seconds"] = round(previous.get("total_seconds", 0.0) + result["seconds"], 1)
+    os.makedirs(run_dir, exist_ok=True)
+    write_status(run_dir, status)
+    return status
+
+
+def main(argv: list[str] | None = None):
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        return sweep(args)
+    except SweepError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""sweep.py: the grid, the skip/resume/run decision, and a real sweep on a local Ray head."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sweep
+
+TINY_SAC = ["--grid", "hidden=16", "--grid", "layers=2", "--grid", "batch-size=16", "--grid", "warmup-steps=100",
+            "--grid", "eval-episodes=1", "--grid", "log-every=50"]  # fmt: skip
+
+
+def test_grid_names_runs_by_the_flags_that_vary_and_spells_booleans():
+    runs = sweep.plan_runs(sweep.Args(name="g", methods=("spirl", "ssp"), envs=("kitchen",), seeds=(1, 2),
+                                      grid=("delta=1,5", "critic_bf16=true", "eval-every=1000")))  # fmt: skip
+    assert len(runs) == 2 * 2 * 2
+    names = {r["name"] for r in runs}
+    assert "kitchen__spirl__s2__delta5" in names and "kitchen__ssp__s1__delta1" in names
+    flags = runs[0]["flags"]
+    assert flags[:4] == ["--env", "kitchen", "--seed", "1"] and "--critic-bf16" in flags
+    assert flags[flags.index("--eval-every") + 1] == "1000"
+    for bad, match in [(dict(methods=("spirl", "ppo")), "unknown method"), (dict(envs=("antmaze",)), "unknown env"),
+                       (dict(grid=("seed=1,2",)), "sets --seed itself"), (dict(grid=("delta",)), "FLAG=V1")]:  # fmt: skip
+        with pytest.raises(sweep.SweepError, match=match):
+            sweep.plan_runs(sweep.Args(name="g", **bad))
+
+
+def test_rerun_skips_finished_resumes_interrupted_and_extends(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--name", "d", "--methods", "sac", "--envs", "kitchen", "--seeds", "1", "2", "3", "--total-env-steps", "600"]
+    base = tmp_path / "runs" / "d"
+    (base / "kitchen__sac__s1").mkdir(parents=True)
+    (base / "kitchen__sac__s1" / "checkpoint.pt").write_bytes(b"x")
+    (base / "kitchen__sac__s1" / "sweep.json").write_text(json.dumps({"status": "finished", "env_steps": 600}))
+    (base / "kitchen__sac__s2").mkdir()
+    (base / "kitchen__sac__s2" / "checkpoint.pt").write_bytes(b"x")  # interrupted: a checkpoint, no outcome
+    plan = sweep.main([*args, "--dry-run"])
+    assert plan == {"kitchen__sac__s1": "skip", "kitchen__sac__s2": "resume", "kitchen__sac__s3": "run"}
+    out = capsys.readouterr().out
+    assert "--resume runs/d/kitchen__sac__s2/checkpoint.pt" in out and "--run-name d/kitchen__sac__s3" in out
+    args[-1] = "900"  # more steps asked: the finished run is continued
+    assert sweep.main([*args, "--dry-run"])["kitchen__sac__s1"] == "resume"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path_factory):
+    """A Ray head on 127.0.0.1 in the foreground (--block), so that terminating it ends its processes."""
+    port = free_port()
+    temp_dir = tmp_path_factory.mktemp("ray")  # short enough for Ray's unix socket paths
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until the head answers
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    else:
+        head.terminate()
+        pytest.fail("the Ray head did not start within 60 s")
+    yield address
+    head.terminate()
+    head.wait(timeout=60)
+
+
+def test_sweep_runs_a_tiny_grid_on_a_ray_head_then_skips_it(ray_head, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--name", "tiny", "--methods", "sac", "--envs", "kitchen", "--seeds", "1", "2", "--total-env-steps", "300",
+            *TINY_SAC, "--address", ray_head, "--report-every", "2"]  # fmt: skip
+    assert sweep.main(args) == {"kitchen__sac__s1": "finished", "kitchen__sac__s2": "finished"}
+    for seed in (1, 2):
+        run_dir = tmp_path / "runs" / "tiny" / f"kitchen__sac__s{seed}"
+        status = json.loads((run_dir / "sweep.json").read_text())
+        assert status["status"] == "finished" and status["rc"] == 0 and status["seconds"] > 0
+        assert (run_dir / "policy.pt").is_file() and any(p.name.startswith("events.") for p in run_dir.iterdir())
+    log_size = (tmp_path / "runs" / "tiny" / "kitchen__sac__s1" / "log.txt").stat().st_size
+    assert sweep.main(args) == {"kitchen__sac__s1": "skip", "kitchen__sac__s2": "skip"}
+    assert (tmp_path / "runs" / "tiny" / "kitchen__sac__s1" / "log.txt").stat().st_size == log_size  # nothing ran
+
+
+def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs"))
+    import plot_fig4
+
+    sweep_dir = tmp_path / "runs" / "fig"
+    rng = __import__("numpy").random.default_rng(0)
+    for env, metric in (("kitchen", "subtasks_completed"), ("maze", "success")):
+        for method, level in (("spirl", 2.0), ("sac", 0.0)):
+            for seed in (1, 2):
+                writer = SummaryWriter(str(sweep_dir / f"{env}__{method}__s{seed}"))
+                for step in range(280, 20_000, 280):
+                    writer.add_scalar(f"charts/{metric}", level * step / 20_000 + rng.random() * 0.1, step)
+                writer.add_scalar(f"charts/eval_{metric}", level, 20_000)
+                writer.close()
+    (sweep_dir / "notes").mkdir()  # not a run: ignored
+    plot_fig4.main([str(sweep_dir), "--out", str(tmp_path / "fig4"), "--bin", "2000"])
+    for env in ("kitchen", "maze"):
+        png = tmp_path / f"fig4_{env}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    table = (tmp_path / "fig4.md").read_text()
+    assert "| SPiRL (ours) | 2 | 19,880 | 1.9" in table  # ~ 2 x 0.95 + 0.05: the last 10% and "| SAC | 2 |" in table and "### Maze Navigation" in table
+    with pytest.raises(SystemExit, match="no runs with logs"):
+        plot_fig4.main([str(sweep_dir / "notes")])
