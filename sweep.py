@@ -3,7 +3,7 @@
     python sweep.py --name fig4 --methods spirl sac bc_sac flat_prior ssp --envs kitchen --seeds 1 2 3
     python sweep.py --name fig4 --methods spirl sac bc_sac flat_prior ssp --envs kitchen --seeds 1 2 3   # again:
         # finished runs are skipped, interrupted or failed ones continue from their checkpoint (--resume)
-    python sweep.py --name delta --methods spirl --envs kitchen --seeds 1 2 --grid delta=1,5,10 --grid eval-every=25000
+    python sweep.py --name delta --methods spirl --envs kitchen --seeds 1 2 --grid delta=1,5,10 eval-every=25000
     python sweep.py --name fig4 ... --address 10.0.0.5:6379    # an existing Ray cluster
     python sweep.py --name fig4 ... --dry-run                  # print what would run, run nothing
 
@@ -12,7 +12,7 @@ process, so it writes its own runs/<name>/<run>/ (tensorboard, checkpoint.pt) ex
 by hand; its output goes to runs/<name>/<run>/log.txt and its outcome to runs/<name>/<run>/sweep.json.
 Run names read <env>__<method>__s<seed>, plus __<flag><value> for every --grid flag with more than one
 value. A progress summary is printed while runs go on; Ctrl-C stops every run at its next episode end
-with a checkpoint (rerun the same command to continue).
+with a checkpoint (rerun the same command to continue; a second Ctrl-C stops waiting for them).
 
 On a cluster (Slurm, cloud): start Ray on the nodes (`ray start --head` on one, `ray start --address
 <head>:6379` on the others), with this repository and its venv at the same path on every node and runs/
@@ -58,8 +58,9 @@ class Args:
     total_env_steps: int | None = None
     """env steps per run (default: each script's own); a rerun with more extends finished runs"""
     grid: tuple[str, ...] = ()
-    """more flags as FLAG=V1,V2,...: every combination is run (one value: passed to every run, not in the
-    run name); true/false give --flag / --no-flag"""
+    """more flags, FLAG=V1,V2,... each (--grid delta=1,5 eval-every=25000): every combination is run; a
+    flag with one value is passed to every run and left out of the run names; true/false give --flag /
+    --no-flag"""
     workers: int | None = None
     """runs at once (default: the machine's cores, or the cluster's, divided by --threads)"""
     threads: int = 1
@@ -162,24 +163,41 @@ def write_status(run_dir: str, status: dict):
 # ----------------------------------------------------------------------------- one run (a Ray task)
 
 
-def execute(command: list[str], cwd: str, log_path: str) -> dict:
-    """Run one script to its end in its own process. Cancelling the Ray task (Ctrl-C on the sweep)
-    sends the run SIGTERM, on which it saves a checkpoint at its episode's end and exits."""
-    start = time.time()
-    with open(log_path, "a") as log:
+def execute(command: list[str], cwd: str, run_dir: str, stop_path: str) -> dict:
+    """Run one script to its end in its own process (its own session: a terminal's Ctrl-C reaches only
+    the sweep). When the sweep is stopped, the file stop_path appears (on a cluster, runs/ is on a
+    shared filesystem) and the run gets SIGTERM, on which it saves a checkpoint at its episode's end
+    and exits. Returns its exit code, its duration and whether it completed (wrote policy.pt)."""
+    start, signalled = time.time(), False
+    with open(os.path.join(run_dir, "log.txt"), "a") as log:
         log.write(f"\n$ {shlex.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            rc = process.wait()
-        except BaseException:  # KeyboardInterrupt from ray.cancel, or the worker shutting down
-            process.send_signal(signal.SIGTERM)
-            rc = process.wait()
-    return {"rc": rc, "seconds": time.time() - start}
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=term_with_parent if sys.platform == "linux" else None)  # fmt: skip
+        while process.poll() is None:
+            try:
+                if not signalled and os.path.exists(stop_path):
+                    process.send_signal(signal.SIGTERM)
+                    signalled = True
+                time.sleep(1.0)
+            except KeyboardInterrupt:  # a Ctrl-C that reached this worker: the stop file follows from the sweep
+                pass
+    policy = os.path.join(run_dir, "policy.pt")  # written only when a run reaches its last env step
+    completed = os.path.isfile(policy) and os.path.getmtime(policy) >= start
+    return {"rc": process.returncode, "seconds": time.time() - start, "completed": completed}
 
 
-def last_env_steps(log_path: str) -> str:
-    """The latest tqdm 'done/total' of a run's log (the scripts print one every 30 s when not on a terminal)."""
+def term_with_parent():
+    """Linux: the run gets SIGTERM (and checkpoints) if its Ray worker dies, instead of running on unseen."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def progress(run_dir: str) -> str:
+    """The share of env steps done, from the latest tqdm 'done/total' in the run's log (the scripts print
+    one every 30 s when not on a terminal)."""
+    log_path = os.path.join(run_dir, "log.txt")
     try:
         with open(log_path, "rb") as f:
             f.seek(max(0, os.path.getsize(log_path) - 4096))
@@ -193,12 +211,13 @@ def last_env_steps(log_path: str) -> str:
     return f"{100 * done // max(total, 1)}%"
 
 
-def summary_line(started: float, states: dict, logs: dict) -> str:
-    counts = {k: sum(s == k for s in states.values()) for k in ("finished", "running", "queued", "failed")}
-    running = ", ".join(f"{name} {last_env_steps(logs[name])}" for name, s in states.items() if s == "running")
+def summary_line(started: float, states: dict, run_dirs: dict) -> str:
+    counts = {k: sum(s == k for s in states.values()) for k in ("finished", "running", "queued", "failed", "stopped")}
+    running = ", ".join(f"{name} {progress(run_dirs[name])}" for name, s in states.items() if s == "running")
     return (f"[{(time.time() - started) / 60:.0f} min] finished {counts['finished']}/{len(states)}, "
             f"running {counts['running']}" + (f" ({running})" if running else "") +
-            f", queued {counts['queued']}, failed {counts['failed']}")  # fmt: skip
+            f", queued {counts['queued']}, failed {counts['failed']}"
+            + (f", stopped {counts['stopped']}" if counts["stopped"] else ""))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -234,51 +253,59 @@ def sweep(args: Args) -> dict:
     print(f"{len(todo)} runs on {workers} workers ({args.threads} thread(s) each); logs in runs/{args.name}/<run>/log.txt")
 
     states = {run["name"]: "queued" for run in todo}
-    logs = {run["name"]: os.path.join("runs", args.name, run["name"], "log.txt") for run in todo}
-    pending, results, queue = {}, {}, list(todo)
+    run_dirs = {run["name"]: os.path.abspath(os.path.join("runs", args.name, run["name"])) for run in todo}
+    stop_path = os.path.abspath(os.path.join("runs", args.name, "STOP"))
+    if os.path.exists(stop_path):  # left by an earlier sweep that was stopped
+        os.remove(stop_path)
+    pending, queue = {}, list(todo)
     started, last_report = time.time(), time.time()
+
+    def collect(refs):
+        for ref in refs:
+            run = pending.pop(ref)
+            result = ray.get(ref)
+            states[run["name"]] = record_outcome(run_dirs[run["name"]], run, result, actions[run["name"]], args)
+            print(f"{states[run['name']]} {args.name}/{run['name']} after {result['seconds'] / 60:.1f} min" + (
+                "" if result["rc"] == 0 else f" (exit {result['rc']}; see runs/{args.name}/{run['name']}/log.txt)"), flush=True)  # fmt: skip
+
     try:
         while queue or pending:
             while queue and len(pending) < workers:  # at most `workers` runs at once
                 run = queue.pop(0)
-                os.makedirs(os.path.dirname(logs[run["name"]]), exist_ok=True)
-                ref = task.remote(actions[run["name"]][1], cwd, os.path.abspath(logs[run["name"]]))
+                os.makedirs(run_dirs[run["name"]], exist_ok=True)
+                ref = task.remote(actions[run["name"]][1], cwd, run_dirs[run["name"]], stop_path)
                 pending[ref] = run
                 states[run["name"]] = "running"
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=min(args.report_every, 5.0))
-            for ref in done:
-                run = pending.pop(ref)
-                result = ray.get(ref)
-                results[run["name"]] = finish(run, result, actions[run["name"]], args)
-                states[run["name"]] = results[run["name"]]["status"]
-                print(f"{states[run['name']]} {args.name}/{run['name']} in {result['seconds'] / 60:.1f} min"
-                      + ("" if result["rc"] == 0 else f" (exit {result['rc']}; see {logs[run['name']]})"))  # fmt: skip
+            collect(ray.wait(list(pending), num_returns=1, timeout=min(args.report_every, 5.0))[0])
             if time.time() - last_report >= args.report_every:
-                print(summary_line(started, states, logs), flush=True)
+                print(summary_line(started, states, run_dirs), flush=True)
                 last_report = time.time()
     except KeyboardInterrupt:
-        print("\nstopping: every run saves a checkpoint at its episode's end; rerun the same command to continue")
-        for ref in pending:
-            ray.cancel(ref)
-        ray.wait(list(pending), num_returns=len(pending), timeout=600)
+        print(f"\nstopping {len(pending)} run(s) at their episodes' end, with a checkpoint (Ctrl-C again: stop "
+              f"waiting for them); rerun the same command to continue", flush=True)  # fmt: skip
+        open(stop_path, "w").close()
+        try:
+            while pending:
+                collect(ray.wait(list(pending), num_returns=1)[0])
+        finally:
+            os.remove(stop_path)
         raise
     finally:
         ray.shutdown()
-    print(summary_line(started, states, logs))
+    print(summary_line(started, states, run_dirs))
     return {run["name"]: states.get(run["name"], "skip") for run in runs}
 
 
-def finish(run: dict, result: dict, action: tuple[str, list[str]], args: Args) -> dict:
-    """Record the run's outcome in runs/<name>/<run>/sweep.json; a rerun reads it to skip or resume."""
-    run_dir = os.path.join("runs", args.name, run["name"])
-    status = {"status": "finished" if result["rc"] == 0 else "failed", "rc": result["rc"],
-              "seconds": round(result["seconds"], 1), "env_steps": args.total_env_steps, "action": action[0],
+def record_outcome(run_dir: str, run: dict, result: dict, action: tuple[str, list[str]], args: Args) -> str:
+    """Write the run's outcome to runs/<name>/<run>/sweep.json (a rerun reads it to skip or resume)."""
+    outcome = "failed" if result["rc"] != 0 else "finished" if result["completed"] else "stopped"
+    status = {"status": outcome, "rc": result["rc"], "seconds": round(result["seconds"], 1), "env_steps": args.total_env_steps, "action": action[0],
               "command": shlex.join(action[1]), "method": run["method"], "env": run["env"], "seed": run["seed"]}  # fmt: skip
     previous = read_status(run_dir)  # a resumed run's total time adds up over its pieces
     status["total_seconds"] = round(previous.get("total_seconds", 0.0) + result["seconds"], 1)
     os.makedirs(run_dir, exist_ok=True)
     write_status(run_dir, status)
-    return status
+    return outcome
 
 
 def main(argv: list[str] | None = None):

@@ -11,8 +11,7 @@ import pytest
 
 import sweep
 
-TINY_SAC = ["--grid", "hidden=16", "--grid", "layers=2", "--grid", "batch-size=16", "--grid", "warmup-steps=100",
-            "--grid", "eval-episodes=1", "--grid", "log-every=50"]  # fmt: skip
+TINY_SAC = ["--grid", "hidden=16", "layers=2", "batch-size=16", "warmup-steps=100", "eval-episodes=1", "log-every=50"]
 
 
 def test_grid_names_runs_by_the_flags_that_vary_and_spells_booleans():
@@ -54,8 +53,11 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_head(tmp_path_factory):
-    """A Ray head on 127.0.0.1 in the foreground (--block), so that terminating it ends its processes."""
+def ray_head(tmp_path_factory, monkeypatch):
+    """A Ray head on 127.0.0.1 in the foreground (--block), so that terminating it ends its processes.
+    Token authentication is off for this private head (and this test's driver): a token left in
+    ~/.ray by another Ray session would not match it."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     port = free_port()
     temp_dir = tmp_path_factory.mktemp("ray")  # short enough for Ray's unix socket paths
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -86,6 +88,7 @@ def test_sweep_runs_a_tiny_grid_on_a_ray_head_then_skips_it(ray_head, tmp_path, 
         run_dir = tmp_path / "runs" / "tiny" / f"kitchen__sac__s{seed}"
         status = json.loads((run_dir / "sweep.json").read_text())
         assert status["status"] == "finished" and status["rc"] == 0 and status["seconds"] > 0
+        assert "--hidden 16 --layers 2 --batch-size 16" in status["command"]  # every --grid flag reached the run
         assert (run_dir / "policy.pt").is_file() and any(p.name.startswith("events.") for p in run_dir.iterdir())
     log_size = (tmp_path / "runs" / "tiny" / "kitchen__sac__s1" / "log.txt").stat().st_size
     assert sweep.main(args) == {"kitchen__sac__s1": "skip", "kitchen__sac__s2": "skip"}
@@ -117,3 +120,26 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
     assert "| SPiRL (ours) | 2 | 19,880 | 1.9" in table  # ~ 2 x 0.95 + 0.05: the last 10% and "| SAC | 2 |" in table and "### Maze Navigation" in table
     with pytest.raises(SystemExit, match="no runs with logs"):
         plot_fig4.main([str(sweep_dir / "notes")])
+
+
+def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
+    """SIGINT to the sweep (Ctrl-C): the run saves a checkpoint at its episode's end, is recorded as
+    stopped, not finished, and the same command then resumes it."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweep.py")
+    args = [sys.executable, script, "--name", "stop", "--methods", "sac", "--envs", "kitchen", "--seeds", "1",
+            "--total-env-steps", "100000", "--workers", "1", *TINY_SAC]  # fmt: skip
+    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "runs" / "stop" / "kitchen__sac__s1"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith("events.") for p in run_dir.glob("*")):
+        time.sleep(0.5)  # the run is training once its tensorboard file exists
+    time.sleep(3)
+    driver.send_signal(__import__("signal").SIGINT)
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, out
+    status = json.loads((run_dir / "sweep.json").read_text())
+    assert status["status"] == "stopped" and (run_dir / "checkpoint.pt").is_file(), out
+    assert not (run_dir / "policy.pt").exists()
+    assert "stopped at env step" in (run_dir / "log.txt").read_text()
+    rerun = subprocess.run([*args, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert "resume stop/kitchen__sac__s1" in rerun and "--resume runs/stop/kitchen__sac__s1/checkpoint.pt" in rerun
