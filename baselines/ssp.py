@@ -126,13 +126,15 @@ class TwinCritic(nn.Module):
             self.weights.append(nn.Parameter(torch.randn(2, n_in, n_out) * math.sqrt(2.0 / (n_in + n_out))))
             self.biases.append(nn.Parameter(torch.zeros(2, 1, n_out)))
 
-    def forward(self, state: torch.Tensor, skill: torch.Tensor) -> torch.Tensor:
-        """(B, S), (B, Z) -> (2, B): both critics' Q-values (float32, also with bf16 matmuls)."""
+    def forward(self, state: torch.Tensor, skill: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """(B, S), (B, Z) -> (2, B): both critics' Q-values (float32, also with bf16 matmuls). frozen:
+        the weights enter detached, so a loss through this pass trains only what produced `skill` (the
+        actor loss), without toggling requires_grad on the critics every step."""
         x = torch.cat([state[:, : self.state_dim], skill], dim=-1).expand(2, -1, -1)
         last = len(self.weights) - 1
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-                x = torch.baddbmm(b, x, w)
+                x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
                 if i < last:
                     x = F.leaky_relu(x, 0.2)
         return x.squeeze(-1).float()
@@ -210,19 +212,17 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
     qf_losses.sum().backward()
     learner.critic_opt.step()
 
-    learner.critic.requires_grad_(False)  # the actor loss must not train the critics
+    # Actor and temperature in one backward pass (their parameters are disjoint, so the gradients are
+    # those of two separate passes). The critics enter frozen: the actor loss trains only the policy.
     new_skills, log_prob = learner.sample_skill(states, generator)
-    actor_loss = (alpha * log_prob - learner.critic(states, new_skills).min(0).values).mean()
-    learner.policy_opt.zero_grad(set_to_none=True)
-    actor_loss.backward()
-    learner.policy_opt.step()
-    learner.critic.requires_grad_(True)
-
+    actor_loss = (alpha * log_prob - learner.critic(states, new_skills, frozen=True).min(0).values).mean()
     # alpha grows when the entropy -log pi falls below its target, and shrinks above it.
     log_prob = log_prob.detach()
     alpha_loss = (learner.log_alpha.exp() * (-learner.target_entropy - log_prob)).mean()
+    learner.policy_opt.zero_grad(set_to_none=True)
     learner.alpha_opt.zero_grad(set_to_none=True)
-    alpha_loss.backward()
+    (actor_loss + alpha_loss).backward()
+    learner.policy_opt.step()
     learner.alpha_opt.step()
 
     with torch.no_grad():

@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
+import spirl_sac
 from envs import load_episodes
 from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixture, reused)
 from tests.test_pretrain import write_d4rl_file
@@ -114,7 +115,8 @@ def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
     assert z.abs().max() <= 2.0
 
 
-@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior], ids=["sac", "bc_sac", "flat_prior"])
+@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp, spirl_sac],
+                         ids=["sac", "bc_sac", "flat_prior", "ssp", "spirl_sac"])  # fmt: skip
 def test_frozen_critic_pass_trains_only_what_made_the_action(module):
     """The actor loss goes through the critics with detached weights: the action gets the same gradient
     as through the live critics, and the critics get none."""
