@@ -145,6 +145,17 @@ def decide(run: dict, args: Args) -> tuple[str, list[str]]:
     return "run", [*base, "--run-name", f"{args.name}/{run['name']}"]
 
 
+def set_aside(run_dir: str):
+    """A fresh start must not mix its logs with those of an earlier attempt that died before its first
+    checkpoint: that folder is renamed to <run>.old<k>, not deleted."""
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        k = 1
+        while os.path.exists(f"{run_dir}.old{k}"):
+            k += 1
+        os.rename(run_dir, f"{run_dir}.old{k}")
+        print(f"moved the unfinished attempt without a checkpoint to {run_dir}.old{k}")
+
+
 def read_status(run_dir: str) -> dict:
     try:
         with open(os.path.join(run_dir, "sweep.json")) as f:
@@ -204,7 +215,7 @@ def progress(run_dir: str) -> str:
             tail = f.read().decode(errors="replace")
     except OSError:
         return "?"
-    found = re.findall(r"(\d+)/(\d+) \[", tail)
+    found = re.findall(r"(\d+)/(\d+) \[[^\]]*step/s", tail)  # the env-step bar, not a pretraining bar (it/s)
     if not found:
         return "starting"
     done, total = map(int, found[-1])
@@ -272,6 +283,8 @@ def sweep(args: Args) -> dict:
         while queue or pending:
             while queue and len(pending) < workers:  # at most `workers` runs at once
                 run = queue.pop(0)
+                if actions[run["name"]][0] == "run":
+                    set_aside(run_dirs[run["name"]])
                 os.makedirs(run_dirs[run["name"]], exist_ok=True)
                 ref = task.remote(actions[run["name"]][1], cwd, run_dirs[run["name"]], stop_path)
                 pending[ref] = run

@@ -12,7 +12,6 @@ differ only in the seed form one curve. The curve is the training episodes' prog
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -43,11 +42,10 @@ def read_run(run_dir: str, metric: str) -> dict | None:
         return None
     train = events.Scalars(f"charts/{metric}")
     evals = events.Scalars(f"charts/eval_{metric}") if f"charts/eval_{metric}" in tags else []
-    try:
-        with open(os.path.join(run_dir, "sweep.json")) as f:
-            seconds = json.load(f).get("total_seconds")
-    except (OSError, ValueError):
-        seconds = None
+    # Time spent: tensorboard's wall clock between consecutive training episodes, leaving out gaps of
+    # over 10 min (a run stopped and resumed later), so it also works for runs started by hand.
+    gaps = np.diff([p.wall_time for p in train])
+    seconds = float(gaps[gaps < 600].sum()) if len(gaps) else None
     return {"steps": np.array([p.step for p in train]), "values": np.array([p.value for p in train]),
             "eval_steps": np.array([p.step for p in evals]), "eval_values": np.array([p.value for p in evals]),
             "seconds": seconds}  # fmt: skip
@@ -151,7 +149,8 @@ def main(argv: list[str] | None = None):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     lines = [f"Final figures of `{args.sweep_dir}` (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
              f"Training: the mean over the training episodes of each run's last {args.last_fraction:.0%} of env steps; "
-             "evaluation: the run's last evaluation (policy mean); mean ± std over seeds.", ""]  # fmt: skip
+             "evaluation: the run's last evaluation (policy mean); minutes: the RL phase (tensorboard clock, pauses "
+             "over 10 min left out); mean ± std over seeds.", ""]  # fmt: skip
     for env in curves:
         png = f"{out}_{env}.png"
         plot_env(env, curves[env], args.bin, png)
