@@ -534,7 +534,8 @@ def train(args: Args) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    writer = SummaryWriter(run_dir)
+    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
+    writer = SummaryWriter(run_dir, purge_step=step + 1 if ckpt is not None else None)
     writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
     num_steps, beta = config["num_steps"], config["beta"]
     loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))  # per-step losses, checked and averaged per interval

@@ -504,7 +504,8 @@ def train(args: Args) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    writer = SummaryWriter(run_dir)
+    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
+    writer = SummaryWriter(run_dir, purge_step=counters["env_steps"] + 1 if ckpt is not None else None)
     writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
     writer.add_scalar("bc/nll", bc_fit["bc_nll"], 0)
     total = config["total_env_steps"]

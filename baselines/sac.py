@@ -449,7 +449,8 @@ def train(args: Args) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    writer = SummaryWriter(run_dir)
+    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
+    writer = SummaryWriter(run_dir, purge_step=counters["env_steps"] + 1 if ckpt is not None else None)
     writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
     total = config["total_env_steps"]
     bar = tqdm(total=total, initial=counters["env_steps"], desc=KIND, unit="step", dynamic_ncols=True,

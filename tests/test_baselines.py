@@ -130,3 +130,20 @@ def test_frozen_critic_pass_trains_only_what_made_the_action(module):
     critic(states, actions, frozen=True).min(0).values.sum().backward()
     torch.testing.assert_close(actions.grad, want)
     assert all(p.grad is None for p in critic.parameters())
+
+
+def test_a_resume_from_an_older_checkpoint_hides_the_logs_after_it(tmp_path):
+    """A run that died after its last checkpoint logged steps the resumed run logs again: tensorboard's
+    purge_step hides the stale ones, so curves have one point per episode."""
+    import shutil
+
+    run = tmp_path / "run"
+    first = flat_sac.train(flat_sac.Args(env="kitchen", total_env_steps=560, run_name=str(run), **SMALL))
+    shutil.copy(first["checkpoint"], tmp_path / "at560.pt")
+    flat_sac.train(flat_sac.Args(resume=first["checkpoint"], total_env_steps=840, threads=1, eval_episodes=1))
+    shutil.copy(tmp_path / "at560.pt", first["checkpoint"])  # as if the run had died before checkpointing 840
+    flat_sac.train(flat_sac.Args(resume=first["checkpoint"], total_env_steps=840, threads=1, eval_episodes=1))
+    events = EventAccumulator(str(run))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("charts/episodic_return")]
+    assert steps == [280, 560, 840], steps
