@@ -9,7 +9,9 @@ Flat SAC does one gradient step per env step, so its update sets the pace. Sizes
   - "plain": the textbook PyTorch update (two nn.Linear critics called one after the other, three
     optimisers with a backward each, requires_grad toggled around the actor loss), written here only as
     the reference point;
-  - "compiled": torch.compile(sac_update) (mode default), measured, as the issue asks where it pays.
+  - "compiled": torch.compile(sac_update) (mode default), measured, as the issue asks where it pays;
+  - the floor: the update's matrix products alone (GFLOP counted) at the rate this machine reaches
+    on their dominant shape.
 - env steps/s: baselines/sac.py's training loop on FrankaKitchen-v1 while it learns (evaluations
   excluded, learning starts after a 560-step warm-up), next to the raw env with random actions.
 Run it on an idle machine: the figures are medians but a busy core still skews them.
@@ -132,6 +134,26 @@ def update_ms(variant: str, threads: int, repeats: int = 7, n: int = 50) -> floa
     return statistics.median(times)
 
 
+def matmul_floor_ms(threads: int) -> tuple[float, float]:
+    """What the matrix products alone must cost: the update's matmul FLOPs (counted below) at this
+    machine's measured rate for its dominant shape, a twin-critic layer (2 x 256 x 128 @ 128 x 128).
+    Returns (GFLOP per update, floor in ms)."""
+    torch.set_num_threads(threads)
+    critic = (STATE_DIM + ACTION_DIM) * 128 + 5 * 128 * 128 + 128  # multiply-adds per sample, one critic
+    policy = STATE_DIM * 128 + 5 * 128 * 128 + 128 * 2 * ACTION_DIM
+    # Twin critics: target forward, forward, backward (weights and inputs), actor forward and backward
+    # (inputs only); policy: forward at s' and s, backward (weights and inputs).
+    flop = 2 * BATCH * (2 * critic * (1 + 1 + 2 + 1 + 1) + policy * (1 + 1 + 2))
+    x, w = torch.randn(2, BATCH, 128), torch.randn(2, 128, 128)
+    for _ in range(20):
+        torch.bmm(x, w)
+    start = time.perf_counter()
+    for _ in range(2000):
+        torch.bmm(x, w)
+    rate = 2 * 2 * BATCH * 128 * 128 * 2000 / (time.perf_counter() - start)
+    return flop / 1e9, flop / rate * 1e3
+
+
 def sac_env_steps_per_s(threads: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         result = sac.train(sac.Args(env="kitchen", total_env_steps=3360, warmup_steps=560, eval_every=10**9,
@@ -152,6 +174,13 @@ def main():
             ms = update_ms(variant, threads)
             results["update_ms"][f"{variant}, {threads} thread{'s' * (threads > 1)}"] = ms
             print(f"gradient step, {variant:8s} {threads} thread(s): {ms:6.2f} ms", flush=True)
+    results["matmul_floor_ms"] = {}
+    for threads in (1, 2):
+        gflop, floor = matmul_floor_ms(threads)
+        results["update_gflop"] = gflop
+        results["matmul_floor_ms"][f"{threads} thread{'s' * (threads > 1)}"] = floor
+        print(f"gradient step, matrix products alone ({gflop:.2f} GFLOP at the measured rate), {threads} thread(s): "
+              f"{floor:6.2f} ms", flush=True)  # fmt: skip
     raw = raw_env_steps_per_s(2800)
     results["raw_FrankaKitchen-v1_steps_per_s"] = raw
     print(f"raw FrankaKitchen-v1, random actions: {raw:6.0f} env steps/s", flush=True)
