@@ -21,6 +21,7 @@ on a shared filesystem, then pass --address. Ray only places the processes; noth
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -30,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import tyro
 
@@ -59,8 +60,8 @@ class Args:
     """env steps per run (default: each script's own); a rerun with more extends finished runs"""
     grid: tuple[str, ...] = ()
     """more flags, FLAG=V1,V2,... each (--grid delta=1,5 eval-every=25000): every combination is run; a
-    flag with one value is passed to every run and left out of the run names; true/false give --flag /
-    --no-flag"""
+    flag with one value is passed to every run and left out of the run names; true and false give the
+    flag and its --no- form"""
     workers: int | None = None
     """runs at once (default: the machine's cores, or the cluster's, divided by --threads)"""
     threads: int = 1
@@ -102,6 +103,15 @@ def flag_args(flag: str, value: str) -> list[str]:
     return [f"--{flag}", value]
 
 
+def script_flags(method: str) -> set[str]:
+    """The flags a method's script takes: the fields of its Args dataclass, spelled with dashes."""
+    spec = importlib.util.spec_from_file_location(f"_sweep_{method}", os.path.join(REPO_ROOT, SCRIPTS[method]))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return {f.name.replace("_", "-") for f in fields(module.Args)}
+
+
 def plan_runs(args: Args) -> list[dict]:
     """Every (method, env, seed, grid values) combination: its run name and fresh-start command."""
     for method in args.methods:
@@ -115,6 +125,12 @@ def plan_runs(args: Args) -> list[dict]:
     if args.threads < 1 or (args.workers is not None and args.workers < 1):
         raise SweepError("--threads and --workers must be at least 1")
     axes = parse_grid(args.grid)
+    for method in args.methods:
+        known = script_flags(method)
+        for flag, _ in axes:
+            if flag not in known:
+                raise SweepError(f"--grid {flag}: {SCRIPTS[method]} has no --{flag} (see python {SCRIPTS[method]} "
+                                 f"--help); sweep methods that share the flag, or drop it")  # fmt: skip
     runs = []
     for method, env, seed, values in itertools.product(args.methods, args.envs, args.seeds,
                                                        itertools.product(*[v for _, v in axes])):  # fmt: skip

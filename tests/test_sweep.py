@@ -16,15 +16,16 @@ TINY_SAC = ["--grid", "hidden=16", "layers=2", "batch-size=16", "warmup-steps=10
 
 def test_grid_names_runs_by_the_flags_that_vary_and_spells_booleans():
     runs = sweep.plan_runs(sweep.Args(name="g", methods=("spirl", "ssp"), envs=("kitchen",), seeds=(1, 2),
-                                      grid=("delta=1,5", "critic_bf16=true", "eval-every=1000")))  # fmt: skip
+                                      grid=("tau=0.005,0.01", "critic_bf16=true", "eval-every=1000")))  # fmt: skip
     assert len(runs) == 2 * 2 * 2
     names = {r["name"] for r in runs}
-    assert "kitchen__spirl__s2__delta5" in names and "kitchen__ssp__s1__delta1" in names
+    assert "kitchen__spirl__s2__tau0.01" in names and "kitchen__ssp__s1__tau0.005" in names
     flags = runs[0]["flags"]
     assert flags[:4] == ["--env", "kitchen", "--seed", "1"] and "--critic-bf16" in flags
     assert flags[flags.index("--eval-every") + 1] == "1000"
     for bad, match in [(dict(methods=("spirl", "ppo")), "unknown method"), (dict(envs=("antmaze",)), "unknown env"),
-                       (dict(grid=("seed=1,2",)), "sets --seed itself"), (dict(grid=("delta",)), "FLAG=V1")]:  # fmt: skip
+                       (dict(grid=("seed=1,2",)), "sets --seed itself"), (dict(grid=("delta",)), "FLAG=V1"),
+                       (dict(methods=("spirl", "sac"), grid=("delta=1,5",)), "baselines/sac.py has no --delta")]:  # fmt: skip
         with pytest.raises(sweep.SweepError, match=match):
             sweep.plan_runs(sweep.Args(name="g", **bad))
 
