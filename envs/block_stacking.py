@@ -1,0 +1,343 @@
+"""Block stacking (paper Sec. 4.1, 4.3, app. C) in a MuJoCo 3 scene built in code.
+
+A gripper-only robot moves in one vertical plane (the world's y-z plane) above a table with a barrier
+at each end, and cubes stay in that plane. The authors' scene (clvrai/spirl, summarised in
+../shared/reference/original-spirl.md) sets the sizes kept here: 8 cm cubes, a tabletop at z = 0.8,
+a 1.2 m table with 5 blocks for the training data and a 2.4 m one with 11 blocks downstream, the
+gripper starting 0.4 m above the table, 10 env steps per second.
+
+- Action [dy, dz, grip] in [-1, 1] x [-1, 1] x [0, 1]: dy and dz move the gripper at up to
+  `SPEED` = 0.5 m/s, i.e. 5 cm per env step at |a| = 1 (the authors' motors reach the same through
+  their damping); grip is the fingers' opening, from closed (0) to fully open (1), continuous as in
+  the paper (the authors' code thresholds it into open and closed).
+- State, 8 + 3 * n_blocks values as the authors': the gripper's position (x, y, z), its velocity
+  (x, y, z), its rotation angle (always 0: this gripper does not rotate; kept for the authors'
+  layout) and its opening (the distance between the fingers, m), then each block's position (x, y, z).
+  x is always 0. The gripper's position is its grip point, where a held block's centre sits.
+- Blocks are free in the plane (slides along y and z, a hinge about x) and rest on the table or on
+  each other; the barriers keep them on the table. The gripper is gravity-compensated.
+- Reward (downstream, the authors' dense variant): every step, 1 per block that has been lifted
+  while grasped and 2 instead per block that has been carried above another block (once earned, a
+  block's bonus is paid every remaining step, as in the authors' code), plus 50 times the height of
+  the highest supported tower in metres (4 per stacked block). A stack counts once: a block earns
+  either its lift or its stacking bonus, and only the highest tower adds height. `sparse=True`
+  rewards the tower height (m) only, as the authors' sparse variant. `info["blocks_stacked"]`: the
+  blocks on top of the base block of the highest supported tower. Episodes never terminate.
+- `image=True` appends two stacked 32 x 32 RGB front views (previous, current) centred on the
+  gripper, drawn orthographically with numpy from the state vector alone (`render_view`), so a
+  dataset's frames can be rendered from its stored states.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+BLOCK_HALF = 0.04  # the authors' cubes: 8 cm
+TABLE_TOP = 0.8
+REST_Z = TABLE_TOP + BLOCK_HALF  # a block's centre when it rests on the table
+TRAIN_BLOCKS, TRAIN_HALF_LENGTH, TRAIN_EPISODE_STEPS = 5, 0.6, 250
+DOWNSTREAM_BLOCKS, DOWNSTREAM_HALF_LENGTH, DOWNSTREAM_EPISODE_STEPS = 11, 1.2, 1000
+GRIPPER_START = (0.0, 1.2)  # (y, z)
+GRIPPER_Z_RANGE = (REST_Z, 1.6)
+SPEED = 0.5  # m/s at |action| = 1
+MAX_OPENING = 0.14  # m between the fingers when fully open (a block is 0.08 wide)
+CONTROL_DT, TIMESTEP = 0.1, 0.005  # 10 env steps per second, 20 physics steps each
+SUBSTEPS = round(CONTROL_DT / TIMESTEP)
+STATE_DIM = {n: 8 + 3 * n for n in (TRAIN_BLOCKS, DOWNSTREAM_BLOCKS)}
+ACTION_DIM = 3
+
+# Reward (the authors' constants).
+HEIGHT_REWARD, LIFT_REWARD, ABOVE_REWARD = 50.0, 1.0, 2.0
+LIFT_THRESHOLD = (np.sqrt(3) - 1) * BLOCK_HALF  # a block is lifted 2.9 cm above where it started
+ABOVE_DZ = 2 * BLOCK_HALF - 0.005  # carried above another: within a half-width in y and at least this higher
+ON_DZ = (BLOCK_HALF, 2 * BLOCK_HALF + 0.005)  # resting on another: within a width in y, dz in this range
+
+
+# ----------------------------------------------------------------------------- the scene
+
+
+def scene_xml(n_blocks: int, half_length: float) -> str:
+    """The MJCF of a scene. Every position is a joint coordinate (bodies sit at the origin), so the
+    state reads straight off qpos: the gripper's (y, z) and each block's (y, z, angle)."""
+    s = BLOCK_HALF
+    # contype/conaffinity: the fingers and palm (2/1) touch blocks, table and barriers (1/3), not each other.
+    blocks = "".join(f"""
+    <body name="block{i}">
+      <joint name="block{i}_y" type="slide" axis="0 1 0" damping="0.2"/>
+      <joint name="block{i}_z" type="slide" axis="0 0 1" damping="0.2"/>
+      <joint name="block{i}_angle" type="hinge" axis="1 0 0" damping="0.001"/>
+      <geom type="box" size="{s} {s} {s}" density="1000" contype="1" conaffinity="3" rgba="0.85 0.45 0.1 1"/>
+    </body>""" for i in range(n_blocks))  # fmt: skip
+    wall_height = 0.5
+    return f"""
+<mujoco model="block_stacking">
+  <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="10"/>
+  <default><geom friction="1 0.005 0.0001" solref="0.01 1"/></default>
+  <worldbody>
+    <light pos="0 0 3" dir="0 0 -1"/>
+    <geom name="table" type="box" pos="0 0 {TABLE_TOP / 2}" size="0.3 {half_length} {TABLE_TOP / 2}"
+          contype="1" conaffinity="3" rgba="0.5 0.5 0.5 1"/>
+    <geom name="barrier_left" type="box" pos="0 {-half_length - 0.01} {TABLE_TOP + wall_height}"
+          size="0.3 0.01 {wall_height}" contype="1" conaffinity="3" rgba="0.2 0.2 0.2 1"/>
+    <geom name="barrier_right" type="box" pos="0 {half_length + 0.01} {TABLE_TOP + wall_height}"
+          size="0.3 0.01 {wall_height}" contype="1" conaffinity="3" rgba="0.2 0.2 0.2 1"/>
+    {blocks}
+    <body name="gripper" gravcomp="1">
+      <joint name="gripper_y" type="slide" axis="0 1 0" limited="true" range="{-half_length + 0.05} {half_length - 0.05}"/>
+      <joint name="gripper_z" type="slide" axis="0 0 1" limited="true" range="{GRIPPER_Z_RANGE[0]} {GRIPPER_Z_RANGE[1]}"/>
+      <geom name="palm" type="box" pos="0 0 {s + 0.015}" size="0.03 {MAX_OPENING / 2 + 0.02} 0.01" mass="0.3"
+            contype="2" conaffinity="1" rgba="0.15 0.25 0.6 1"/>
+      <body name="finger_left" gravcomp="1">
+        <joint name="finger_left" type="slide" axis="0 1 0" limited="true" range="0 {MAX_OPENING / 2}" damping="2"/>
+        <geom name="finger_left" type="box" pos="0 0.01 0.0025" size="0.025 0.01 {s - 0.0025}" mass="0.1"
+              friction="1.5 0.005 0.0001" contype="2" conaffinity="1" rgba="0.15 0.25 0.6 1"/>
+      </body>
+      <body name="finger_right" gravcomp="1">
+        <joint name="finger_right" type="slide" axis="0 -1 0" limited="true" range="0 {MAX_OPENING / 2}" damping="2"/>
+        <geom name="finger_right" type="box" pos="0 -0.01 0.0025" size="0.025 0.01 {s - 0.0025}" mass="0.1"
+              friction="1.5 0.005 0.0001" contype="2" conaffinity="1" rgba="0.15 0.25 0.6 1"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator>
+    <velocity name="move_y" joint="gripper_y" kv="300" forcerange="-60 60"/>
+    <velocity name="move_z" joint="gripper_z" kv="300" forcerange="-60 60"/>
+    <position name="finger_left" joint="finger_left" kp="1000" forcerange="-40 40" ctrlrange="0 {MAX_OPENING / 2}"/>
+    <position name="finger_right" joint="finger_right" kp="1000" forcerange="-40 40" ctrlrange="0 {MAX_OPENING / 2}"/>
+  </actuator>
+</mujoco>"""
+
+
+# ----------------------------------------------------------------------------- reward terms
+
+
+def supported_heights(block_yz: np.ndarray) -> np.ndarray:
+    """Each block's height above the table (m) if it stands on the table or, through a chain of
+    blocks resting on each other, on the table; NaN for a block in the air (held or falling)."""
+    order = np.argsort(block_yz[:, 1])
+    heights = np.full(len(block_yz), np.nan)
+    for i in order:  # bottom-up: a block's supports are lower and already decided
+        y, z = block_yz[i]
+        if z - REST_Z < BLOCK_HALF / 2:
+            heights[i] = z - REST_Z
+            continue
+        dy = np.abs(block_yz[:, 0] - y)
+        dz = z - block_yz[:, 1]
+        below = (dy < 2 * BLOCK_HALF) & (dz > ON_DZ[0]) & (dz < ON_DZ[1]) & ~np.isnan(heights)
+        if below.any():
+            heights[i] = z - REST_Z
+    return heights
+
+
+def tower_height(block_yz: np.ndarray) -> float:
+    """Height (m) of the highest supported tower: 0 for blocks on the table, 0.08 per stacked block."""
+    heights = supported_heights(block_yz)
+    return float(max(0.0, np.nanmax(heights))) if not np.all(np.isnan(heights)) else 0.0
+
+
+def blocks_stacked(block_yz: np.ndarray) -> int:
+    """Blocks on top of the base block of the highest supported tower (the paper's "blocks stacked")."""
+    return int(round(tower_height(block_yz) / (2 * BLOCK_HALF)))
+
+
+# ----------------------------------------------------------------------------- rendering (numpy)
+
+
+VIEW_PIXELS = 32
+VIEW_SIZE = 0.64  # metres across the view: 2 cm per pixel, a block 4 x 4 pixels
+VIEW_BELOW = 0.1  # the view's centre is this far below the gripper (the authors' camera looks slightly down)
+COLOURS = {  # RGB
+    "background": (200, 215, 235),
+    "table": (110, 110, 110),
+    "barrier": (40, 40, 40),
+    "block": (220, 110, 30),
+    "gripper": (40, 60, 160),
+}
+
+
+def _coverage(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(K,), (K,), (P + 1,) -> (K, P): the share of each pixel interval that [lo, hi] covers."""
+    return np.clip(np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1]), 0, None) / (
+        edges[1] - edges[0])  # fmt: skip
+
+
+def render_view(state: np.ndarray, half_length: float) -> np.ndarray:
+    """(3, 32, 32) uint8 front view (looking along -x: image columns are y, rows are z, top row up),
+    centred on the gripper, drawn from the state vector: table, barriers, blocks (axis-aligned, as the
+    state has no block angles) and the gripper's palm and fingers at their opening. Shapes are
+    anti-aliased by their pixel coverage, so the image moves smoothly with the state."""
+    y_g, z_g, opening = state[1], state[2], state[7]
+    blocks = state[8:].reshape(-1, 3)[:, 1:]
+    ys = y_g - VIEW_SIZE / 2 + np.linspace(0, VIEW_SIZE, VIEW_PIXELS + 1)
+    zs = (z_g - VIEW_BELOW) + VIEW_SIZE / 2 - np.linspace(0, VIEW_SIZE, VIEW_PIXELS + 1)  # top row first
+    zs_up = zs[::-1]  # increasing, for coverage; flipped back below
+
+    def boxes(y_lo, y_hi, z_lo, z_hi) -> np.ndarray:  # (K,) each -> (32, 32) coverage of their union
+        cov = _coverage(np.asarray(z_lo), np.asarray(z_hi), zs_up)[:, ::-1, None] * _coverage(
+            np.asarray(y_lo), np.asarray(y_hi), ys)[:, None, :]  # fmt: skip
+        return np.clip(cov.sum(0), 0, 1)
+
+    s, finger_w, finger_h = BLOCK_HALF, 0.02, 2 * BLOCK_HALF - 0.005
+    layers = [
+        ("table", boxes([-half_length], [half_length], [TABLE_TOP - 1.0], [TABLE_TOP])),
+        ("barrier", boxes([-half_length - 0.02, half_length], [-half_length, half_length + 0.02],
+                          [TABLE_TOP] * 2, [TABLE_TOP + 1.0] * 2)),  # fmt: skip
+        ("block", boxes(blocks[:, 0] - s, blocks[:, 0] + s, blocks[:, 1] - s, blocks[:, 1] + s)),
+        ("gripper", boxes([y_g - opening / 2 - finger_w, y_g + opening / 2, y_g - MAX_OPENING / 2 - 0.02],
+                          [y_g - opening / 2, y_g + opening / 2 + finger_w, y_g + MAX_OPENING / 2 + 0.02],
+                          [z_g - s, z_g - s, z_g + s + 0.005], [z_g - s + finger_h, z_g - s + finger_h, z_g + s + 0.025])),  # fmt: skip
+    ]
+    image = np.broadcast_to(np.array(COLOURS["background"], float)[:, None, None], (3, VIEW_PIXELS, VIEW_PIXELS))
+    for name, cover in layers:  # painter's order: later layers cover earlier ones
+        image = image * (1 - cover) + np.array(COLOURS[name], float)[:, None, None] * cover
+    return np.round(image).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- the env
+
+
+class BlockStackingEnv(gym.Env):
+    """The downstream scene by default (11 blocks in a row on a 2.4 m table, 1000 steps);
+    `BlockStackingEnv.training()` is the 5-block scene of the data (random placements and stacks,
+    250 steps). Observation: the state, or with `image=True` the state followed by two stacked
+    front views (previous, current), flattened: 8 + 3 n + 2 * 3 * 32 * 32 values in [0, 1] for pixels."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, n_blocks: int = DOWNSTREAM_BLOCKS, half_length: float = DOWNSTREAM_HALF_LENGTH,
+                 max_episode_steps: int = DOWNSTREAM_EPISODE_STEPS, random_layout: bool = False,
+                 sparse: bool = False, image: bool = False):  # fmt: skip
+        self.n_blocks, self.half_length = n_blocks, half_length
+        self.max_episode_steps, self.random_layout = max_episode_steps, random_layout
+        self.sparse, self.image = sparse, image
+        self.model = mujoco.MjModel.from_xml_string(scene_xml(n_blocks, half_length))
+        self.data = mujoco.MjData(self.model)
+        joint = lambda name: self.model.joint(name).qposadr[0]  # noqa: E731
+        self._gripper = [joint("gripper_y"), joint("gripper_z")]
+        self._fingers = [joint("finger_left"), joint("finger_right")]
+        self._blocks = np.array([[joint(f"block{i}_y"), joint(f"block{i}_z"), joint(f"block{i}_angle")]
+                                 for i in range(n_blocks)])  # fmt: skip
+        state_dim = 8 + 3 * n_blocks
+        obs_dim = state_dim + (2 * 3 * VIEW_PIXELS**2 if image else 0)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = gym.spaces.Box(np.array([-1, -1, 0], np.float32), np.ones(3, np.float32))
+
+    @classmethod
+    def downstream(cls, **kwargs) -> "BlockStackingEnv":
+        return cls(**kwargs)
+
+    @classmethod
+    def training(cls, **kwargs) -> "BlockStackingEnv":
+        return cls(TRAIN_BLOCKS, TRAIN_HALF_LENGTH, TRAIN_EPISODE_STEPS, random_layout=True, **kwargs)
+
+    # ---- layouts
+
+    def _training_layout(self) -> np.ndarray:
+        """(n, 2) block (y, z): 0 to 2 blocks stacked on others (the authors pre-stack 0-2), the rest
+        on the table, at least a block width plus 4 cm apart."""
+        rng, n = self.np_random, self.n_blocks
+        n_stacked = int(rng.integers(0, 3))
+        n_ground = n - n_stacked
+        limit = self.half_length - BLOCK_HALF - 0.02
+        while True:  # rejection sampling of well-separated positions (a few tries at most)
+            ys = np.sort(rng.uniform(-limit, limit, n_ground))
+            if np.all(np.diff(ys) > 2 * BLOCK_HALF + 0.04):
+                break
+        yz = np.column_stack([ys, np.full(n_ground, REST_Z)])
+        for _ in range(n_stacked):  # each on top of a random existing column
+            base = yz[rng.integers(len(yz))]
+            top = yz[np.isclose(yz[:, 0], base[0])][:, 1].max()
+            yz = np.vstack([yz, [base[0], top + 2 * BLOCK_HALF]])
+        return yz[rng.permutation(n)]
+
+    def _set_layout(self, block_yz: np.ndarray):
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._blocks[:, 0]] = block_yz[:, 0]
+        self.data.qpos[self._blocks[:, 1]] = block_yz[:, 1] + 0.0005  # settles onto its support
+        self.data.qpos[self._gripper] = GRIPPER_START
+        self.data.qpos[self._fingers] = MAX_OPENING / 2
+        self.data.ctrl[:] = [0.0, 0.0, MAX_OPENING / 2, MAX_OPENING / 2]
+        mujoco.mj_forward(self.model, self.data)
+
+    # ---- state, images, reward
+
+    def block_yz(self) -> np.ndarray:
+        return self.data.qpos[self._blocks[:, :2]].copy()
+
+    def state(self) -> np.ndarray:
+        q, v = self.data.qpos, self.data.qvel
+        gripper = [0.0, q[self._gripper[0]], q[self._gripper[1]], 0.0, v[self._gripper[0]], v[self._gripper[1]], 0.0,
+                   q[self._fingers[0]] + q[self._fingers[1]]]  # fmt: skip
+        blocks = np.column_stack([np.zeros(self.n_blocks), self.block_yz()]).ravel()
+        return np.concatenate([gripper, blocks]).astype(np.float32)
+
+    def grasped(self, state: np.ndarray) -> np.ndarray:
+        """(n,) bool: blocks held between the closed fingers (centred on the grip point, fingers at
+        most 1 cm wider than a block)."""
+        blocks = state[8:].reshape(-1, 3)[:, 1:]
+        near = (np.abs(blocks[:, 0] - state[1]) < BLOCK_HALF) & (np.abs(blocks[:, 1] - state[2]) < BLOCK_HALF)
+        return near & (state[7] < 2 * BLOCK_HALF + 0.01)
+
+    def _update_bonuses(self, state: np.ndarray):
+        blocks = state[8:].reshape(-1, 3)[:, 1:]
+        held = self.grasped(state)
+        self.lifted |= held & (blocks[:, 1] > self.start_z + LIFT_THRESHOLD)
+        dy = np.abs(blocks[:, None, 0] - blocks[None, :, 0])
+        dz = blocks[:, None, 1] - blocks[None, :, 1]
+        above_other = ((dy < BLOCK_HALF) & (dz > ABOVE_DZ)).any(1)  # block i above some block j (i != j: dz > 0)
+        self.delivered |= held & above_other
+
+    def reward(self, state: np.ndarray) -> float:
+        height = tower_height(state[8:].reshape(-1, 3)[:, 1:])
+        if self.sparse:
+            return height
+        bonus = np.where(self.delivered, ABOVE_REWARD, np.where(self.lifted, LIFT_REWARD, 0.0)).sum()
+        return float(bonus + HEIGHT_REWARD * height)
+
+    def _observation(self, state: np.ndarray) -> np.ndarray:
+        if not self.image:
+            return state
+        frames = np.concatenate([self._previous_view, self._view]).astype(np.float32) / 255.0
+        return np.concatenate([state, frames.ravel()])
+
+    def _info(self, state: np.ndarray) -> dict:
+        blocks = state[8:].reshape(-1, 3)[:, 1:]
+        return {"blocks_stacked": blocks_stacked(blocks), "lifted": int(self.lifted.sum()),
+                "delivered": int(self.delivered.sum())}  # fmt: skip
+
+    # ---- gym API
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        if self.random_layout:
+            layout = self._training_layout()
+        else:
+            # A row across the table, 0.2 m apart on the downstream table (the authors' fixed layout).
+            layout = np.column_stack([np.linspace(-1, 1, self.n_blocks) * (self.half_length - 0.2),
+                                      np.full(self.n_blocks, REST_Z)])  # fmt: skip
+        self._set_layout(layout)
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)  # let stacks settle
+        self.steps = 0
+        self.start_z = self.block_yz()[:, 1]
+        self.lifted = np.zeros(self.n_blocks, bool)
+        self.delivered = np.zeros(self.n_blocks, bool)
+        state = self.state()
+        if self.image:
+            self._view = render_view(state, self.half_length)
+            self._previous_view = self._view
+        return self._observation(state), self._info(state)
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), self.action_space.low, self.action_space.high)
+        self.data.ctrl[:2] = SPEED * action[:2]
+        self.data.ctrl[2:] = action[2] * MAX_OPENING / 2
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        self.steps += 1
+        state = self.state()
+        self._update_bonuses(state)
+        if self.image:
+            self._previous_view, self._view = self._view, render_view(state, self.half_length)
+        truncated = self.steps >= self.max_episode_steps
+        return self._observation(state), self.reward(state), False, truncated, self._info(state)

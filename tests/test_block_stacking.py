@@ -1,0 +1,113 @@
+"""envs/block_stacking.py (issue 10, in progress): physics, reward and image observations."""
+
+import numpy as np
+import pytest
+
+from envs.block_stacking import (BLOCK_HALF, COLOURS, MAX_OPENING, REST_Z, VIEW_BELOW, VIEW_PIXELS, VIEW_SIZE, BlockStackingEnv,
+                                 blocks_stacked, render_view, tower_height)  # fmt: skip
+
+
+def move(env, y, z, grip, max_steps=80):
+    """Drive the gripper to (y, z) with the fingers at `grip`; returns the last (reward, info)."""
+    for _ in range(max_steps):
+        s = env.state()
+        action = np.clip([(y - s[1]) / 0.05, (z - s[2]) / 0.05, grip], [-1, -1, 0], [1, 1, 1])
+        _, reward, _, _, info = env.step(action)
+        s = env.state()
+        if abs(s[1] - y) < 0.003 and abs(s[2] - z) < 0.003 and abs(s[7] - grip * MAX_OPENING) < 0.01:
+            break
+    return reward, info
+
+
+def pick_and_place(env, source: int, target: int):
+    """The gripper takes block `source` and puts it on block `target`; returns (reward, info) while it
+    holds the block above the target, then after it let go and moved away."""
+    src = env.block_yz()[source]
+    move(env, src[0], 1.1, 1.0)
+    move(env, src[0], src[1], 1.0)
+    move(env, src[0], src[1], 0.0, max_steps=5)
+    move(env, src[0], 1.1, 0.0)
+    dst = env.block_yz()[target]
+    move(env, dst[0], 1.1, 0.0)
+    held = move(env, dst[0], dst[1] + 0.15, 0.0)  # carried above it, not yet on it
+    move(env, dst[0], dst[1] + 2 * BLOCK_HALF + 0.003, 0.0)
+    move(env, dst[0], dst[1] + 2 * BLOCK_HALF + 0.003, 1.0, max_steps=5)
+    return held, move(env, dst[0], 1.2, 1.0)
+
+
+def test_downstream_scene_starts_with_eleven_blocks_resting_in_a_row():
+    env = BlockStackingEnv.downstream()
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (8 + 3 * 11,) and env.action_space.shape == (3,)
+    blocks = obs[8:].reshape(11, 3)
+    np.testing.assert_allclose(blocks[:, 2], REST_Z, atol=1e-3)
+    np.testing.assert_allclose(blocks[:, 1], np.linspace(-1, 1, 11), atol=1e-3)
+    assert info["blocks_stacked"] == 0 and tower_height(blocks[:, 1:]) < 1e-3
+
+
+def test_a_block_released_above_another_comes_to_rest_on_it():
+    env = BlockStackingEnv.downstream()
+    env.reset(seed=0)
+    below = env.block_yz()[3]
+    env.data.qpos[env._blocks[4, :2]] = below + [0.01, 3 * BLOCK_HALF]  # 4 cm above its top, a little off-centre
+    for _ in range(20):  # 2 s, the gripper far above and open
+        env.step([0, 0, 1])
+    top = env.block_yz()[4]
+    assert abs(top[0] - below[0]) < BLOCK_HALF and top[1] == pytest.approx(below[1] + 2 * BLOCK_HALF, abs=3e-3)
+    assert blocks_stacked(env.block_yz()) == 1
+
+
+def test_pick_and_place_stacks_and_the_reward_counts_the_stack_once():
+    env = BlockStackingEnv.downstream()
+    env.reset(seed=0)
+    (reward_held, info_held), (reward, info) = pick_and_place(env, 5, 6)
+    # Held above block 6: its stacking bonus (2) replaces its lift bonus (1); no tower yet.
+    assert info_held["delivered"] == 1 and reward_held == pytest.approx(2.0, abs=1e-6)
+    # On it and let go: the bonus stays, plus 50 x 0.08 m of tower; counted once, not per step's history.
+    assert info["blocks_stacked"] == 1 and reward == pytest.approx(2.0 + 50 * 2 * BLOCK_HALF, abs=0.05)
+    for _ in range(5):
+        _, again, *_ = env.step([0, 0, 1])
+    assert again == pytest.approx(reward, abs=0.05)
+    # A second pair elsewhere adds its own bonus but no height: only the highest tower counts.
+    _, (reward2, info2) = pick_and_place(env, 1, 0)
+    assert info2["blocks_stacked"] == 1 and info2["delivered"] == 2
+    assert reward2 == pytest.approx(reward + 2.0, abs=0.05)
+    sparse = BlockStackingEnv.downstream(sparse=True)
+    sparse.reset(seed=0)
+    _, (sparse_reward, _) = pick_and_place(sparse, 5, 6)
+    assert sparse_reward == pytest.approx(2 * BLOCK_HALF, abs=1e-3)  # tower height (m) only
+
+
+def test_training_scene_has_five_blocks_some_stacked_and_none_overlapping():
+    env = BlockStackingEnv.training()
+    stacked = []
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        assert obs.shape == (8 + 3 * 5,)
+        yz = env.block_yz()
+        stacked.append(info["blocks_stacked"])
+        close = (np.abs(yz[:, None, 0] - yz[None, :, 0]) < 2 * BLOCK_HALF) & (np.abs(yz[:, None, 1] - yz[None, :, 1]) < 2 * BLOCK_HALF - 1e-3)
+        assert close.sum() == 5  # only each block with itself
+    assert 0 in stacked and max(stacked) >= 1
+
+
+def test_image_observation_shows_the_blocks_where_the_simulator_has_them():
+    env = BlockStackingEnv.downstream(image=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (8 + 3 * 11 + 2 * 3 * 32 * 32,) and 0 <= obs[41:].min() and obs[41:].max() <= 1
+    move(env, 0.1, 1.0, 1.0)  # the view follows the gripper: blocks 5 (y = 0) and 6 (y = 0.2) in sight
+    obs, *_ = env.step([0, 0, 1])
+    frame = (obs[41:].reshape(2, 3, 32, 32)[1] * 255).round()
+    state = env.state()
+    np.testing.assert_array_equal(frame, render_view(state, env.half_length))
+    block_rgb = np.array(COLOURS["block"])[:, None]
+    is_block = (np.abs(frame.reshape(3, -1) - block_rgb) < 1).all(0).reshape(32, 32)
+    # Pixel coordinates (column from y, row from z, top row up) of each block's centre.
+    cols = (env.block_yz()[:, 0] - (state[1] - VIEW_SIZE / 2)) / VIEW_SIZE * VIEW_PIXELS
+    rows = ((state[2] - VIEW_BELOW + VIEW_SIZE / 2) - env.block_yz()[:, 1]) / VIEW_SIZE * VIEW_PIXELS
+    half = BLOCK_HALF / VIEW_SIZE * VIEW_PIXELS  # 2 pixels
+    for col, row in zip(cols[[5, 6]], rows[[5, 6]]):  # blocks 5 (y = 0) and 6 (y = 0.2) are in view
+        assert is_block[int(row), int(col)], (row, col)
+    r, c = np.nonzero(is_block)  # and every block-coloured pixel lies on some block
+    on_a_block = (np.abs(c[:, None] + 0.5 - cols[None]) <= half) & (np.abs(r[:, None] + 0.5 - rows[None]) <= half)
+    assert on_a_block.any(1).all() and len(r) >= 2 * 9
