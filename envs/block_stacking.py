@@ -236,11 +236,11 @@ class BlockStackingEnv(gym.Env):
 
     def _training_layout(self) -> np.ndarray:
         """(n, 2) block (y, z): 0 to 2 blocks stacked on others (the authors pre-stack 0-2), the rest
-        on the table, at least a block width plus 4 cm apart."""
+        on the table, at least a block width plus 4 cm apart and 12 cm from the barriers."""
         rng, n = self.np_random, self.n_blocks
         n_stacked = int(rng.integers(0, 3))
         n_ground = n - n_stacked
-        limit = self.half_length - BLOCK_HALF - 0.02
+        limit = self.half_length - 0.12  # the open gripper (0.18 m wide) can centre on every block
         while True:  # rejection sampling of well-separated positions (a few tries at most)
             ys = np.sort(rng.uniform(-limit, limit, n_ground))
             if np.all(np.diff(ys) > 2 * BLOCK_HALF + 0.04):

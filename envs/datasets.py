@@ -130,7 +130,10 @@ def _read_minari(dataset, env: str, source: str) -> list[Episode]:
 def _open_minari_dir(path: str):
     import minari
 
-    data_path = path if os.path.basename(os.path.normpath(path)) == "data" else os.path.join(path, "data")
+    # The dataset folder (holding data/) or its data/ folder itself; a dataset folder may be named "data" too.
+    data_path = os.path.join(path, "data")
+    if not os.path.isdir(data_path) and os.path.basename(os.path.normpath(path)) == "data":
+        data_path = path
     if not os.path.isdir(data_path):
         raise SpirlError(f"{path}: not a Minari dataset directory (no data/ folder inside)")
     try:

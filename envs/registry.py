@@ -16,6 +16,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_DATASETS = {
     "spirl/kitchen-scripted-v0": (os.path.join(REPO_ROOT, "data", "kitchen-scripted-v0"), "python -m envs.kitchen_demos"),
     "spirl/maze-planner-v0": (os.path.join(REPO_ROOT, "data", "maze-planner-v0"), "python -m envs.maze_demos"),
+    "spirl/block-stacking-scripted-v0": (os.path.join(REPO_ROOT, "data", "block-stacking-scripted-v0"),
+                                         "python -m envs.block_stacking_demos"),
 }
 ENV_SPECS = {
     "kitchen": {

@@ -1,0 +1,256 @@
+"""Block-stacking training data (issue 10): a scripted, noisy stacking policy in the 5-block scene.
+
+    python -m envs.block_stacking_demos                          # the paper's 37,000 episodes -> data/block-stacking-scripted-v0
+    python -m envs.block_stacking_demos --episodes 200 --out /tmp/bs-small --random-episode-fraction 0.5
+
+Each episode starts from a random training scene (envs/block_stacking.py: 5 blocks, 0-2 of them
+already stacked) and plans 1 to 3 stacking steps ("up to three stacks per episode"). A step picks a
+block with nothing on it, carries it and puts it on top of another column:
+open, up to a safe height, across, down, close, up, across, down onto the column, open, up. The
+policy is closed-loop: it steers to the current waypoint at up to full speed and moves on within
+1 cm. Noise, as the authors had it, comes from pseudo-random subgoals: one between every two
+waypoints of a move, at 20-80% of the way and up to 20% of the distance to the side, kept above
+the blocks, and one random waypoint in the workspace between stacking steps. An episode ends when
+its plan is done (each carried block resting on its column, the gripper open above it) or after
+250 steps; only completed episodes are kept. `--random-episode-fraction` mixes in that fraction of
+episodes of uniform random actions, 250 steps each, kept regardless (the sub-optimal data of
+Table 1: 0, 0.5, 0.75). Episode i uses the generator seeded (seed, i) and env seed
+seed * 1000003 + i, so the data does not depend on --workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.block_stacking import BLOCK_HALF, GRIPPER_Z_RANGE, BlockStackingEnv, supported_heights
+from envs.datasets import write_minari
+from envs.errors import SpirlError
+from envs.registry import LOCAL_DATASETS
+
+DATASET_ID = "spirl/block-stacking-scripted-v0"
+REACHED = 0.01  # m: a waypoint counts as reached this close
+STEP_GAIN = 1 / 0.05  # full speed (5 cm per step) until 5 cm from the waypoint, then proportional
+CLEARANCE = 0.12  # m above the highest block top the gripper carries a block across
+GRIP_STEPS = 3  # env steps to close or open the fingers
+
+
+@dataclass
+class Args:
+    episodes: int = 37_000
+    """number of episodes to keep (the paper used 37,000)"""
+    out: str = LOCAL_DATASETS[DATASET_ID][0]
+    """Minari dataset directory to write (replaced atomically when complete)"""
+    seed: int = 0
+    """seed of scenes, plans and subgoals; the same seed gives the same dataset"""
+    random_episode_fraction: float = 0.0
+    """fraction of the episodes that are uniform random actions instead of the scripted policy (sub-optimal data, Table 1)"""
+    max_stacks: int = 3
+    """stacking steps planned per episode: 1 to this many"""
+    overwrite: bool = False
+    """replace an existing dataset at --out"""
+    workers: int = 0
+    """processes collecting episodes in parallel (0: one per CPU core); the data does not depend on it"""
+
+
+# ----------------------------------------------------------------------------- the scripted policy
+
+
+def column_tops(block_yz: np.ndarray) -> list[int]:
+    """Indices of the blocks with nothing on them (each column's top block)."""
+    dy = np.abs(block_yz[:, None, 0] - block_yz[None, :, 0])
+    dz = block_yz[None, :, 1] - block_yz[:, None, 1]
+    covered = ((dy < 2 * BLOCK_HALF) & (dz > BLOCK_HALF)).any(1)
+    return [i for i in range(len(block_yz)) if not covered[i]]
+
+
+def with_subgoals(start: np.ndarray, waypoints: list, rng: np.random.Generator, floor: float) -> list:
+    """Insert one pseudo-random subgoal before each waypoint: 20-80% of the way there, pushed sideways
+    by up to 20% of the distance (the authors' noise), never below `floor` (clear of the blocks)."""
+    out, here = [], start
+    for target in waypoints:
+        diff = target[:2] - here[:2]
+        length = np.linalg.norm(diff)
+        if length > 0.05:
+            side = np.array([-diff[1], diff[0]]) / length
+            sub = here[:2] + rng.uniform(0.2, 0.8) * diff + rng.uniform(-0.2, 0.2) * length * side
+            sub[1] = max(sub[1], min(floor, max(here[1], target[1])))
+            out.append(np.array([*sub, target[2]]))
+        out.append(target)
+        here = target
+    return out
+
+
+def plan_stack(state: np.ndarray, source: int, target: int, rng: np.random.Generator) -> list:
+    """Waypoints (y, z, grip) that move block `source` onto block `target`, with subgoals. A waypoint
+    with a 4th entry holds still for that many steps (closing or opening the fingers)."""
+    blocks = state[8:].reshape(-1, 3)[:, 1:]
+    safe = min(blocks[:, 1].max() + BLOCK_HALF + CLEARANCE + BLOCK_HALF, GRIPPER_Z_RANGE[1] - 0.02)
+    (ys, zs), (yt, zt) = blocks[source], blocks[target]
+    here = np.array([state[1], state[2], 1.0])
+    approach = [np.array([state[1], safe, 1.0]), np.array([ys, safe, 1.0]), np.array([ys, zs, 1.0])]
+    carry = [np.array([ys, safe, 0.0]), np.array([yt, safe, 0.0]), np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 0.0])]
+    floor = safe - 0.02
+    return [*with_subgoals(here, approach, rng, floor), np.array([ys, zs, 0.0, GRIP_STEPS]),
+            *with_subgoals(approach[-1], carry, rng, floor),
+            np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 1.0, GRIP_STEPS]), np.array([yt, safe, 1.0])]  # fmt: skip
+
+
+def steer(state: np.ndarray, waypoint: np.ndarray) -> np.ndarray:
+    """[dy, dz, grip] towards the waypoint: full speed, slowing within 5 cm."""
+    move = np.clip(STEP_GAIN * (waypoint[:2] - state[1:3]), -1.0, 1.0)
+    return np.array([*move, waypoint[2]], np.float32)
+
+
+def stacked_on(block_yz: np.ndarray, top: int, bottom: int) -> bool:
+    dy = abs(block_yz[top, 0] - block_yz[bottom, 0])
+    dz = block_yz[top, 1] - block_yz[bottom, 1]
+    return dy < BLOCK_HALF and abs(dz - 2 * BLOCK_HALF) < 0.01 and not np.isnan(supported_heights(block_yz)[top])
+
+
+def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: int, max_stacks: int) -> dict:
+    """One episode of the scripted policy; "terminated" is True when its whole plan succeeded."""
+    state, _ = env.reset(seed=env_seed)
+    states, actions, rewards = [state], [], []
+    n_stacks, done_stacks = int(rng.integers(1, max_stacks + 1)), 0
+    plan, k, hold, pair = [], 0, 0, None
+    while len(actions) < env.max_episode_steps:
+        if k == len(plan):  # the current stacking step is over: check it, then plan the next one
+            if pair is not None:
+                if not stacked_on(env.block_yz(), *pair):
+                    break  # a failed stacking step fails the episode
+                done_stacks += 1
+            if done_stacks == n_stacks:
+                break
+            tops = column_tops(env.block_yz())
+            source, target = rng.choice(tops, 2, replace=False)
+            pair, k, hold = (int(source), int(target)), 0, 0
+            plan = plan_stack(state, *pair, rng)
+            if done_stacks > 0 and rng.random() < 0.5:  # a random detour between stacking steps
+                limit = env.half_length - 0.1
+                plan.insert(0, np.array([rng.uniform(-limit, limit), rng.uniform(plan[0][1], GRIPPER_Z_RANGE[1] - 0.05), 1.0]))
+        waypoint = plan[k]
+        action = steer(state, waypoint)
+        state, reward, _, _, _ = env.step(action)
+        states.append(state)
+        actions.append(action)
+        rewards.append(reward)
+        if len(waypoint) == 4:  # grip in place for a few steps
+            hold += 1
+            if hold >= waypoint[3]:
+                k, hold = k + 1, 0
+        elif np.all(np.abs(state[1:3] - waypoint[:2]) < REACHED):
+            k += 1
+    return {"states": np.asarray(states, np.float32), "actions": np.asarray(actions, np.float32),
+            "rewards": np.asarray(rewards, np.float32), "terminated": done_stacks == n_stacks and done_stacks > 0,
+            "seed": env_seed, "stacks": done_stacks, "random": False}  # fmt: skip
+
+
+def random_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: int) -> dict:
+    """Uniform random actions for a whole episode (250 steps)."""
+    state, _ = env.reset(seed=env_seed)
+    states, actions, rewards = [state], [], []
+    for _ in range(env.max_episode_steps):
+        action = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+        state, reward, _, _, _ = env.step(action)
+        states.append(state)
+        actions.append(action)
+        rewards.append(reward)
+    return {"states": np.asarray(states, np.float32), "actions": np.asarray(actions, np.float32),
+            "rewards": np.asarray(rewards, np.float32), "terminated": False, "seed": env_seed, "stacks": 0,
+            "random": True}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the collector
+
+
+def collect_chunk(args: Args, first: int, count: int) -> tuple[list[dict], dict]:
+    """Episode indices first .. first + count - 1: the kept episodes (failed scripted ones dropped)
+    and counts. Index i is a random-action episode when its generator's first draw is below
+    --random-episode-fraction; each depends only on (seed, i), not on the chunking."""
+    env = BlockStackingEnv.training()
+    kept, counts = [], {"scripted": 0, "failed": 0, "steps": 0}
+    for i in range(first, first + count):
+        rng = np.random.default_rng([args.seed, i])
+        env_seed = args.seed * 1_000_003 + i
+        if rng.random() < args.random_episode_fraction:
+            episode = random_episode(env, rng, env_seed)
+        else:
+            episode = scripted_episode(env, rng, env_seed, args.max_stacks)
+            counts["scripted"] += 1
+            counts["failed"] += not episode["terminated"]
+        counts["steps"] += len(episode["actions"])
+        if episode["terminated"] or episode["random"]:
+            kept.append(episode)
+    return kept, counts
+
+
+def collect(args: Args) -> dict:
+    from tqdm import tqdm
+
+    if args.episodes < 1 or args.max_stacks < 1:
+        raise SpirlError(f"--episodes and --max-stacks must be at least 1 (got {args.episodes}, {args.max_stacks})")
+    if not 0.0 <= args.random_episode_fraction <= 1.0:
+        raise SpirlError(f"--random-episode-fraction must be in [0, 1] (got {args.random_episode_fraction})")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise SpirlError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
+    workers = args.workers or os.cpu_count() or 1
+    episodes, totals, start, next_index = [], {"scripted": 0, "failed": 0, "steps": 0}, time.time(), 0
+    bar = tqdm(total=args.episodes, desc="block stacking demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30)
+    with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+        chunk = min(100, args.episodes)
+        while len(episodes) < args.episodes:  # chunks of indices, `workers` at a time, kept in index order
+            firsts = [next_index + chunk * k for k in range(workers)]
+            next_index += chunk * workers
+            for kept, counts in pool.map(collect_chunk, [args] * workers, firsts, [chunk] * workers):
+                totals = {k: totals[k] + counts[k] for k in totals}
+                kept = kept[: args.episodes - len(episodes)]
+                episodes += kept
+                bar.update(len(kept))
+            success = 1 - totals["failed"] / max(totals["scripted"], 1)
+            bar.set_postfix(scripted_success=f"{success:.0%}", steps_per_s=f"{totals['steps'] / (time.time() - start):.0f}")
+    bar.close()
+    seconds = time.time() - start
+    write_minari(args.out, episodes, DATASET_ID, BlockStackingEnv.training(), args.seed,
+                 algorithm="scripted stacking policy with random subgoals (envs/block_stacking_demos.py)",
+                 description=f"Block stacking, 5 blocks, 1-{args.max_stacks} stacking steps per episode; random-action "
+                 f"episode fraction {args.random_episode_fraction}. Observations: the 23-dim state.")  # fmt: skip
+    summary = {"episodes": len(episodes), "transitions": sum(len(e["actions"]) for e in episodes),
+               "scripted_success": 1 - totals["failed"] / max(totals["scripted"], 1), "seconds": seconds,
+               "env_steps_per_s": totals["steps"] / seconds}  # fmt: skip
+    print(f"wrote {args.out}: {summary['episodes']} episodes, {summary['transitions']} transitions; the scripted policy "
+          f"completed {summary['scripted_success']:.1%} of its episodes; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} "
+          f"env steps/s, failed episodes included)")  # fmt: skip
+    return summary
+
+
+class _InProcess:
+    """ProcessPoolExecutor's map, run in this process (--workers 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
+def main(argv: list[str] | None = None):
+    import tyro
+
+    args = tyro.cli(Args, args=argv)
+    try:
+        collect(args)
+    except SpirlError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
