@@ -111,3 +111,35 @@ def test_image_observation_shows_the_blocks_where_the_simulator_has_them():
     r, c = np.nonzero(is_block)  # and every block-coloured pixel lies on some block
     on_a_block = (np.abs(c[:, None] + 0.5 - cols[None]) <= half) & (np.abs(r[:, None] + 0.5 - rows[None]) <= half)
     assert on_a_block.any(1).all() and len(r) >= 2 * 9
+
+
+def test_scripted_policy_completes_stacks_from_the_collectors_start_states():
+    from envs.block_stacking_demos import scripted_episode, stacked_on
+
+    env = BlockStackingEnv.training()
+    results = [scripted_episode(env, np.random.default_rng([7, i]), 7_000 + i, max_stacks=1) for i in range(10)]
+    assert sum(r["terminated"] for r in results) >= 8, [r["stacks"] for r in results]
+    for r in results:
+        if r["terminated"]:
+            final = r["states"][-1]
+            assert blocks_stacked(final[8:].reshape(-1, 3)[:, 1:]) >= 1 and final[7] > 0.1  # a stack, fingers open
+            assert len(r["actions"]) < 250 and len(r["states"]) == len(r["actions"]) + 1
+
+
+def test_collector_keeps_successes_mixes_random_episodes_and_ignores_the_worker_count(tmp_path):
+    import minari
+
+    from envs.block_stacking_demos import Args, collect
+
+    summaries, datasets = [], []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        summaries.append(collect(Args(episodes=8, out=str(out), seed=3, random_episode_fraction=0.5, workers=workers)))
+        datasets.append(list(minari.MinariDataset(str(out / "data")).iterate_episodes()))
+    assert summaries[0]["episodes"] == 8 and 0.5 < summaries[0]["scripted_success"] <= 1.0
+    for a, b in zip(*datasets):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+    lengths = [len(e.actions) for e in datasets[0]]
+    assert 0 < lengths.count(250) < 8  # random-action episodes run 250 steps, scripted ones end when done
+    assert all(e.observations.shape[1] == 8 + 3 * 5 for e in datasets[0])
