@@ -158,41 +158,55 @@ COLOURS = {  # RGB
 
 
 def _coverage(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """(K,), (K,), (P + 1,) -> (K, P): the share of each pixel interval that [lo, hi] covers."""
-    return np.clip(np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1]), 0, None) / (
-        edges[1] - edges[0])  # fmt: skip
+    """(B, K) intervals, (B, P + 1) pixel edges (increasing) -> (B, K, P): the share of each pixel
+    that each interval covers."""
+    overlap = np.minimum(hi[..., None], edges[:, None, 1:]) - np.maximum(lo[..., None], edges[:, None, :-1])
+    return np.clip(overlap, 0, None) / (edges[:, None, 1:2] - edges[:, None, :1])
+
+
+def render_views(states: np.ndarray, half_length: float) -> np.ndarray:
+    """(B, 8 + 3 n) states -> (B, 3, 32, 32) uint8 front views (looking along -x: columns are y, rows
+    are z, the top row up), centred on the gripper, drawn from the state alone: table, barriers,
+    blocks (axis-aligned: the state has no block angles) and the gripper's palm and fingers at their
+    opening. Shapes are anti-aliased by their pixel coverage, so the image moves smoothly."""
+    states = np.asarray(states, dtype=np.float64)
+    b = len(states)
+    y_g, z_g, opening = states[:, 1:2], states[:, 2:3], states[:, 7:8]  # (B, 1) each
+    blocks = states[:, 8:].reshape(b, -1, 3)
+    steps = np.linspace(0, VIEW_SIZE, VIEW_PIXELS + 1)
+    ys = y_g - VIEW_SIZE / 2 + steps  # (B, 33) column edges
+    zs = z_g - VIEW_BELOW - VIEW_SIZE / 2 + steps  # (B, 33) row edges, bottom row first
+
+    def boxes(y_lo, y_hi, z_lo, z_hi) -> np.ndarray:  # (B, K) each -> (B, 32, 32) coverage of their union
+        cover_z = _coverage(*np.broadcast_arrays(z_lo, z_hi), zs)[:, :, ::-1]  # top row first
+        cover_y = _coverage(*np.broadcast_arrays(y_lo, y_hi), ys)
+        return np.clip(cover_z.transpose(0, 2, 1) @ cover_y, 0, 1)
+
+    s, finger_w, finger_h = BLOCK_HALF, 0.02, 2 * BLOCK_HALF - 0.005
+    ones = np.ones((b, 1))
+    fingers_and_palm = (np.hstack([y_g - opening / 2 - finger_w, y_g + opening / 2, y_g - MAX_OPENING / 2 - 0.02]),
+                        np.hstack([y_g - opening / 2, y_g + opening / 2 + finger_w, y_g + MAX_OPENING / 2 + 0.02]),
+                        np.hstack([z_g - s, z_g - s, z_g + s + 0.005]),
+                        np.hstack([z_g - s + finger_h, z_g - s + finger_h, z_g + s + 0.025]))  # fmt: skip
+    layers = [  # painter's order: later layers cover earlier ones
+        ("table", boxes(-half_length * ones, half_length * ones, (TABLE_TOP - 1.0) * ones, TABLE_TOP * ones)),
+        ("barrier", boxes(np.array([[-half_length - 0.02, half_length]]), np.array([[-half_length, half_length + 0.02]]),
+                          TABLE_TOP * np.ones((1, 2)), (TABLE_TOP + 1.0) * np.ones((1, 2)))),  # fmt: skip
+        ("block", boxes(blocks[:, :, 1] - s, blocks[:, :, 1] + s, blocks[:, :, 2] - s, blocks[:, :, 2] + s)),
+        ("gripper", boxes(*fingers_and_palm)),
+    ]
+    image = np.empty((b, 3, VIEW_PIXELS, VIEW_PIXELS), np.float32)
+    image[:] = np.array(COLOURS["background"], np.float32)[None, :, None, None]
+    for name, cover in layers:  # image += (colour - image) * coverage, per channel
+        cover = cover.astype(np.float32)
+        for c, value in enumerate(COLOURS[name]):
+            image[:, c] += (value - image[:, c]) * cover
+    return np.rint(image).astype(np.uint8)
 
 
 def render_view(state: np.ndarray, half_length: float) -> np.ndarray:
-    """(3, 32, 32) uint8 front view (looking along -x: image columns are y, rows are z, top row up),
-    centred on the gripper, drawn from the state vector: table, barriers, blocks (axis-aligned, as the
-    state has no block angles) and the gripper's palm and fingers at their opening. Shapes are
-    anti-aliased by their pixel coverage, so the image moves smoothly with the state."""
-    y_g, z_g, opening = state[1], state[2], state[7]
-    blocks = state[8:].reshape(-1, 3)[:, 1:]
-    ys = y_g - VIEW_SIZE / 2 + np.linspace(0, VIEW_SIZE, VIEW_PIXELS + 1)
-    zs = (z_g - VIEW_BELOW) + VIEW_SIZE / 2 - np.linspace(0, VIEW_SIZE, VIEW_PIXELS + 1)  # top row first
-    zs_up = zs[::-1]  # increasing, for coverage; flipped back below
-
-    def boxes(y_lo, y_hi, z_lo, z_hi) -> np.ndarray:  # (K,) each -> (32, 32) coverage of their union
-        cov = _coverage(np.asarray(z_lo), np.asarray(z_hi), zs_up)[:, ::-1, None] * _coverage(
-            np.asarray(y_lo), np.asarray(y_hi), ys)[:, None, :]  # fmt: skip
-        return np.clip(cov.sum(0), 0, 1)
-
-    s, finger_w, finger_h = BLOCK_HALF, 0.02, 2 * BLOCK_HALF - 0.005
-    layers = [
-        ("table", boxes([-half_length], [half_length], [TABLE_TOP - 1.0], [TABLE_TOP])),
-        ("barrier", boxes([-half_length - 0.02, half_length], [-half_length, half_length + 0.02],
-                          [TABLE_TOP] * 2, [TABLE_TOP + 1.0] * 2)),  # fmt: skip
-        ("block", boxes(blocks[:, 0] - s, blocks[:, 0] + s, blocks[:, 1] - s, blocks[:, 1] + s)),
-        ("gripper", boxes([y_g - opening / 2 - finger_w, y_g + opening / 2, y_g - MAX_OPENING / 2 - 0.02],
-                          [y_g - opening / 2, y_g + opening / 2 + finger_w, y_g + MAX_OPENING / 2 + 0.02],
-                          [z_g - s, z_g - s, z_g + s + 0.005], [z_g - s + finger_h, z_g - s + finger_h, z_g + s + 0.025])),  # fmt: skip
-    ]
-    image = np.broadcast_to(np.array(COLOURS["background"], float)[:, None, None], (3, VIEW_PIXELS, VIEW_PIXELS))
-    for name, cover in layers:  # painter's order: later layers cover earlier ones
-        image = image * (1 - cover) + np.array(COLOURS[name], float)[:, None, None] * cover
-    return np.round(image).astype(np.uint8)
+    """(3, 32, 32) uint8 front view of one state (see render_views)."""
+    return render_views(np.asarray(state)[None], half_length)[0]
 
 
 # ----------------------------------------------------------------------------- the env
