@@ -51,7 +51,7 @@ class Args:
     prior_layers: int = 6
     """hidden layers of the skill prior MLP (app. B.1: 6)"""
     image: bool = False
-    """image skill prior (maze): p_a(z | s) sees two stacked 32 x 32 top-down frames through 3 conv layers instead of the state vector (app. B.1, C)"""
+    """image skill prior (maze, block stacking): p_a(z | s) sees two stacked 32 x 32 frames (maze: top-down, block stacking: front view) through 3 conv layers instead of the state vector (app. B.1, C)"""
     beta: float | None = None
     """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (kitchen 5e-4, maze and block stacking 1e-2), or the resumed run's"""
     lr: float = 1e-3
@@ -227,7 +227,9 @@ class SkillPrior(nn.Module):
     def forward(self, observation: torch.Tensor):
         if self.conv is None:
             return split_gaussian(self.net(observation))
-        frames = observation[:, self.state_dim :].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
+        # The frames are the observation's last IMAGE_DIM values, whatever the state's size before them
+        # (block stacking: 23 dims in the 5-block data, 41 in the 11-block task).
+        frames = observation[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
         return split_gaussian(self.net(self.conv(frames)))
 
 
@@ -410,8 +412,11 @@ def check_args(args: Args):
         raise SpirlError(f"--beta must be >= 0 (got {args.beta})")
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    if args.image and args.env != "maze":
-        raise SpirlError(f"--image needs an env with image observations (maze); --env {args.env} has none yet")
+    if args.image and args.env not in ("maze", "block_stacking"):
+        raise SpirlError(f"--image needs an env with image observations (maze, block_stacking); --env {args.env} has none")
+    if args.env == "block_stacking" and not args.image:
+        raise SpirlError("--env block_stacking needs --image: its data has 5 blocks (23-dim states) and the task 11 "
+                         "(41 dims), which only the image prior bridges (the paper's set-up)")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
         make_env(args.env, **rollout_env_kwargs(args)).close()
 
@@ -463,7 +468,11 @@ def load_windows(config: dict) -> tuple[WindowSampler, WindowSampler | None]:
     episodes = load_episodes(config["dataset"], config["env"])
     train_episodes, val_episodes = split_episodes(episodes, config["val_fraction"], config["seed"])
     observe = [None, None]
-    if config["image"]:  # the image observations are rendered per batch from each episode's layout
+    if config["image"] and config["env"] == "block_stacking":  # frames rendered per batch from the states
+        from envs.block_stacking import DatasetViews as BlockViews
+
+        observe = [BlockViews(), BlockViews()]
+    elif config["image"]:  # the maze's frames are rendered per batch from each episode's layout
         from envs.maze import DatasetViews
 
         if any(e.seed is None for e in episodes):

@@ -209,6 +209,25 @@ def render_view(state: np.ndarray, half_length: float) -> np.ndarray:
     return render_views(np.asarray(state)[None], half_length)[0]
 
 
+class DatasetViews:
+    """The image observations of a block-stacking dataset's steps (recorded in the training scene),
+    rendered on demand from the stored states. Called with episode indices (B,) (unused: the state
+    alone fixes the view), the states one step earlier (B, S) and the states (B, S), it returns what
+    BlockStackingEnv.training(image=True) observes there: the state, then the previous and the
+    current frame scaled to [0, 1], (B, S + 6144) float32."""
+
+    def __init__(self, half_length: float = TRAIN_HALF_LENGTH):
+        self.half_length = half_length
+
+    def __call__(self, episode, previous_states, states):
+        import torch  # envs needs torch only here, for the data pipeline of spirl_pretrain.py
+
+        frames = np.concatenate([render_views(np.asarray(previous_states), self.half_length),
+                                 render_views(np.asarray(states), self.half_length)], axis=1)  # fmt: skip
+        frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
+        return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
+
+
 # ----------------------------------------------------------------------------- the env
 
 

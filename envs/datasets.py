@@ -57,7 +57,7 @@ def observations_to_states(env: str, observations, source: str) -> np.ndarray:
         mapping = {30: lambda o: o, 59: v1_observation_to_state, 60: d4rl_observation_to_state}
         if dim in mapping:
             return np.ascontiguousarray(mapping[dim](obs))
-    elif dim == state_dim:
+    elif dim == state_dim or dim in env_spec(env).get("data_state_dims", ()):
         return obs
     raise SpirlError(
         f"{source}: observations have shape {obs.shape[1:]}, which does not fit --env {env} "
