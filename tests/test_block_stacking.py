@@ -167,6 +167,21 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
                              warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
                              log_every=10, threads=1, run_name=str(tmp_path / "rl")))  # fmt: skip
     assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
+    from baselines import ssp  # the skill-space policy without a prior, on the same decoder
+
+    run = ssp.train(ssp.Args(env="block_stacking", prior_checkpoint=result["checkpoint"], total_env_steps=1000,
+                             warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
+                             log_every=10, threads=1, run_name=str(tmp_path / "ssp")))  # fmt: skip
+    assert run["env_steps"] >= 1000 and run["updates"] > 0
+
+
+def test_flat_sac_runs_on_the_11_block_task(tmp_path):
+    from baselines import sac as flat_sac
+
+    run = flat_sac.train(flat_sac.Args(env="block_stacking", total_env_steps=1000, hidden=16, layers=2, batch_size=16,
+                                       warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50, threads=1,
+                                       run_name=str(tmp_path / "sac")))  # fmt: skip
+    assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
 
 
 def test_block_stacking_state_prior_is_refused_with_the_fix():
