@@ -205,10 +205,19 @@ class SkillPrior(nn.Module):
     spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.
     """
 
-    def __init__(self, state_dim: int, latent_dim: int, hidden_dim: int, layers: int, image: bool = False):
+    def __init__(self, state_dim: int, latent_dim: int, hidden_dim: int, layers: int, image: bool = False,
+                 state_features: str | None = None):  # fmt: skip
         super().__init__()
-        self.config = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers, image=image)
+        self.config = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers, image=image,
+                           state_features=state_features)  # fmt: skip
         self.state_dim = state_dim
+        # "nearest_blocks" (block stacking without images): the MLP sees the gripper and the 5 blocks
+        # nearest to it (envs/block_stacking.py), so the 5-block data and the 11-block task fit one net.
+        self.features = None
+        if state_features == "nearest_blocks":
+            from envs.block_stacking import FEATURE_DIM, nearest_blocks
+
+            self.features, state_dim = nearest_blocks, FEATURE_DIM
         self.conv, width = None, state_dim
         if image:
             convs, channels = [], IMAGE_SHAPE[0]
@@ -226,7 +235,7 @@ class SkillPrior(nn.Module):
 
     def forward(self, observation: torch.Tensor):
         if self.conv is None:
-            return split_gaussian(self.net(observation))
+            return split_gaussian(self.net(observation if self.features is None else self.features(observation)))
         # The frames are the observation's last IMAGE_DIM values, whatever the state's size before them
         # (block stacking: 23 dims in the 5-block data, 41 in the 11-block task).
         frames = observation[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
@@ -236,11 +245,12 @@ class SkillPrior(nn.Module):
 class SkillModel(nn.Module):
     """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict."""
 
-    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, image=False, **_):
+    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, image=False,
+                 state_features=None, **_):  # fmt: skip
         super().__init__()
         self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
         self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon)
-        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers, image)
+        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers, image, state_features)
         for m in self.modules():  # the authors' init: Xavier-normal weights, zero biases
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
@@ -414,9 +424,6 @@ def check_args(args: Args):
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.image and args.env not in ("maze", "block_stacking"):
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking); --env {args.env} has none")
-    if args.env == "block_stacking" and not args.image:
-        raise SpirlError("--env block_stacking needs --image: its data has 5 blocks (23-dim states) and the task 11 "
-                         "(41 dims), which only the image prior bridges (the paper's set-up)")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
         make_env(args.env, **rollout_env_kwargs(args)).close()
 
@@ -457,6 +464,8 @@ def resolve_config(args: Args, ckpt: dict | None) -> dict:
         "env": args.env, "state_dim": spec["state_dim"], "action_dim": spec["action_dim"],
         "skill_horizon": args.skill_horizon, "latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim,
         "prior_layers": args.prior_layers, "image": args.image, "dataset": dataset, "seed": args.seed, "val_fraction": args.val_fraction,
+        # Block stacking's state prior sees features that fit both its 5-block data and the 11-block task.
+        "state_features": "nearest_blocks" if args.env == "block_stacking" and not args.image else None,
         "beta": args.beta if args.beta is not None else saved.get("beta", DEFAULT_BETA[args.env]),
         "num_steps": args.num_steps if args.num_steps is not None else saved.get("num_steps", 100_000),
         "lr": args.lr, "batch_size": args.batch_size,

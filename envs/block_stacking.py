@@ -142,6 +142,30 @@ def blocks_stacked(block_yz: np.ndarray) -> int:
     return int(round(tower_height(block_yz) / (2 * BLOCK_HALF)))
 
 
+# ----------------------------------------------------------------------------- state features
+
+
+NEAREST_BLOCKS = 5  # the training scene's block count
+FEATURE_DIM = 8 + 3 * NEAREST_BLOCKS
+
+
+def nearest_blocks(states):
+    """(B, 8 + 3 n) torch states, any n >= NEAREST_BLOCKS -> (B, 23): the gripper's 8 values, then the
+    5 blocks nearest to the gripper as (x, y, z) relative to it, nearest first.
+
+    Why: networks trained on the offline data see 5-block states (23 dims) and must act in the
+    11-block task (41 dims). These features are the same size in both scenes and describe what is
+    around the gripper, wherever on the table it is (as the authors' image priors do with a view
+    that follows the gripper). Used by state-based priors and policies fit to the data."""
+    import torch  # envs needs torch only here and in DatasetViews
+
+    gripper = states[:, :8]
+    relative = states[:, 8:].reshape(len(states), -1, 3) - gripper[:, None, :3]
+    order = relative.square().sum(-1).argsort(dim=1, stable=True)[:, :NEAREST_BLOCKS]
+    nearest = torch.gather(relative, 1, order[..., None].expand(-1, -1, 3))
+    return torch.cat([gripper, nearest.flatten(1)], dim=1)
+
+
 # ----------------------------------------------------------------------------- rendering (numpy)
 
 

@@ -184,8 +184,33 @@ def test_flat_sac_runs_on_the_11_block_task(tmp_path):
     assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
 
 
-def test_block_stacking_state_prior_is_refused_with_the_fix():
-    import spirl_pretrain as sp
+def test_nearest_block_features_fit_the_5_block_data_and_the_11_block_task():
+    import torch
 
-    with pytest.raises(sp.SpirlError, match="needs --image"):
-        sp.train(sp.Args(env="block_stacking"))
+    from envs.block_stacking import nearest_blocks
+
+    small = BlockStackingEnv.training()
+    small.reset(seed=3)
+    five = torch.as_tensor(small.state())[None]
+    blocks = five[0, 8:].reshape(5, 3)
+    far = torch.tensor([[0.0, y, REST_Z] for y in (-1.1, -1.0, 1.0, 1.05, 1.1, 1.15)])  # six more, far away
+    eleven = torch.cat([five[0, :8], torch.cat([far[:3], blocks.flip(0), far[3:]]).flatten()])[None]
+    assert eleven.shape == (1, 41)
+    torch.testing.assert_close(nearest_blocks(eleven), nearest_blocks(five))  # the same 5 nearest, same order
+    features = nearest_blocks(five)[0, 8:].reshape(5, 3)
+    distances = features[:, 1:].norm(dim=1)
+    assert features.shape == (5, 3) and torch.all(distances[1:] >= distances[:-1])  # relative, nearest first
+
+
+def test_state_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_block_task(block_dataset, tmp_path):
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+
+    result = sp.train(sp.Args(env="block_stacking", dataset=block_dataset, num_steps=6, batch_size=8, hidden_dim=16,
+                              prior_layers=2, val_fraction=0.2, val_every=3, log_every=3, run_name=str(tmp_path / "skills")))  # fmt: skip
+    _, config = sp.load_skill_model(result["checkpoint"])
+    assert config["state_features"] == "nearest_blocks" and not config["image"]
+    run = sac.train(sac.Args(env="block_stacking", prior_checkpoint=result["checkpoint"], total_env_steps=1000,
+                             warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
+                             log_every=10, threads=1, run_name=str(tmp_path / "rl")))  # fmt: skip
+    assert run["env_steps"] >= 1000 and run["updates"] > 0
