@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = 1
 @dataclass
 class Args:
     env: str = "kitchen"
-    """task family whose state/action space the data and model use (kitchen)"""
+    """task family whose state/action space the data and model use (kitchen, maze, block_stacking)"""
     dataset: str | None = None
     """Minari dataset id (e.g. D4RL/kitchen/mixed-v2, needs internet), local Minari directory, D4RL .hdf5 file, or spirl/kitchen-scripted-v0 (the kitchen default: scripted demos written by `python -m envs.kitchen_demos`)"""
     skill_horizon: int = 10

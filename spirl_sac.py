@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = 1
 @dataclass
 class Args:
     env: str = "kitchen"
-    """downstream task family (kitchen)"""
+    """downstream task family (kitchen, maze, block_stacking)"""
     prior_checkpoint: str | None = None
     """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder and the skill prior; default: the one shipped in checkpoints/ (kitchen: trained on the scripted data)"""
     tasks: tuple[str, ...] | None = None

@@ -41,13 +41,13 @@ KIND = "bc_sac"
 @dataclass
 class Args:
     env: str = "kitchen"
-    """downstream task family (kitchen, maze)"""
+    """downstream task family (kitchen, maze, block_stacking)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     total_env_steps: int | None = None
     """env steps to train for (default 1.5M); with --resume, default: the run's own"""
     dataset: str | None = None
-    """offline data for behavioural cloning (default: the env's, as spirl_pretrain.py: kitchen spirl/kitchen-scripted-v0, maze spirl/maze-planner-v0)"""
+    """offline data for behavioural cloning (default: the env's, as spirl_pretrain.py: kitchen spirl/kitchen-scripted-v0, maze spirl/maze-planner-v0, block_stacking spirl/block-stacking-scripted-v0)"""
     bc_steps: int = 20_000
     """gradient steps of behavioural cloning before RL"""
     bc_batch_size: int = 128
@@ -135,10 +135,17 @@ class TwinCritic(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian."""
+    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian.
+    On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
+    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int):
+    def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks: bool = False):
         super().__init__()
+        self.features = None
+        if nearest_blocks:
+            from envs.block_stacking import FEATURE_DIM, nearest_blocks as features
+
+            self.features, state_dim = features, FEATURE_DIM
         blocks, width = [], state_dim
         for _ in range(layers):
             blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
@@ -150,7 +157,7 @@ class GaussianPolicy(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
-        mu, log_sigma = self.net(state).chunk(2, dim=-1)
+        mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
@@ -235,7 +242,8 @@ def behavioural_cloning(config: dict) -> tuple[GaussianPolicy, dict]:
     episodes = load_episodes(config["dataset"], config["env"])
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
-    policy = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"])
+    policy = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"],
+                            nearest_blocks=config["env"] == "block_stacking")
     # Adam, not spirl_pretrain.py's RAdam: this MLP has no BatchNorm, so raw maze coordinates give NLL
     # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
     optimizer = torch.optim.Adam(policy.parameters(), lr=config["bc_lr"])
@@ -399,7 +407,8 @@ def resolve_config(args: Args, ckpt: dict | None) -> dict:
 def build_learner(config: dict, bc_policy: GaussianPolicy | None) -> Learner:
     spec = env_spec(config["env"])
     state_dim, action_dim = spec["state_dim"], spec["action_dim"]
-    policy = GaussianPolicy(state_dim, action_dim, config["hidden"], config["layers"])
+    policy = GaussianPolicy(state_dim, action_dim, config["hidden"], config["layers"],
+                            nearest_blocks=config["env"] == "block_stacking")
     if bc_policy is not None:  # RL starts from the cloned policy
         policy.load_state_dict(bc_policy.state_dict())
     critic = TwinCritic(state_dim, action_dim, config["hidden"], config["layers"])

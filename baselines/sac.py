@@ -38,7 +38,7 @@ KIND = "sac"
 @dataclass
 class Args:
     env: str = "kitchen"
-    """downstream task family (kitchen, maze)"""
+    """downstream task family (kitchen, maze, block_stacking)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     total_env_steps: int | None = None
@@ -124,10 +124,17 @@ class TwinCritic(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian."""
+    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian.
+    On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
+    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int):
+    def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks: bool = False):
         super().__init__()
+        self.features = None
+        if nearest_blocks:
+            from envs.block_stacking import FEATURE_DIM, nearest_blocks as features
+
+            self.features, state_dim = features, FEATURE_DIM
         blocks, width = [], state_dim
         for _ in range(layers):
             blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
@@ -139,7 +146,7 @@ class GaussianPolicy(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
-        mu, log_sigma = self.net(state).chunk(2, dim=-1)
+        mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 

@@ -42,7 +42,7 @@ KIND = "ssp"
 @dataclass
 class Args:
     env: str = "kitchen"
-    """downstream task family (kitchen)"""
+    """downstream task family (kitchen, maze, block_stacking)"""
     prior_checkpoint: str | None = None
     """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder (its prior is not used); default: the one shipped in checkpoints/"""
     tasks: tuple[str, ...] | None = None

@@ -214,3 +214,17 @@ def test_state_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
                              warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
                              log_every=10, threads=1, run_name=str(tmp_path / "rl")))  # fmt: skip
     assert run["env_steps"] >= 1000 and run["updates"] > 0
+
+
+@pytest.mark.parametrize("name", ["bc_sac", "flat_prior"])
+def test_data_fit_baselines_run_on_the_11_block_task(name, block_dataset, tmp_path):
+    """BC + SAC and the flat prior fit their policy to the 5-block data and act in the 11-block task
+    through the nearest-block features."""
+    import importlib
+
+    module = importlib.import_module(f"baselines.{name}")
+    fit = {"bc_sac": {"bc_steps": 20}, "flat_prior": {"prior_steps": 20}}[name]
+    run = module.train(module.Args(env="block_stacking", dataset=block_dataset, total_env_steps=1000, hidden=16, layers=2,
+                                   batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50,
+                                   threads=1, run_name=str(tmp_path / name), **fit))  # fmt: skip
+    assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
