@@ -117,7 +117,8 @@ def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: 
     """One episode of the scripted policy; "terminated" is True when its whole plan succeeded."""
     state, _ = env.reset(seed=env_seed)
     states, actions, rewards = [state], [], []
-    n_stacks, done_stacks = int(rng.integers(1, max_stacks + 1)), 0
+    # Each stacking step joins two columns, so at most (columns - 1) steps fit the scene.
+    n_stacks, done_stacks = min(int(rng.integers(1, max_stacks + 1)), len(column_tops(env.block_yz())) - 1), 0
     plan, k, hold, pair = [], 0, 0, None
     while len(actions) < env.max_episode_steps:
         if k == len(plan):  # the current stacking step is over: check it, then plan the next one
