@@ -26,6 +26,8 @@ gripper starting 0.4 m above the table, 10 env steps per second.
 - `image=True` appends two stacked 32 x 32 RGB front views (previous, current) centred on the
   gripper, drawn orthographically with numpy from the state vector alone (`render_view`), so a
   dataset's frames can be rendered from its stored states.
+- `nearest_blocks(states)`: 23 features (the gripper and its 5 nearest blocks, relative to it) that
+  fit both the 5-block data and the 11-block task, for state-based networks fit to the data.
 """
 
 from __future__ import annotations
