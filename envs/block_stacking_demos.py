@@ -23,13 +23,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from envs.block_stacking import BLOCK_HALF, GRIPPER_Z_RANGE, BlockStackingEnv, supported_heights
-from envs.datasets import write_minari
+from envs.datasets import worker_pool, write_minari
 from envs.errors import SpirlError
 from envs.registry import LOCAL_DATASETS
 
@@ -200,10 +199,10 @@ def collect(args: Args) -> dict:
         raise SpirlError(f"--random-episode-fraction must be in [0, 1] (got {args.random_episode_fraction})")
     if os.path.exists(args.out) and not args.overwrite:
         raise SpirlError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
-    workers = args.workers or os.cpu_count() or 1
+    pool, workers = worker_pool(args.workers)
     episodes, totals, start, next_index = [], {"scripted": 0, "failed": 0, "steps": 0}, time.time(), 0
     bar = tqdm(total=args.episodes, desc="block stacking demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30)
-    with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+    with pool:
         chunk = min(100, args.episodes)
         while len(episodes) < args.episodes:  # chunks of indices, `workers` at a time, kept in index order
             firsts = [next_index + chunk * k for k in range(workers)]
@@ -228,19 +227,6 @@ def collect(args: Args) -> dict:
           f"completed {summary['scripted_success']:.1%} of its episodes; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} "
           f"env steps/s, failed episodes included)")  # fmt: skip
     return summary
-
-
-class _InProcess:
-    """ProcessPoolExecutor's map, run in this process (--workers 1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)
 
 
 def main(argv: list[str] | None = None):

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,3 +300,28 @@ def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int
         if os.path.exists(out):
             shutil.rmtree(out)
         shutil.move(os.path.join(tmp, *dataset_id.split("/")), out)
+
+
+# ----------------------------------------------------------------------------- collectors' worker pool
+
+
+def worker_pool(workers: int):
+    """What the demo collectors map their chunks over: a ProcessPoolExecutor of `workers` processes
+    (0: one per core), or for 1 the same `map` run in this process. Returns (pool, worker count)."""
+    if workers < 0:
+        raise SpirlError(f"--workers must be 0 (one per core) or a positive count (got {workers})")
+    workers = workers or os.cpu_count() or 1
+    return (ProcessPoolExecutor(workers) if workers > 1 else _InProcess()), workers
+
+
+class _InProcess:
+    """ProcessPoolExecutor's map, run in this process (--workers 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)

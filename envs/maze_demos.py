@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from envs.datasets import write_minari
+from envs.datasets import worker_pool, write_minari
 from envs.errors import SpirlError
 from envs.maze import MazeEnv, cell_to_xy, shortest_path
 from envs.registry import LOCAL_DATASETS
@@ -102,12 +101,12 @@ def collect(args: Args) -> dict:
         raise SpirlError(f"--random-action-fraction must be in [0, 1] (got {args.random_action_fraction})")
     if os.path.exists(args.out) and not args.overwrite:
         raise SpirlError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
-    workers = args.workers or os.cpu_count() or 1
+    pool, _ = worker_pool(args.workers)
     firsts = range(0, args.episodes, 100)  # chunks of 100 episodes, collected in order
     counts = [min(100, args.episodes - i) for i in firsts]
     episodes, steps, reached, start = [], 0, 0, time.time()
     bar = tqdm(total=args.episodes, desc="maze demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30)
-    with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+    with pool:
         for done in pool.map(collect_chunk, [args] * len(counts), firsts, counts):
             episodes += done
             steps += sum(len(e["actions"]) for e in done)
@@ -125,19 +124,6 @@ def collect(args: Args) -> dict:
     print(f"wrote {args.out}: {summary['episodes']} episodes, {steps} transitions, {summary['reached_goal']:.1%} reach "
           f"their goal; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} env steps/s)")  # fmt: skip
     return summary
-
-
-class _InProcess:
-    """ProcessPoolExecutor's map, run in this process (--workers 1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)
 
 
 def main(argv: list[str] | None = None):

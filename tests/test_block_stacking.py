@@ -145,6 +145,17 @@ def test_collector_keeps_successes_mixes_random_episodes_and_ignores_the_worker_
     assert all(e.observations.shape[1] == 8 + 3 * 5 for e in datasets[0])
 
 
+def test_collector_rejects_bad_flags_with_one_line_errors(tmp_path):
+    from envs.block_stacking_demos import Args, collect
+    from envs.errors import SpirlError
+
+    for bad, flag in ((dict(workers=-1), "--workers"), (dict(random_episode_fraction=1.5), "--random-episode-fraction"),
+                      (dict(episodes=0), "--episodes")):  # fmt: skip
+        with pytest.raises(SpirlError, match=flag):
+            collect(Args(out=str(tmp_path / "x"), **bad))
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.fixture(scope="module")
 def block_dataset(tmp_path_factory):
     from envs.block_stacking_demos import Args, collect

@@ -2,11 +2,13 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import sweep
@@ -103,7 +105,7 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
     import plot_fig4
 
     sweep_dir = tmp_path / "runs" / "fig"
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     for env, metric in (("kitchen", "subtasks_completed"), ("maze", "success")):
         for method, level in (("spirl", 2.0), ("sac", 0.0)):
             for seed in (1, 2):
@@ -135,7 +137,7 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
     while time.time() < deadline and not any(p.name.startswith("events.") for p in run_dir.glob("*")):
         time.sleep(0.5)  # the run is training once its tensorboard file exists
     time.sleep(3)
-    driver.send_signal(__import__("signal").SIGINT)
+    driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=180)
     assert driver.returncode == 130, out
     status = json.loads((run_dir / "sweep.json").read_text())
