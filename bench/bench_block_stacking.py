@@ -62,7 +62,8 @@ def main():
     parser.add_argument("--generate", type=int, default=500, help="episodes for the generation-rate run")
     args = parser.parse_args()
     results = {"command": "python bench/bench_block_stacking.py " + " ".join(sys.argv[1:]),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "raw_env_steps_per_s": {}}  # fmt: skip
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+               "load_average_at_start": os.getloadavg()[0], "raw_env_steps_per_s": {}}  # fmt: skip
     for name, make in (("11-block task", BlockStackingEnv.downstream), ("5-block training scene", BlockStackingEnv.training)):
         for image in (False, True):
             rate = raw_steps_per_s(make(image=image))

@@ -40,9 +40,10 @@ ENV_SPECS = {
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt"),
     },
     # Block stacking (envs/block_stacking.py): the downstream scene has 11 blocks, so its state is
-    # 8 + 3 * 11 = 41 dims; the training data is recorded in the 5-block scene (23 dims), which only
-    # image priors bridge (their input is the frames, as the authors'). The data comes from
-    # `python -m envs.block_stacking_demos`.
+    # 8 + 3 * 11 = 41 dims; the training data is recorded in the 5-block scene (23 dims). Image priors
+    # bridge the two through the frames (as the authors'), state-based networks through the 23
+    # nearest-block features of envs.block_stacking.nearest_blocks. The data comes from
+    # `python -m envs.block_stacking_demos`; the shipped model has the paper's image prior.
     "block_stacking": {
         "state_dim": 41,
         "data_state_dims": (23, 41),
