@@ -1,10 +1,16 @@
 """envs/block_stacking.py (issue 10, in progress): physics, reward and image observations."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from envs.block_stacking import (BLOCK_HALF, COLOURS, MAX_OPENING, REST_Z, VIEW_BELOW, VIEW_PIXELS, VIEW_SIZE, BlockStackingEnv,
                                  blocks_stacked, render_view, tower_height)  # fmt: skip
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def move(env, y, z, grip, max_steps=80):
@@ -178,6 +184,11 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
                              warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
                              log_every=10, threads=1, run_name=str(tmp_path / "rl")))  # fmt: skip
     assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
+    for checkpoint, name in ((result["checkpoint"], "prior"), (run["checkpoint"], "policy")):  # the docs' snapshots
+        out = tmp_path / f"{name}.png"
+        subprocess.run([sys.executable, os.path.join(REPO, "docs", "plot_block_stacking.py"), checkpoint, "--out", str(out),
+                        "--snapshots", "3"], check=True, capture_output=True)  # fmt: skip
+        assert out.stat().st_size > 5000
     from baselines import ssp  # the skill-space policy without a prior, on the same decoder
 
     run = ssp.train(ssp.Args(env="block_stacking", prior_checkpoint=result["checkpoint"], total_env_steps=1000,

@@ -1,0 +1,132 @@
+"""Snapshots of one episode of the 11-block task: the whole table, and the 32 x 32 views an image
+policy sees at the same steps.
+
+    python docs/plot_block_stacking.py runs/<spirl_sac run>/checkpoint.pt --out docs/block_stacking_spirl.png
+    python docs/plot_block_stacking.py checkpoints/block-stacking-image-skills.pt --out docs/block_stacking_prior.png
+
+Given a spirl_sac.py run's checkpoint.pt, the policy's mean skill is executed (as in its evaluations);
+given a spirl_pretrain.py checkpoint, skills are sampled from the learned prior p_a(z | s). Either
+way each skill is decoded into H actions executed open-loop. The scene is drawn from the state
+vector (blocks are drawn upright: the state has no block angles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import matplotlib
+import numpy as np
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from envs import SpirlError  # noqa: E402
+from envs.block_stacking import (BLOCK_HALF, COLOURS, MAX_OPENING, TABLE_TOP, BlockStackingEnv,  # noqa: E402
+                                 render_view)  # fmt: skip
+from spirl_pretrain import SkillModel, load_skill_model  # noqa: E402
+
+
+def load_actor(path: str):
+    """(skill model, choose(state, generator) -> H actions) from a spirl_sac.py or spirl_pretrain.py checkpoint."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True) if os.path.isfile(path) else None
+    if ckpt is None:
+        raise SpirlError(f"{path} does not exist; pass a spirl_sac.py runs/<run>/checkpoint.pt or a spirl_pretrain.py checkpoint")
+    if ckpt.get("kind") == "spirl_sac":
+        from spirl_sac import make_policy, squash
+
+        model = SkillModel(**ckpt["skill_config"])
+        model.load_state_dict(ckpt["skill_model"])
+        policy = make_policy(model, prior_init=False)
+        policy.load_state_dict(ckpt["learner"]["policy"])
+        env_name = ckpt["config"]["env"]
+
+        def choose(state, generator):  # the policy's mean skill, as spirl_sac.py's evaluations
+            return model.decoder(squash(policy(torch.as_tensor(state)[None])[0]))[0]
+    else:
+        model, config = load_skill_model(path)
+        env_name = config["env"]
+
+        def choose(state, generator):  # z ~ p_a(z | s)
+            mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
+            return model.decoder(mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+
+    if env_name != "block_stacking":
+        raise SpirlError(f"{path} was trained for --env {env_name}; this plot needs a block_stacking checkpoint")
+    return model.eval(), choose
+
+
+@torch.no_grad()
+def run_episode(model, choose, image: bool, seed: int) -> tuple[list[np.ndarray], list[int]]:
+    """The states and blocks stacked at every step of one downstream episode."""
+    env = BlockStackingEnv.downstream(image=image)
+    generator = torch.Generator().manual_seed(seed)
+    observation, info = env.reset(seed=seed)
+    states, stacked, done = [env.state()], [info["blocks_stacked"]], False
+    while not done:
+        for action in choose(observation, generator).clamp(-1, 1).numpy():
+            observation, _, terminated, truncated, info = env.step(action)
+            states.append(env.state())
+            stacked.append(info["blocks_stacked"])
+            done = terminated or truncated
+            if done:
+                break
+    return states, stacked
+
+
+def draw_scene(ax, state: np.ndarray, half_length: float):
+    colour = {k: np.array(v) / 255 for k, v in COLOURS.items()}
+    ax.set_facecolor(colour["background"])
+    ax.add_patch(Rectangle((-half_length, TABLE_TOP - 0.1), 2 * half_length, 0.1, color=colour["table"]))
+    for side in (-1, 1):
+        ax.add_patch(Rectangle((side * half_length - (side < 0) * 0.02, TABLE_TOP), 0.02, 0.7, color=colour["barrier"]))
+    for y, z in state[8:].reshape(-1, 3)[:, 1:]:
+        ax.add_patch(Rectangle((y - BLOCK_HALF, z - BLOCK_HALF), 2 * BLOCK_HALF, 2 * BLOCK_HALF, color=colour["block"]))
+    y, z, opening = state[1], state[2], state[7]
+    ax.add_patch(Rectangle((y - MAX_OPENING / 2 - 0.02, z + BLOCK_HALF + 0.005), MAX_OPENING + 0.04, 0.02, color=colour["gripper"]))
+    for side in (-1, 1):  # the fingers, 2 cm wide, inner faces `opening` apart
+        ax.add_patch(Rectangle((y + side * opening / 2 - (side < 0) * 0.02, z - BLOCK_HALF + 0.005), 0.02, 2 * BLOCK_HALF,
+                               color=colour["gripper"]))  # fmt: skip
+    ax.set_xlim(-half_length - 0.05, half_length + 0.05)
+    ax.set_ylim(TABLE_TOP - 0.06, 1.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="spirl_sac.py runs/<run>/checkpoint.pt, or a spirl_pretrain.py checkpoint")
+    parser.add_argument("--out", default="docs/block_stacking.png")
+    parser.add_argument("--snapshots", type=int, default=6, help="snapshots, evenly spread over the episode")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        model, choose = load_actor(args.checkpoint)
+    except SpirlError as e:
+        sys.exit(f"error: {e}")
+    states, stacked = run_episode(model, choose, model.skill_prior.config.get("image", False), args.seed)
+    half_length = BlockStackingEnv.downstream().half_length
+    steps = np.linspace(0, len(states) - 1, args.snapshots).round().astype(int)
+    fig, axes = plt.subplots(2, args.snapshots, figsize=(2.6 * args.snapshots, 3.4), height_ratios=(1, 1.1))
+    for column, t in enumerate(steps):
+        draw_scene(axes[0, column], states[t], half_length)
+        axes[0, column].set_title(f"step {t}: {stacked[t]} stacked (best {max(stacked[: t + 1])})", fontsize=8)
+        axes[1, column].imshow(render_view(states[t], half_length).transpose(1, 2, 0))
+        axes[1, column].set_xticks([])
+        axes[1, column].set_yticks([])
+    axes[1, 0].set_ylabel("32 x 32 view", fontsize=8)
+    fig.suptitle(f"{os.path.relpath(args.checkpoint)}, seed {args.seed}: at most {max(stacked)} blocks stacked", fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}: {len(states) - 1} steps, at most {max(stacked)} blocks stacked, {stacked[-1]} at the end")
+
+
+if __name__ == "__main__":
+    main()
