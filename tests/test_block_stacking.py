@@ -171,6 +171,19 @@ def block_dataset(tmp_path_factory):
     return str(out)
 
 
+def test_loader_reads_the_scripted_dataset_as_5_block_states_and_actions(block_dataset):
+    from envs.datasets import load_episodes
+
+    episodes = load_episodes(block_dataset, "block_stacking")
+    assert len(episodes) == 6
+    for episode in episodes:
+        assert episode.states.shape[1] == 8 + 3 * 5 and episode.actions.shape[1] == 3
+        assert len(episode.states) == len(episode.actions) + 1 <= 251
+        assert np.all(episode.actions[:, 2] >= 0) and np.all(np.abs(episode.actions) <= 1)
+        # every kept scripted episode ends with its last planned stack done: a tower on the table
+        assert blocks_stacked(episode.states[-1, 8:].reshape(-1, 3)[:, 1:]) >= 1
+
+
 def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_block_task(block_dataset, tmp_path):
     import spirl_pretrain as sp
     import spirl_sac as sac
