@@ -34,9 +34,12 @@ from spirl_pretrain import SkillModel, load_skill_model  # noqa: E402
 
 def load_actor(path: str):
     """(skill model, choose(state, generator) -> H actions) from a spirl_sac.py or spirl_pretrain.py checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True) if os.path.isfile(path) else None
-    if ckpt is None:
+    if not os.path.isfile(path):
         raise SpirlError(f"{path} does not exist; pass a spirl_sac.py runs/<run>/checkpoint.pt or a spirl_pretrain.py checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpirlError(f"cannot read {path} ({type(e).__name__}); it is corrupt or not a checkpoint, use another one") from None
     if ckpt.get("kind") == "spirl_sac":
         from spirl_sac import make_policy, squash
 

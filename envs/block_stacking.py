@@ -143,7 +143,12 @@ def tower_height(block_yz: np.ndarray) -> float:
 
 def blocks_stacked(block_yz: np.ndarray) -> int:
     """Blocks on top of the base block of the highest supported tower (the paper's "blocks stacked")."""
-    return int(round(tower_height(block_yz) / (2 * BLOCK_HALF)))
+    return blocks_in_tower(tower_height(block_yz))
+
+
+def blocks_in_tower(height: float) -> int:
+    """Blocks stacked on a tower's base block, from the tower's height (m)."""
+    return int(round(height / (2 * BLOCK_HALF)))
 
 
 # ----------------------------------------------------------------------------- state features
@@ -365,7 +370,7 @@ class BlockStackingEnv(gym.Env):
         return np.concatenate([state, frames.ravel()])
 
     def _info(self, height: float) -> dict:
-        return {"blocks_stacked": int(round(height / (2 * BLOCK_HALF))), "lifted": int(self.lifted.sum()),
+        return {"blocks_stacked": blocks_in_tower(height), "lifted": int(self.lifted.sum()),
                 "delivered": int(self.delivered.sum())}  # fmt: skip
 
     # ---- gym API

@@ -1,4 +1,4 @@
-"""envs/block_stacking.py (issue 10, in progress): physics, reward and image observations."""
+"""Block stacking (issue 10): physics, reward, image observations, the scripted data and the methods on it."""
 
 import os
 import subprocess
