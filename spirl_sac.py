@@ -7,9 +7,11 @@ high-level reward is the sum of the H env rewards. pi is trained with SAC in whi
 is replaced by -alpha * KL(pi(z|s) || p_a(z|s)) towards the learned skill prior (eq. 3), and alpha is
 tuned so that this divergence stays near a target delta (Alg. 1 line 12).
 
-    python spirl_sac.py --env kitchen --delta 5 --prior-checkpoint runs/<pretrain run>/checkpoint.pt
-    python spirl_sac.py --resume runs/<run>/checkpoint.pt      # continue a killed or finished run
+    python spirl_sac.py --env kitchen --delta 5            # the shipped skill model of checkpoints/
+    python spirl_sac.py --env kitchen --prior-checkpoint runs/<pretrain run>/checkpoint.pt
+    python spirl_sac.py --resume runs/<run>/checkpoint.pt  # continue a killed or finished run
 
+The SSP ablation (the same skills, SAC's entropy bonus instead of the prior) is baselines/ssp.py.
 Details the paper leaves open follow the authors' code (clvrai/spirl), as noted where they appear.
 """
 
@@ -17,12 +19,10 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -31,9 +31,8 @@ import torch.nn.functional as F
 import tyro
 
 from envs import SpirlError, env_spec, make_env
+from envs.runs import RunLogger, StopRequest, check_finite, read_checkpoint, resumed_args, run_folder, save_checkpoint
 from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, gaussian_kl, load_skill_model
-
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -41,23 +40,21 @@ class Args:
     env: str = "kitchen"
     """downstream task family (kitchen, maze, block_stacking)"""
     prior_checkpoint: str | None = None
-    """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder and the skill prior; default: the one shipped in checkpoints/ (kitchen: trained on the scripted data)"""
+    """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder and the skill prior;
+    default: the one shipped in checkpoints/"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     delta: float | None = None
-    """target divergence: alpha is tuned so that KL(pi || p_a) stays near it (app. B.2: kitchen 5, maze 1, block stacking 5)"""
+    """target divergence: alpha is tuned so that KL(pi || p_a) stays near it (default per env, app. B.2: kitchen 5,
+    maze 1, block stacking 5)"""
     total_env_steps: int | None = None
-    """env steps to train for (the authors' kitchen budget: 1.5M); with --resume, default: the run's own"""
-    skill_prior: Literal["learned", "none"] = "learned"
-    """'learned': regularise towards p_a (SPiRL); 'none': no prior, the usual SAC entropy bonus with target entropy -|Z| and a freshly initialised policy (the SSP ablation)"""
+    """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     prior_init: bool = True
-    """initialise pi as an exact copy of the prior network (app. F); --no-prior-init starts from random weights (app. F ablation)"""
+    """initialise pi as an exact copy of the prior network (app. F); --no-prior-init starts from random weights"""
     critic_layers: int | None = None
-    """hidden layers of each critic (default per env from the authors' code: kitchen 5, maze and block stacking 2)"""
+    """hidden layers of each critic (default per env from the authors' configs: kitchen 5, maze and block stacking 2)"""
     critic_hidden: int = 256
     """units per critic layer (authors: 256)"""
-    critic_bf16: bool = False
-    """run the critics' matmuls in bfloat16 (autocast; weights, losses and optimiser stay float32): 2x faster matmuls on CPUs with AVX512-BF16, Q-values rounded to ~3 digits inside the network"""
     gamma: float = 0.99
     """discount per high-level step (app. B.2)"""
     tau: float = 5e-3
@@ -74,8 +71,14 @@ class Args:
     """Adam learning rate of the critics (Alg. 1 lambda_Q)"""
     alpha_lr: float = 3e-4
     """Adam learning rate of log alpha (Alg. 1 lambda_alpha)"""
-    overlap_updates: bool = True
-    """run each gradient step in a second thread while the env executes the next skill (updates see the replay one transition late); --no-overlap-updates keeps Algorithm 1's strict order"""
+    seed: int = 1
+    """seed for network init, skill sampling, replay sampling and the env"""
+    overlap_updates: bool = False
+    """speed (off by default): run each gradient step in a second thread while the env executes the next skill;
+    each update then sees the replay one transition late, so this is no longer Algorithm 1's strict order"""
+    critic_bf16: bool = False
+    """speed (off by default): run the critics' matmuls in bfloat16 (weights, losses and optimiser stay float32);
+    2x faster matmuls on CPUs with AVX512-BF16, Q-values rounded to ~3 digits inside the network"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
     eval_episodes: int = 10
@@ -84,26 +87,18 @@ class Args:
     """gradient steps between logged loss means (and the NaN/inf check)"""
     checkpoint_every: int = 50_000
     """env steps between checkpoints (written at the next episode end, replay buffer included)"""
-    seed: int = 1
-    """seed for network init, skill sampling, replay sampling and the env"""
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
     """checkpoint.pt of a spirl_sac.py run to continue (its own settings are used; --total-env-steps may extend it)"""
     threads: int = 0
-    """torch CPU threads (0: all cores but one with --overlap-updates, as the env runs on the remaining core; else torch's default)"""
+    """torch CPU threads (0: torch's default; with --overlap-updates all cores but one, the env runs on the last)"""
 
 
-# Per-env defaults from the paper (delta, app. B.2) and the authors' configs (critic depth).
-DEFAULT_DELTA = {"kitchen": 5.0, "maze": 1.0, "block_stacking": 5.0}
-# The task-progress figure each env reports in `info` (read at an episode's end), logged as
-# charts/<name> and charts/eval_<name>: the y-axes of the paper's Fig. 4.
-PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
-DEFAULT_CRITIC_LAYERS = {"kitchen": 5, "maze": 2, "block_stacking": 2}
-DEFAULT_TOTAL_ENV_STEPS = 1_500_000
-MAX_KL = 100.0  # the authors clamp their divergence estimate to +-100 (the issue is silent on a clamp)
+MAX_KL = 100.0  # the authors clamp their divergence estimate to +-100 (the paper is silent on a clamp)
 SKILL_RANGE = 2.0  # z = 2 * tanh(u): the policy's skills lie in [-2, 2]^|Z| (app. B.2)
-LOSS_TERMS = ("qf1", "qf2", "actor", "alpha", "alpha_value", "kl_to_prior")
+# The values sac_update returns, and where each is logged.
+LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/kl_to_prior")
 
 
 # ----------------------------------------------------------------------------- networks
@@ -118,9 +113,9 @@ class TwinCritic(nn.Module):
     the state vector only, as the authors' maze critics (SplitObsMLPCritic) do.
     """
 
-    def __init__(self, state_dim: int, latent_dim: int, hidden: int, layers: int, bf16: bool = False):
+    def __init__(self, state_dim: int, latent_dim: int, hidden: int, layers: int):
         super().__init__()
-        self.bf16, self.state_dim = bf16, state_dim
+        self.state_dim = state_dim
         sizes = [state_dim + latent_dim] + [hidden] * layers + [1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -130,26 +125,24 @@ class TwinCritic(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(2, 1, n_out)))
 
     def forward(self, state: torch.Tensor, skill: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        """(B, S), (B, Z) -> (2, B): both critics' Q-values (float32, also with bf16 matmuls). frozen:
-        the weights enter detached, so a loss through this pass trains only what produced `skill` (the
-        actor loss), without toggling requires_grad on the critics every step."""
+        """(B, S), (B, Z) -> (2, B): both critics' Q-values. frozen: the weights enter detached, so a loss
+        through this pass trains only what produced `skill` (the actor loss), without toggling
+        requires_grad on the critics every step."""
         x = torch.cat([state[:, : self.state_dim], skill], dim=-1).expand(2, -1, -1)
         last = len(self.weights) - 1
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-                x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
-                if i < last:
-                    x = F.leaky_relu(x, 0.2)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
+            if i < last:
+                x = F.leaky_relu(x, 0.2)
         return x.squeeze(-1).float()
 
 
-def make_policy(skill_model: SkillModel, prior_init: bool) -> SkillPrior:
+def make_policy(skill_prior: SkillPrior, prior_init: bool) -> SkillPrior:
     """pi(z | s): the prior's architecture; an exact copy of the trained prior (weights and BatchNorm
     statistics) when prior_init, so that pi = p_a before the first update (app. F)."""
-    prior = skill_model.skill_prior
-    policy = SkillPrior(**prior.config)
+    policy = SkillPrior(**skill_prior.config)
     if prior_init:
-        policy.load_state_dict(prior.state_dict())
+        policy.load_state_dict(skill_prior.state_dict())
     else:
         for m in policy.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -181,52 +174,39 @@ def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma) -> torch.Tensor:
     return gaussian_kl(mu, log_sigma, prior_mu, prior_log_sigma).sum(-1).clamp(max=MAX_KL)
 
 
-def squashed_log_prob(u, mu, log_sigma) -> torch.Tensor:
-    """log pi(z | s) of z = 2 tanh(u), u ~ N(mu, sigma): the sampled negative entropy of plain SAC,
-    used with --skill-prior none (where it plays the role of KL(pi || uniform), Sec. 3.3)."""
-    log_n = (-0.5 * ((u - mu) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * math.log(2 * math.pi)).sum(-1)
-    # log |dz/du| = log 2 + log(1 - tanh(u)^2), written stably as log 2 + 2 (log 2 - u - softplus(-2u)).
-    log_det = (math.log(SKILL_RANGE) + 2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
-    return log_n - log_det
-
-
 @dataclass
 class Learner:
     """Everything Algorithm 1 updates, plus the frozen prior p_a it regularises towards."""
 
     policy: SkillPrior
-    skill_prior: SkillPrior | None  # None with --skill-prior none
+    skill_prior: SkillPrior
     critic: TwinCritic
     critic_target: TwinCritic
     log_alpha: torch.Tensor
     policy_opt: torch.optim.Optimizer
     critic_opt: torch.optim.Optimizer
     alpha_opt: torch.optim.Optimizer
-    target_divergence: float  # delta (or -target entropy = |Z| with --skill-prior none)
+    target_divergence: float  # delta
     gamma: float
     tau: float
 
     @torch.no_grad()
     def prior_of(self, states: torch.Tensor) -> torch.Tensor:
-        """p_a(z | s) as [mu, log sigma] (B, 2|Z|); zeros with --skill-prior none (then unused). The
-        prior is frozen, so this is computed once per state, when it is stored in the replay buffer."""
-        if self.skill_prior is None:
-            return torch.zeros(len(states), 2 * self.policy.config["latent_dim"])
+        """p_a(z | s) as [mu, log sigma] (B, 2|Z|). The prior is frozen, so this is computed once per
+        state, when the transition is stored in the replay buffer (it saves two prior passes per update)."""
         return torch.cat(self.skill_prior(states), dim=-1)
 
-    def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None, prior: torch.Tensor | None = None):
-        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), divergence to the prior, per state).
+    def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None, prior=None):
+        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), KL(pi(.|s) || p_a(.|s)) per state).
         `prior`: p_a(z | s) of these states as prior_of gives it (computed here when None)."""
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
-        if self.skill_prior is None:
-            return squash(u), squashed_log_prob(u, mu, log_sigma)
         prior_mu, prior_log_sigma = (self.prior_of(states) if prior is None else prior).chunk(2, dim=-1)
         return squash(u), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
 
 
 @torch.no_grad()
-def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator, next_prior=None) -> torch.Tensor:
+def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator, next_prior=None):
     """Alg. 1 line 9: r~ + gamma [min_i Q_target_i(s', z') - alpha KL(pi(.|s') || p_a(.|s'))], z' ~ pi(.|s').
 
     The prior divergence stands where SAC has the entropy. A true termination stops the bootstrap; a
@@ -237,8 +217,8 @@ def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, g
 
 
 def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> torch.Tensor:
-    """One gradient step of Algorithm 1 (lines 9-13); returns the losses as one tensor (no host sync).
-    `batch`: (s, z, r~, s', terminal, p_a(.|s), p_a(.|s')) as ReplayBuffer.sample gives it; the two
+    """One gradient step of Algorithm 1 (lines 9-13); returns the LOSS_TAGS values as one tensor (no host
+    sync). `batch`: (s, z, r~, s', terminal, p_a(.|s), p_a(.|s')) as ReplayBuffer.sample gives it; the two
     prior terms may be None (then computed here)."""
     states, skills, rewards, next_states, terminals, priors, next_priors = batch
     alpha = learner.log_alpha.exp().detach()
@@ -271,8 +251,33 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
     # Line 13: Polyak averaging of the target critics.
     with torch.no_grad():
         torch._foreach_lerp_(list(learner.critic_target.parameters()), list(learner.critic.parameters()), learner.tau)
-    return torch.stack([qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha,
-                        divergence.mean()])  # fmt: skip
+    losses = (qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, divergence.mean())
+    return torch.stack(losses)
+
+
+def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Learner:
+    """Alg. 1 lines 1-2: pi initialised from p_a, two critics and their targets, alpha = 1."""
+    latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
+    policy = make_policy(skill_model.skill_prior, args.prior_init)
+    critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
+    critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
+    return Learner(
+        policy=policy,
+        skill_prior=skill_model.skill_prior,
+        critic=critic,
+        critic_target=critic_target,
+        log_alpha=log_alpha,
+        policy_opt=torch.optim.Adam(policy.parameters(), lr=args.policy_lr, **adam),
+        critic_opt=torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **adam),
+        alpha_opt=torch.optim.Adam([log_alpha], lr=args.alpha_lr, **adam),
+        target_divergence=args.delta,
+        gamma=args.gamma,
+        tau=args.tau,
+    )
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -280,7 +285,7 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
 
 class ReplayBuffer:
     """Preallocated ring buffer of high-level transitions (s, z, r~, s', terminal) (Alg. 1 line 7),
-    with the frozen prior's p_a(z | s) and p_a(z | s') of each (saves two prior passes per update).
+    with the frozen prior's p_a(z | s) and p_a(z | s') of each.
 
     Observations are stored as their state vector (float) and, for image observations, their frames
     as uint8: as floats, 1e6 transitions of two 6144-pixel observations would take 50 GB. Memory is
@@ -308,12 +313,7 @@ class ReplayBuffer:
     def _observations(self, states, frames, idx) -> torch.Tensor:
         if frames.shape[1] == 0:
             return states[idx]
-        rows = states[idx]
-        observations = torch.empty(len(rows), self.state_dim + frames.shape[1])
-        observations[:, : self.state_dim] = rows
-        observations[:, self.state_dim :] = frames[idx]  # uint8 -> float in the copy
-        observations[:, self.state_dim :].div_(255)
-        return observations
+        return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
 
     def add(self, state, skill, reward: float, next_state, terminal: bool, prior, next_prior):
         i = self.next
@@ -328,35 +328,29 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator)
-        return (self._observations(self.states, self.frames, idx), self.skills[idx], self.rewards[idx],
-                self._observations(self.next_states, self.next_frames, idx), self.terminals[idx],
-                self.priors[idx], self.next_priors[idx])  # fmt: skip
+        states = self._observations(self.states, self.frames, idx)
+        next_states = self._observations(self.next_states, self.next_frames, idx)
+        return (states, self.skills[idx], self.rewards[idx], next_states, self.terminals[idx], self.priors[idx],
+                self.next_priors[idx])
 
     def state_dict(self) -> dict:
         """Only the filled part (in storage order), so a checkpoint grows with the data, not the capacity."""
         n = self.size
         return {"next": self.next, "size": n} | {name: getattr(self, name)[:n].clone() for name in self.FIELDS}
 
-    def load_state_dict(self, saved: dict, prior_of):
-        n = saved["size"]
+    def load_state_dict(self, saved: dict):
         for name in self.FIELDS:
-            if name in saved:
-                getattr(self, name)[:n] = saved[name]
-        self.size, self.next = n, saved["next"]
-        if "priors" not in saved:  # a run saved before the buffer kept p_a: compute it now
-            for i in range(0, n, 4096):
-                rows = slice(i, min(i + 4096, n))
-                self.priors[rows] = prior_of(self._observations(self.states, self.frames, rows))
-                self.next_priors[rows] = prior_of(self._observations(self.next_states, self.next_frames, rows))
+            getattr(self, name)[: saved["size"]] = saved[name]
+        self.size, self.next = saved["size"], saved["next"]
 
 
 # ----------------------------------------------------------------------------- acting
 
 
 @torch.no_grad()
-def choose_skill(learner: Learner, decoder, state: np.ndarray, generator, deterministic: bool = False):
+def choose_skill(policy: SkillPrior, decoder, state: np.ndarray, generator, deterministic: bool = False):
     """Alg. 1 line 5: z ~ pi(z | s) (its mean when deterministic), decoded once into H actions."""
-    mu, log_sigma = learner.policy(torch.as_tensor(state)[None])
+    mu, log_sigma = policy(torch.as_tensor(state)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
     skill = squash(u)[0]
     actions = decoder(skill[None])[0].clamp(-1.0, 1.0)  # decoder mean; the env's action box is [-1, 1]
@@ -377,15 +371,15 @@ def execute_skill(env, actions: np.ndarray):
     return state, reward_sum, terminated, truncated, steps, info
 
 
-def evaluate(learner: Learner, decoder, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> dict:
+def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict) -> dict:
     """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
-    env = make_env(env_name, **env_kwargs)
-    metric, returns, progress = PROGRESS_METRIC[env_name], [], []
-    for episode in range(episodes):
-        state, _ = env.reset(seed=10_000_000 + seed * 1000 + episode)
+    env = make_env(args.env, **env_kwargs)
+    metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
+    for episode in range(args.eval_episodes):
+        state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            _, actions = choose_skill(learner, decoder, state, None, deterministic=True)
+            _, actions = choose_skill(policy, decoder, state, None, deterministic=True)
             state, reward, terminated, truncated, _, info = execute_skill(env, actions)
             episode_return += reward
             done = terminated or truncated
@@ -395,43 +389,159 @@ def evaluate(learner: Learner, decoder, env_name: str, env_kwargs: dict, episode
     return {"return": float(np.mean(returns)), metric: float(np.mean(progress))}
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- speed flags (opt-in)
+# Not part of Algorithm 1 and off by default: each only changes how fast the computation runs
+# (--critic-bf16 also rounds it, --overlap-updates reorders it). Kept in this one block.
 
 
-def save_checkpoint(path: str, payload: dict, kind: str = "spirl_sac"):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = f"{path}.tmp{os.getpid()}"
+def use_bf16(critic: TwinCritic):
+    """--critic-bf16: the critic's forward pass under bfloat16 autocast, its Q-values returned as float32."""
+    forward = critic.forward
+
+    def bf16_forward(*inputs, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(*inputs, **kwargs).float()
+
+    critic.forward = bf16_forward
+
+
+class OverlappedUpdates:
+    """--overlap-updates: the gradient step (lines 8-13) runs in a second thread while the env executes the
+    next skill (line 6), on the replay as it was before that skill's transition is stored. Measured on 2
+    cores: one learner thread beside the env beats two (oversubscribed)."""
+
+    def __init__(self, learn, enabled: bool):
+        self.learn, self.pool = learn, ThreadPoolExecutor(max_workers=1) if enabled else None
+
+    @contextmanager
+    def during_env_step(self, learning: bool):
+        pending = self.pool.submit(self.learn) if self.pool is not None and learning else None
+        try:
+            yield
+        finally:
+            if pending is not None:
+                pending.result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+def train(args: Args) -> dict:
+    ckpt = read_checkpoint(args.resume, "spirl_sac", "spirl_sac.py") if args.resume else None
+    args = resolve_args(resumed_args(args, ckpt))
+    run_dir, ckpt_path = run_folder(args, "spirl_sac")
+    if args.threads or args.overlap_updates:
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
+    torch.manual_seed(args.seed)
+    if ckpt is None:
+        skill_model, skill_config = load_skills(args)
+    else:
+        skill_config = ckpt["skill_config"]
+        skill_model = SkillModel(**skill_config)
+        skill_model.load_state_dict(ckpt["skill_model"])
+    skill_model.eval().requires_grad_(False)
+    decoder, skill_horizon = skill_model.decoder, skill_config["skill_horizon"]
+
+    # Alg. 1 lines 1-2: replay buffer, policy (a copy of the prior), critics, alpha.
+    learner = build_learner(args, skill_model, skill_config)
+    image_dim = IMAGE_DIM if skill_config["image"] else 0
+    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim)
+    act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
+    learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
+    env_steps = updates = episodes = 0
+    if ckpt is not None:
+        load_learner_state(learner, ckpt["learner"])
+        buffer.load_state_dict(ckpt["replay"])
+        act_gen.set_state(ckpt["rng"]["act"])
+        learn_gen.set_state(ckpt["rng"]["learn"])
+        env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
+    # An image prior (and so the policy, its copy) needs the env's image observations.
+    env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if skill_config["image"] else {})
+    env = make_env(args.env, **env_kwargs)
+    metric = env_spec(args.env)["progress_metric"]
+    losses = []  # sac_update's outputs since the last log
+
+    def learn():  # Alg. 1 lines 8-13: one gradient step on a batch from the replay
+        losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {
+            "args": asdict(args), "skill_config": skill_config, "skill_model": skill_model.state_dict(),
+            "learner": learner_state(learner), "replay": buffer.state_dict(), "env_steps": env_steps,
+            "updates": updates, "episodes": episodes, "rng": {"act": act_gen.get_state(), "learn": learn_gen.get_state()},
+        }, kind="spirl_sac")  # fmt: skip
+
+    if args.critic_bf16:
+        use_bf16(learner.critic)
+        use_bf16(learner.critic_target)
+    overlap = OverlappedUpdates(learn, args.overlap_updates)
+    log = RunLogger(run_dir, args, args.total_env_steps, env_steps, ckpt is not None, desc="spirl_sac")
+    next_eval = 0 if ckpt is None else (env_steps // args.eval_every + 1) * args.eval_every
     try:
-        torch.save({"format": CHECKPOINT_FORMAT, "kind": kind, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        with StopRequest() as stop:
+            while env_steps < args.total_env_steps and not stop.requested:
+                if env_steps >= next_eval:
+                    log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+                    next_eval = (env_steps // args.eval_every + 1) * args.eval_every
+
+                # ALGO LOGIC: one episode of Algorithm 1 (lines 3-13).
+                # Each training episode has its own seed, so a resumed run sees the same episodes.
+                state, _ = env.reset(seed=args.seed * 1_000_003 + episodes)
+                state_prior = learner.prior_of(torch.as_tensor(state)[None])[0]
+                episode_start, episode_return, done = env_steps, 0.0, False
+                while not done:
+                    learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
+                    skill, actions = choose_skill(learner.policy, decoder, state, act_gen)  # line 5
+                    with overlap.during_env_step(learning):  # a no-op without --overlap-updates
+                        next_state, reward, terminated, truncated, steps, info = execute_skill(env, actions)  # line 6
+                    next_prior = learner.prior_of(torch.as_tensor(next_state)[None])[0]
+                    # Line 7. A time-limit truncation is not a termination: the Q-target still bootstraps there.
+                    buffer.add(state, skill, reward, next_state, terminated, state_prior, next_prior)
+                    if learning and not args.overlap_updates:
+                        learn()  # lines 8-13
+                    updates += learning
+                    state, state_prior, done = next_state, next_prior, terminated or truncated
+                    episode_return += reward
+                    env_steps += steps
+
+                    if len(losses) == args.log_every:
+                        log_losses(log, losses, updates, env_steps, ckpt_path)
+                episodes += 1
+
+                # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
+                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
+                if crossed or env_steps >= args.total_env_steps or stop.requested:
+                    log_losses(log, losses, updates, env_steps, ckpt_path)
+                    checkpoint()
+            if stop.requested:
+                print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
+                return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
+            final = log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+    finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
+        overlap.close()
+        env.close()
+        log.close()
+    policy_path = os.path.join(run_dir, "policy.pt")
+    save_checkpoint(policy_path, {"args": asdict(args), "skill_config": skill_config,
+                                  "policy": learner.policy.state_dict()}, kind="spirl_sac_policy")  # fmt: skip
+    print(f"env step {env_steps}: evaluation over {args.eval_episodes} episodes: {final[metric]:.2f} "
+          f"{metric.replace('_', ' ')}, return {final['return']:.2f}\ncheckpoint: {ckpt_path}\nfinal policy: {policy_path}")
+    return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": env_steps, "updates": updates, "eval": final,
+            "learning_sps": log.learning_sps}
 
 
-def read_run_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SpirlError(f"checkpoint {path} does not exist; pass runs/<run>/checkpoint.pt of a spirl_sac.py run to --resume")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "spirl_sac" or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise SpirlError(f"{path} is not a spirl_sac.py checkpoint; --resume takes runs/<run>/checkpoint.pt of a spirl_sac.py run")
-    return ckpt
+# ----------------------------------------------------------------------------- set-up and checkpoints
+# Apparatus, not part of SPiRL: settings, loading, saving.
 
 
-# ----------------------------------------------------------------------------- set-up
-
-
-SCIENCE_FIELDS = ("env", "tasks", "delta", "skill_prior", "prior_init", "critic_layers", "critic_hidden", "critic_bf16", "gamma",
-                  "tau", "batch_size", "buffer_size", "warmup_transitions", "policy_lr", "critic_lr", "alpha_lr",
-                  "overlap_updates", "seed", "prior_checkpoint")  # fmt: skip
-
-
-def check_args(args: Args):
-    env_spec(args.env)
+def resolve_args(args: Args) -> Args:
+    """Check the flags (one-line errors) and fill the per-env defaults from envs/registry.py."""
+    spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.delta is not None and not (args.delta > 0 and math.isfinite(args.delta)):
@@ -448,258 +558,45 @@ def check_args(args: Args):
             raise SpirlError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(args, name)})")
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
+    prior_checkpoint = args.prior_checkpoint or spec["default_prior"]
+    if not os.path.isfile(prior_checkpoint) and args.prior_checkpoint is None:
+        raise SpirlError(f"no shipped skill model for --env {args.env}: pass --prior-checkpoint "
+                         f"runs/<pretrain run>/checkpoint.pt (from spirl_pretrain.py --env {args.env})")  # fmt: skip
+    return replace(args, prior_checkpoint=prior_checkpoint, delta=args.delta or spec["delta"],
+                   critic_layers=args.critic_layers or spec["critic_layers"],
+                   total_env_steps=1_500_000 if args.total_env_steps is None else args.total_env_steps)  # fmt: skip
 
 
-def resolve_config(args: Args, ckpt: dict | None) -> dict:
-    """The run's settings. A resumed run keeps its own; a flag set to something else is an error."""
-    if ckpt is not None:
-        saved, defaults = ckpt["config"], Args()
-        for name in SCIENCE_FIELDS:
-            given = getattr(args, name)
-            if given != getattr(defaults, name) and given != saved[name]:
-                raise SpirlError(f"--{name.replace('_', '-')} {given} differs from the resumed run's {saved[name]}; "
-                                 f"drop the flag (a resumed run keeps its settings) or start a new run")  # fmt: skip
-        return {**saved, "total_env_steps": args.total_env_steps or saved["total_env_steps"]}
-    config = {f.name: getattr(args, f.name) for f in fields(Args) if f.name in SCIENCE_FIELDS}
-    config["delta"] = args.delta if args.delta is not None else DEFAULT_DELTA[args.env]
-    config["critic_layers"] = args.critic_layers or DEFAULT_CRITIC_LAYERS[args.env]
-    config["total_env_steps"] = args.total_env_steps if args.total_env_steps is not None else DEFAULT_TOTAL_ENV_STEPS
-    if config["prior_checkpoint"] is None:  # the skill model shipped in the repo for this env
-        config["prior_checkpoint"] = env_spec(args.env).get("default_prior")
-        if config["prior_checkpoint"] is None or not os.path.isfile(config["prior_checkpoint"]):
-            raise SpirlError(f"no shipped skill model for --env {args.env}: pass --prior-checkpoint "
-                             f"runs/<pretrain run>/checkpoint.pt (from spirl_pretrain.py --env {args.env})")  # fmt: skip
-    return config
+def load_skills(args: Args) -> tuple[SkillModel, dict]:
+    """The pretrained skill model, checked against the env's sizes (one-line error for another env's)."""
+    spec = env_spec(args.env)
+    return load_skill_model(args.prior_checkpoint, env=args.env, state_dim=spec["state_dim"],
+                            action_dim=spec["action_dim"])  # fmt: skip
 
 
-def load_skills(config: dict, ckpt: dict | None) -> tuple[SkillModel, dict]:
-    """The pretrained skill model: from the prior checkpoint, or as saved inside the resumed run."""
-    spec = env_spec(config["env"])
-    if ckpt is not None:
-        ckpt["skill_config"].setdefault("image", False)  # runs saved before image priors existed
-        model = SkillModel(**ckpt["skill_config"])
-        model.load_state_dict(ckpt["skill_model"])
-        return model.eval().requires_grad_(False), ckpt["skill_config"]
-    model, skill_config = load_skill_model(config["prior_checkpoint"], env=config["env"],
-                                           state_dim=spec["state_dim"], action_dim=spec["action_dim"])  # fmt: skip
-    return model.requires_grad_(False), skill_config
-
-
-def build_learner(config: dict, skill_model: SkillModel, skill_config: dict) -> Learner:
-    latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
-    use_prior = config["skill_prior"] == "learned"
-    policy = make_policy(skill_model, prior_init=use_prior and config["prior_init"])
-    sizes = (state_dim, latent_dim, config["critic_hidden"], config["critic_layers"], config["critic_bf16"])
-    critic, critic_target = TwinCritic(*sizes), TwinCritic(*sizes)
-    critic_target.load_state_dict(critic.state_dict())
-    critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
-    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
-    return Learner(
-        policy=policy,
-        skill_prior=skill_model.skill_prior if use_prior else None,
-        critic=critic,
-        critic_target=critic_target,
-        log_alpha=log_alpha,
-        policy_opt=torch.optim.Adam(policy.parameters(), lr=config["policy_lr"], **adam),
-        critic_opt=torch.optim.Adam(critic.parameters(), lr=config["critic_lr"], **adam),
-        alpha_opt=torch.optim.Adam([log_alpha], lr=config["alpha_lr"], **adam),
-        # With no prior, the SAC entropy target -|Z| becomes a bound of |Z| on log pi (Sec. 3.3).
-        target_divergence=config["delta"] if use_prior else float(latent_dim),
-        gamma=config["gamma"],
-        tau=config["tau"],
-    )
+LEARNER_STATE = ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt")
 
 
 def learner_state(learner: Learner) -> dict:
-    return {name: getattr(learner, name).state_dict() for name in
-            ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt")} | {
+    return {name: getattr(learner, name).state_dict() for name in LEARNER_STATE} | {
         "log_alpha": learner.log_alpha.detach().clone()}  # fmt: skip
 
 
 def load_learner_state(learner: Learner, saved: dict):
-    for name in ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt"):
+    for name in LEARNER_STATE:
         getattr(learner, name).load_state_dict(saved[name])
     with torch.no_grad():
         learner.log_alpha.copy_(saved["log_alpha"])
 
 
-def check_losses(loss_log: torch.Tensor, n: int, first_update: int, ckpt_path: str):
-    """Stop on NaN/inf: name the gradient step and the term (checked once per log interval, no per-step sync)."""
-    finite = torch.isfinite(loss_log[:n])
-    if bool(finite.all()):
-        return
-    row, col = (~finite).nonzero()[0].tolist()
-    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
-    raise SpirlError(f"{LOSS_TERMS[col]} became {loss_log[row, col].item()} at gradient step {first_update + row}; "
-                     f"lower the learning rates or check the reward scale ({kept})")  # fmt: skip
-
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop finishes the episode, saves a checkpoint and exits."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping at the end of this episode (a checkpoint will be saved); Ctrl-C again to abort", file=sys.stderr)
-
-    def restore(self):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
-# ----------------------------------------------------------------------------- training loop
-
-
-def train(args: Args) -> dict:
-    check_args(args)
-    ckpt = read_run_checkpoint(args.resume) if args.resume else None
-    config = resolve_config(args, ckpt)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif config["overlap_updates"]:  # measured on 2 cores: 1 learner thread beside the env beats 2 (oversubscribed)
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    torch.manual_seed(config["seed"])
-    skill_model, skill_config = load_skills(config, ckpt)
-    learner = build_learner(config, skill_model, skill_config)
-    decoder, skill_horizon = skill_model.decoder, skill_config["skill_horizon"]
-    # An image prior (and so the policy, its copy) needs the env's image observations.
-    env_kwargs = ({"tasks": config["tasks"]} if config["tasks"] else {}) | ({"image": True} if skill_config["image"] else {})
-    metric = PROGRESS_METRIC[config["env"]]
-    env = make_env(config["env"], **env_kwargs)
-    buffer = ReplayBuffer(config["buffer_size"], skill_config["state_dim"], skill_config["latent_dim"],
-                          IMAGE_DIM if skill_config["image"] else 0)  # fmt: skip
-    act_gen = torch.Generator().manual_seed(config["seed"])  # skills chosen in the env
-    learn_gen = torch.Generator().manual_seed(config["seed"] + 1)  # replay batches and policy samples in updates
-    counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": 0, "next_checkpoint": args.checkpoint_every}
-    if ckpt is not None:
-        load_learner_state(learner, ckpt["learner"])
-        buffer.load_state_dict(ckpt["replay"], learner.prior_of)
-        act_gen.set_state(ckpt["rng"]["act"])
-        learn_gen.set_state(ckpt["rng"]["learn"])
-        counters = dict(ckpt["counters"], next_checkpoint=ckpt["counters"]["env_steps"] + args.checkpoint_every)
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    else:
-        run_dir = os.path.join("runs", args.run_name or f"{config['env']}__spirl_sac__{config['seed']}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-
-    def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "config": config, "skill_config": skill_config, "skill_model": skill_model.state_dict(),
-            "learner": learner_state(learner), "replay": buffer.state_dict(), "counters": counters,
-            "rng": {"act": act_gen.get_state(), "learn": learn_gen.get_state()}})  # fmt: skip
-
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
-    writer = SummaryWriter(run_dir, purge_step=counters["env_steps"] + 1 if ckpt is not None else None)
-    writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
-    total = config["total_env_steps"]
-    bar = tqdm(total=total, initial=counters["env_steps"], desc="spirl_sac", unit="step", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
-    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))
-    n_logged, shown, last_eval = 0, {}, None
-    pool = ThreadPoolExecutor(max_workers=1) if config["overlap_updates"] else None
-    stop = StopRequest()
-    sps_time, sps_steps = time.perf_counter(), counters["env_steps"]
-    timing = {"eval_s": 0.0, "start": None, "start_steps": 0}  # for the learning phase's env steps/s
-
-    def update():
-        nonlocal n_logged
-        batch = buffer.sample(config["batch_size"], learn_gen)
-        loss_log[n_logged] = sac_update(learner, batch, learn_gen)
-        n_logged += 1
-        counters["updates"] += 1
-
-    try:
-        while counters["env_steps"] < total and not stop.requested:
-            # ---- one episode (checkpoints and evaluations happen only between episodes)
-            if counters["env_steps"] >= counters["next_eval"]:
-                eval_start = time.perf_counter()
-                last_eval = evaluate(learner, decoder, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-                writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-                writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-                shown["eval"] = f"{last_eval[metric]:.2f}"
-                counters["next_eval"] = counters["env_steps"] + args.eval_every
-                timing["eval_s"] += time.perf_counter() - eval_start
-            # Each training episode has its own seed, so a resumed run sees the same episodes.
-            state, _ = env.reset(seed=config["seed"] * 1_000_003 + counters["episodes"])
-            state_prior = learner.prior_of(torch.as_tensor(state)[None])[0]
-            episode_return, done = 0.0, False
-            while not done:
-                skill, actions = choose_skill(learner, decoder, state, act_gen)
-                ready = buffer.size >= max(config["warmup_transitions"], 1)
-                if ready and timing["start"] is None:
-                    timing.update(start=time.perf_counter(), start_steps=counters["env_steps"], eval_s=0.0)
-                pending = pool.submit(update) if ready and pool else None  # learns while the env runs
-                next_state, reward, terminated, truncated, steps, info = execute_skill(env, actions)
-                next_prior = learner.prior_of(torch.as_tensor(next_state)[None])[0]
-                if pending is not None:
-                    pending.result()
-                buffer.add(state, skill, reward, next_state, terminated, state_prior, next_prior)  # truncation is not terminal
-                if ready and pool is None:
-                    update()
-                state, state_prior, done = next_state, next_prior, terminated or truncated
-                episode_return += reward
-                counters["env_steps"] += steps
-                bar.update(steps)
-                if n_logged == args.log_every:
-                    check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                    means = loss_log.mean(0).tolist()
-                    for name, value in zip(LOSS_TERMS, means):
-                        tag = {"alpha_value": "charts/alpha", "kl_to_prior": "charts/kl_to_prior"}.get(name, f"losses/{name}")
-                        writer.add_scalar(tag, value, counters["env_steps"])
-                    shown.update(alpha=f"{means[4]:.3g}", kl=f"{means[5]:.2f}")
-                    n_logged = 0
-            counters["episodes"] += 1
-            writer.add_scalar("charts/episodic_return", episode_return, counters["env_steps"])
-            writer.add_scalar(f"charts/{metric}", float(info.get(metric, 0)), counters["env_steps"])
-            now = time.perf_counter()
-            if now - sps_time > 10:
-                sps = (counters["env_steps"] - sps_steps) / (now - sps_time)
-                writer.add_scalar("charts/SPS", sps, counters["env_steps"])
-                shown["SPS"] = int(sps)
-                sps_time, sps_steps = now, counters["env_steps"]
-            shown["return"] = f"{episode_return:g}"
-            bar.set_postfix(shown, refresh=False)
-            if counters["env_steps"] >= counters["next_checkpoint"] or counters["env_steps"] >= total or stop.requested:
-                check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                checkpoint()
-                counters["next_checkpoint"] = counters["env_steps"] + args.checkpoint_every
-    finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
-        stop.restore()
-        if pool is not None:
-            pool.shutdown()
-        bar.close()
-        writer.flush()
-        env.close()
-    learning_sps = None
-    if timing["start"] is not None:  # env steps/s while learning, evaluations excluded
-        elapsed = time.perf_counter() - timing["start"] - timing["eval_s"]
-        learning_sps = (counters["env_steps"] - timing["start_steps"]) / max(elapsed, 1e-9)
-    if stop.requested:
-        print(f"stopped at env step {counters['env_steps']}; continue with --resume {ckpt_path}")
-        return {"checkpoint": ckpt_path, "env_steps": counters["env_steps"], "stopped": True}
-
-    last_eval = evaluate(learner, decoder, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-    writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-    writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-    writer.close()
-    policy_path = os.path.join(run_dir, "policy.pt")
-    save_checkpoint(policy_path, {"config": config, "skill_config": skill_config, "policy": learner.policy.state_dict()},
-                    kind="spirl_sac_policy")
-    print(f"env step {counters['env_steps']}: evaluation over {args.eval_episodes} episodes: "
-          f"{last_eval[metric]:.2f} {metric.replace('_', ' ')}, return {last_eval['return']:.2f}")  # fmt: skip
-    print(f"checkpoint: {ckpt_path}\nfinal policy: {policy_path}")
-    return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": counters["env_steps"],
-            "updates": counters["updates"], "eval": last_eval, "learning_sps": learning_sps}  # fmt: skip
+def log_losses(log: RunLogger, losses: list, updates: int, env_steps: int, ckpt_path: str):
+    """Check the losses since the last log for NaN/inf (one-line error), log their means, clear them."""
+    if losses:
+        stacked = torch.stack(losses)
+        fix = "lower the learning rates or check the reward scale"
+        check_finite(stacked, LOSS_TAGS, updates - len(losses) + 1, ckpt_path, fix)
+        log.losses(stacked, LOSS_TAGS, env_steps, shown=("charts/alpha", "charts/kl_to_prior"))
+        losses.clear()
 
 
 def main(argv: list[str] | None = None):

@@ -1,0 +1,188 @@
+"""Run apparatus shared by the training scripts: not part of SPiRL, and nothing here changes the science.
+
+A reader learning the method can skip this file. It holds what every training script needs around its
+algorithm: atomic checkpoints with one-line errors, the settings of a resumed run, Ctrl-C handling, the
+NaN/inf check of the logged losses, and the tensorboard + progress-bar logger with CleanRL's tags.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, fields, replace
+
+import torch
+
+from envs.errors import SpirlError
+
+CHECKPOINT_FORMAT = 2
+# Settings that only steer a run (how long, how often it logs, where it writes); a resumed run may change
+# them. Every other Args field defines the experiment: a resumed run keeps its own.
+RUN_CONTROL = ("total_env_steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every", "run_name", "resume",
+               "threads", "capture_video", "device")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str, payload: dict, kind: str):
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "kind": kind, **payload}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_checkpoint(path: str, kind: str, script: str) -> dict:
+    """Load a checkpoint written by `script` (save_checkpoint with this `kind`), or a one-line error."""
+    if not os.path.isfile(path):
+        raise SpirlError(f"checkpoint {path} does not exist; pass runs/<run>/checkpoint.pt of a {script} run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise SpirlError(f"{path} is not a {script} checkpoint; pass runs/<run>/checkpoint.pt of a {script} run")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise SpirlError(f"{path} was written by an older version of {script} (checkpoint format "
+                         f"{ckpt.get('format')}, this one reads {CHECKPOINT_FORMAT}); start a new run")
+    return ckpt
+
+
+def resumed_args(args, ckpt: dict | None):
+    """The settings of a run: `args` for a new run; for a resumed one, the run's own settings, with the
+    run-control flags given now. A science flag set to something other than the run's value is an error."""
+    if ckpt is None:
+        return args
+    saved, defaults = ckpt["args"], type(args)()
+    for f in fields(args):
+        given = getattr(args, f.name)
+        if f.name not in RUN_CONTROL and given != getattr(defaults, f.name) and given != saved[f.name]:
+            raise SpirlError(f"--{f.name.replace('_', '-')} {given} differs from the resumed run's {saved[f.name]}; "
+                             f"drop the flag (a resumed run keeps its settings) or start a new run")
+    control = {name: getattr(args, name) for name in RUN_CONTROL if hasattr(args, name)}
+    control["total_env_steps"] = args.total_env_steps or saved["total_env_steps"]
+    return replace(type(args)(**saved), **control)
+
+
+def run_folder(args, script: str) -> tuple[str, str]:
+    """(run folder, its checkpoint path): the resumed run's own folder, else runs/<run_name>."""
+    if args.resume:
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        run_dir = os.path.join("runs", args.run_name or f"{args.env}__{script}__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir, os.path.join(run_dir, "checkpoint.pt")
+
+
+def check_finite(losses: torch.Tensor, terms: tuple[str, ...], first_step: int, ckpt_path: str, fix: str):
+    """Stop on NaN/inf, naming the step and the loss term. `losses`: (steps, terms), checked once per log
+    interval, so there is no host sync per step."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    row, col = (~finite).nonzero()[0].tolist()
+    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
+    raise SpirlError(f"{terms[col]} became {losses[row, col].item()} at gradient step {first_step + row}; "
+                     f"{fix} ({kept})")
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag; the training loop finishes its episode, saves a checkpoint and exits.
+    A second Ctrl-C stops at once. Use as a context manager: the previous handlers come back on exit."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping at the end of this episode (a checkpoint will be saved); Ctrl-C again to abort",
+              file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class RunLogger:
+    """Tensorboard scalars with CleanRL's tags (charts/episodic_return, charts/<progress>, charts/SPS,
+    losses/*) and a tqdm bar. A terminal gets a live bar; a log file (nohup ... > log) a line every 30 s.
+    A resumed run hides what was logged after its checkpoint (tensorboard purges those steps)."""
+
+    def __init__(self, run_dir: str, args, total: int, step: int, resumed: bool, desc: str):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.writer = SummaryWriter(run_dir, purge_step=step + 1 if resumed else None)
+        self.writer.add_text("args", "\n".join(f"{k}: {v}" for k, v in asdict(args).items()))
+        self.bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True,
+                        mininterval=1 if sys.stderr.isatty() else 30)
+        self.shown: dict = {}
+        self.sps_time, self.sps_step = time.perf_counter(), step
+        self.eval_s, self.learn_start, self.sps_last_step = 0.0, None, step
+
+    def scalars(self, values: dict, step: int):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def losses(self, losses: torch.Tensor, tags: tuple[str, ...], step: int, shown: tuple[str, ...] = ()):
+        """Log the mean of each column of `losses` (steps, terms) under its tag; show some on the bar."""
+        if self.learn_start is None:
+            self.learn_start = (time.perf_counter(), step, self.eval_s)
+        means = dict(zip(tags, losses.mean(0).tolist()))
+        self.scalars(means, step)
+        self.shown.update({tag.split("/")[-1]: f"{means[tag]:.3g}" for tag in shown})
+
+    def episode(self, episode_return: float, progress: dict, step: int, steps_done: int):
+        """End of a training episode: its return and task progress; env steps/s every 10 s."""
+        self.scalars({"charts/episodic_return": episode_return} | {f"charts/{k}": v for k, v in progress.items()}, step)
+        self.bar.update(steps_done)
+        self.sps_last_step = step
+        now = time.perf_counter()
+        if now - self.sps_time > 10:
+            sps = (step - self.sps_step) / (now - self.sps_time)
+            self.writer.add_scalar("charts/SPS", sps, step)
+            self.shown["SPS"] = int(sps)
+            self.sps_time, self.sps_step = now, step
+        self.shown["return"] = f"{episode_return:g}"
+        self.bar.set_postfix(self.shown, refresh=False)
+
+    def evaluation(self, evaluate, step: int) -> dict:
+        """Run `evaluate()` (-> {"return": ..., <progress>: ...}) and log it as charts/eval_*; its time is
+        left out of the env steps/s."""
+        start = time.perf_counter()
+        result = evaluate()
+        self.scalars({f"charts/eval_{k}": v for k, v in result.items()}, step)
+        self.shown["eval"] = " ".join(f"{v:.2f}" for k, v in result.items() if k != "return")
+        self.eval_s += time.perf_counter() - start
+        self.sps_time, self.sps_step = time.perf_counter(), step
+        return result
+
+    @property
+    def learning_sps(self) -> float | None:
+        """Env steps/s from the first logged losses to now (the learning phase), evaluations excluded."""
+        if self.learn_start is None:
+            return None
+        start_time, start_step, start_eval_s = self.learn_start
+        return (self.sps_last_step - start_step) / max(time.perf_counter() - start_time - (self.eval_s - start_eval_s),
+                                                       1e-9)
+
+    def close(self):
+        self.bar.close()
+        self.writer.close()
