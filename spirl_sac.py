@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -28,10 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 
-from envs import SpirlError, env_spec, make_env
-from envs.runs import RunLogger, StopRequest, check_finite, read_checkpoint, resumed_args, run_folder, save_checkpoint
+from envs import SpirlError, env_spec, make_env, runs
 from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, gaussian_kl, load_skill_model
 
 
@@ -40,13 +37,11 @@ class Args:
     env: str = "kitchen"
     """downstream task family (kitchen, maze, block_stacking)"""
     prior_checkpoint: str | None = None
-    """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder and the skill prior;
-    default: the one shipped in checkpoints/"""
+    """spirl_pretrain.py's checkpoint.pt for this env (skill decoder and prior); default: the one in checkpoints/"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     delta: float | None = None
-    """target divergence: alpha is tuned so that KL(pi || p_a) stays near it (default per env, app. B.2: kitchen 5,
-    maze 1, block stacking 5)"""
+    """target divergence: alpha keeps KL(pi || p_a) near it (default per env, app. B.2: kitchen 5, maze 1, blocks 5)"""
     total_env_steps: int | None = None
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     prior_init: bool = True
@@ -74,11 +69,9 @@ class Args:
     seed: int = 1
     """seed for network init, skill sampling, replay sampling and the env"""
     overlap_updates: bool = False
-    """speed (off by default): run each gradient step in a second thread while the env executes the next skill;
-    each update then sees the replay one transition late, so this is no longer Algorithm 1's strict order"""
+    """speed: each gradient step runs in a thread while the env executes the next skill (one transition late)"""
     critic_bf16: bool = False
-    """speed (off by default): run the critics' matmuls in bfloat16 (weights, losses and optimiser stay float32);
-    2x faster matmuls on CPUs with AVX512-BF16, Q-values rounded to ~3 digits inside the network"""
+    """speed: the critics' matmuls in bfloat16 (2x faster with AVX512-BF16; Q-values rounded to ~3 digits)"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
     eval_episodes: int = 10
@@ -90,7 +83,7 @@ class Args:
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
-    """checkpoint.pt of a spirl_sac.py run to continue (its own settings are used; --total-env-steps may extend it)"""
+    """checkpoint.pt of a spirl_sac.py run to continue (its settings are kept; --total-env-steps may extend it)"""
     threads: int = 0
     """torch CPU threads (0: torch's default; with --overlap-updates all cores but one, the env runs on the last)"""
 
@@ -105,13 +98,10 @@ LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts
 
 
 class TwinCritic(nn.Module):
-    """Q_1(s, z) and Q_2(s, z) (Alg. 1 line 2), evaluated together: each layer stores both critics'
-    weights as one (2, in, out) tensor, so a forward pass is one batched matmul per layer.
-
-    Plain MLPs with LeakyReLU(0.2), no normalisation, as the authors' MLPCritic; input [s, z]. They
-    read the first `state_dim` entries of an observation: with image observations the critics see
-    the state vector only, as the authors' maze critics (SplitObsMLPCritic) do.
-    """
+    """Q_1(s, z) and Q_2(s, z) (Alg. 1 line 2), evaluated together: each layer stores both critics' weights as
+    one (2, in, out) tensor, so a forward pass is one batched matmul per layer. Plain MLPs with LeakyReLU(0.2), no
+    normalisation, as the authors' MLPCritic; input [s, z]. They read the first `state_dim` entries of an
+    observation: with image observations they see the state vector only, as the authors' maze critics do."""
 
     def __init__(self, state_dim: int, latent_dim: int, hidden: int, layers: int):
         super().__init__()
@@ -291,7 +281,7 @@ class ReplayBuffer:
     as uint8: as floats, 1e6 transitions of two 6144-pixel observations would take 50 GB. Memory is
     only committed as the buffer fills."""
 
-    FIELDS = ("states", "frames", "skills", "rewards", "next_states", "next_frames", "terminals", "priors", "next_priors")
+    FIELDS = "states frames skills rewards next_states next_frames terminals priors next_priors".split()
 
     def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0):
         self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
@@ -330,18 +320,8 @@ class ReplayBuffer:
         idx = torch.randint(self.size, (batch_size,), generator=generator)
         states = self._observations(self.states, self.frames, idx)
         next_states = self._observations(self.next_states, self.next_frames, idx)
-        return (states, self.skills[idx], self.rewards[idx], next_states, self.terminals[idx], self.priors[idx],
-                self.next_priors[idx])
-
-    def state_dict(self) -> dict:
-        """Only the filled part (in storage order), so a checkpoint grows with the data, not the capacity."""
-        n = self.size
-        return {"next": self.next, "size": n} | {name: getattr(self, name)[:n].clone() for name in self.FIELDS}
-
-    def load_state_dict(self, saved: dict):
-        for name in self.FIELDS:
-            getattr(self, name)[: saved["size"]] = saved[name]
-        self.size, self.next = saved["size"], saved["next"]
+        priors, next_priors = self.priors[idx], self.next_priors[idx]
+        return states, self.skills[idx], self.rewards[idx], next_states, self.terminals[idx], priors, next_priors
 
 
 # ----------------------------------------------------------------------------- acting
@@ -431,20 +411,21 @@ class OverlappedUpdates:
 
 
 def train(args: Args) -> dict:
-    ckpt = read_checkpoint(args.resume, "spirl_sac", "spirl_sac.py") if args.resume else None
-    args = resolve_args(resumed_args(args, ckpt))
-    run_dir, ckpt_path = run_folder(args, "spirl_sac")
+    ckpt = runs.read_checkpoint(args.resume, "spirl_sac", "spirl_sac.py") if args.resume else None
+    args = resolve_args(runs.resumed_args(args, ckpt))
+    run_dir, ckpt_path = runs.run_folder(args, "spirl_sac")
     if args.threads or args.overlap_updates:
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
     torch.manual_seed(args.seed)
-    if ckpt is None:
-        skill_model, skill_config = load_skills(args)
+    if ckpt is None:  # the pretrained skill model, checked against the env's sizes
+        sizes = {key: env_spec(args.env)[key] for key in ("state_dim", "action_dim")}
+        skill_model, skill_config = load_skill_model(args.prior_checkpoint, env=args.env, **sizes)
     else:
         skill_config = ckpt["skill_config"]
         skill_model = SkillModel(**skill_config)
         skill_model.load_state_dict(ckpt["skill_model"])
     skill_model.eval().requires_grad_(False)
-    decoder, skill_horizon = skill_model.decoder, skill_config["skill_horizon"]
+    decoder = skill_model.decoder
 
     # Alg. 1 lines 1-2: replay buffer, policy (a copy of the prior), critics, alpha.
     learner = build_learner(args, skill_model, skill_config)
@@ -454,8 +435,8 @@ def train(args: Args) -> dict:
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
     if ckpt is not None:
-        load_learner_state(learner, ckpt["learner"])
-        buffer.load_state_dict(ckpt["replay"])
+        runs.load_learner_state(learner, ckpt["learner"])
+        runs.load_replay_state(buffer, ckpt["replay"])
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
@@ -469,20 +450,20 @@ def train(args: Args) -> dict:
         losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "args": asdict(args), "skill_config": skill_config, "skill_model": skill_model.state_dict(),
-            "learner": learner_state(learner), "replay": buffer.state_dict(), "env_steps": env_steps,
-            "updates": updates, "episodes": episodes, "rng": {"act": act_gen.get_state(), "learn": learn_gen.get_state()},
-        }, kind="spirl_sac")  # fmt: skip
+        run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
+        rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
+        models = dict(skill_model=skill_model.state_dict(), learner=runs.learner_state(learner))
+        state = dict(args=asdict(args), skill_config=skill_config, rng=rng, **models, **run)
+        runs.save_checkpoint(ckpt_path, state, kind="spirl_sac")
 
     if args.critic_bf16:
         use_bf16(learner.critic)
         use_bf16(learner.critic_target)
     overlap = OverlappedUpdates(learn, args.overlap_updates)
-    log = RunLogger(run_dir, args, args.total_env_steps, env_steps, ckpt is not None, desc="spirl_sac")
+    log = runs.RunLogger(run_dir, args, env_steps, resumed=ckpt is not None, loss_tags=LOSS_TAGS)
     next_eval = 0 if ckpt is None else (env_steps // args.eval_every + 1) * args.eval_every
     try:
-        with StopRequest() as stop:
+        with runs.StopRequest() as stop:
             while env_steps < args.total_env_steps and not stop.requested:
                 if env_steps >= next_eval:
                     log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
@@ -509,14 +490,14 @@ def train(args: Args) -> dict:
                     env_steps += steps
 
                     if len(losses) == args.log_every:
-                        log_losses(log, losses, updates, env_steps, ckpt_path)
+                        log.losses(losses, updates, env_steps)
                 episodes += 1
 
                 # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
                 log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
                 crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
                 if crossed or env_steps >= args.total_env_steps or stop.requested:
-                    log_losses(log, losses, updates, env_steps, ckpt_path)
+                    log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint
                     checkpoint()
             if stop.requested:
                 print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
@@ -527,12 +508,12 @@ def train(args: Args) -> dict:
         env.close()
         log.close()
     policy_path = os.path.join(run_dir, "policy.pt")
-    save_checkpoint(policy_path, {"args": asdict(args), "skill_config": skill_config,
-                                  "policy": learner.policy.state_dict()}, kind="spirl_sac_policy")  # fmt: skip
-    print(f"env step {env_steps}: evaluation over {args.eval_episodes} episodes: {final[metric]:.2f} "
-          f"{metric.replace('_', ' ')}, return {final['return']:.2f}\ncheckpoint: {ckpt_path}\nfinal policy: {policy_path}")
-    return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": env_steps, "updates": updates, "eval": final,
-            "learning_sps": log.learning_sps}
+    policy = dict(args=asdict(args), skill_config=skill_config, policy=learner.policy.state_dict())
+    runs.save_checkpoint(policy_path, policy, kind="spirl_sac_policy")
+    print(f"env step {env_steps}: evaluation over {args.eval_episodes} episodes: {final}")
+    print(f"checkpoint: {ckpt_path}\nfinal policy: {policy_path}")
+    result = dict(checkpoint=ckpt_path, policy=policy_path, env_steps=env_steps, updates=updates, eval=final)
+    return result | {"learning_sps": log.learning_sps}
 
 
 # ----------------------------------------------------------------------------- set-up and checkpoints
@@ -544,68 +525,21 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    if args.delta is not None and not (args.delta > 0 and math.isfinite(args.delta)):
-        raise SpirlError(f"--delta must be above 0 (got {args.delta}); the paper uses 5 for the kitchen, 1 for the maze")
-    for name in ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes",
-                 "log_every", "checkpoint_every"):  # fmt: skip
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
-    if args.warmup_transitions < 0 or (args.total_env_steps or 0) < 0:
-        raise SpirlError("--warmup-transitions and --total-env-steps must not be negative")
-    for name in ("policy_lr", "critic_lr", "alpha_lr", "tau"):
-        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
-            raise SpirlError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(args, name)})")
+    sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
+    runs.check_flags(args, at_least_one=sizes, positive=("delta", "policy_lr", "critic_lr", "alpha_lr", "tau"))
+    runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_transitions", "total_env_steps"))
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
-    prior_checkpoint = args.prior_checkpoint or spec["default_prior"]
-    if not os.path.isfile(prior_checkpoint) and args.prior_checkpoint is None:
-        raise SpirlError(f"no shipped skill model for --env {args.env}: pass --prior-checkpoint "
-                         f"runs/<pretrain run>/checkpoint.pt (from spirl_pretrain.py --env {args.env})")  # fmt: skip
-    return replace(args, prior_checkpoint=prior_checkpoint, delta=args.delta or spec["delta"],
-                   critic_layers=args.critic_layers or spec["critic_layers"],
-                   total_env_steps=1_500_000 if args.total_env_steps is None else args.total_env_steps)  # fmt: skip
-
-
-def load_skills(args: Args) -> tuple[SkillModel, dict]:
-    """The pretrained skill model, checked against the env's sizes (one-line error for another env's)."""
-    spec = env_spec(args.env)
-    return load_skill_model(args.prior_checkpoint, env=args.env, state_dim=spec["state_dim"],
-                            action_dim=spec["action_dim"])  # fmt: skip
-
-
-LEARNER_STATE = ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt")
-
-
-def learner_state(learner: Learner) -> dict:
-    return {name: getattr(learner, name).state_dict() for name in LEARNER_STATE} | {
-        "log_alpha": learner.log_alpha.detach().clone()}  # fmt: skip
-
-
-def load_learner_state(learner: Learner, saved: dict):
-    for name in LEARNER_STATE:
-        getattr(learner, name).load_state_dict(saved[name])
-    with torch.no_grad():
-        learner.log_alpha.copy_(saved["log_alpha"])
-
-
-def log_losses(log: RunLogger, losses: list, updates: int, env_steps: int, ckpt_path: str):
-    """Check the losses since the last log for NaN/inf (one-line error), log their means, clear them."""
-    if losses:
-        stacked = torch.stack(losses)
-        fix = "lower the learning rates or check the reward scale"
-        check_finite(stacked, LOSS_TAGS, updates - len(losses) + 1, ckpt_path, fix)
-        log.losses(stacked, LOSS_TAGS, env_steps, shown=("charts/alpha", "charts/kl_to_prior"))
-        losses.clear()
-
-
-def main(argv: list[str] | None = None):
-    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        return train(args)
-    except SpirlError as e:
-        sys.exit(f"error: {e}")
+    if args.prior_checkpoint is None and not os.path.isfile(spec["default_prior"]):
+        raise SpirlError(
+            f"no shipped skill model for --env {args.env}: pass --prior-checkpoint runs/<run>/checkpoint.pt"
+        )
+    total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
+    defaults = dict(delta=args.delta or spec["delta"], critic_layers=args.critic_layers or spec["critic_layers"])
+    return replace(
+        args, prior_checkpoint=args.prior_checkpoint or spec["default_prior"], total_env_steps=total, **defaults
+    )
 
 
 if __name__ == "__main__":
-    main()
+    runs.cli(train, Args, __doc__)

@@ -10,33 +10,27 @@ skill prior buys on top of the learned skills.
     python baselines/ssp.py --env kitchen
     python baselines/ssp.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
 
-Flags, logged metrics and checkpoints follow spirl_sac.py (which can also run this ablation with
---skill-prior none); the code below is spirl_sac.py's with the prior taken out.
+The code is spirl_sac.py's with the prior taken out; flags, logged metrics and checkpoints follow it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs import SpirlError, env_spec, make_env  # noqa: E402
+from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
 from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, load_skill_model  # noqa: E402
-
-CHECKPOINT_FORMAT = 1
-KIND = "ssp"
 
 
 @dataclass
@@ -44,19 +38,17 @@ class Args:
     env: str = "kitchen"
     """downstream task family (kitchen, maze, block_stacking)"""
     prior_checkpoint: str | None = None
-    """checkpoint.pt written by spirl_pretrain.py for this env: gives the skill decoder (its prior is not used); default: the one shipped in checkpoints/"""
+    """spirl_pretrain.py's checkpoint.pt for this env (its decoder; the prior is unused); default: checkpoints/"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     target_entropy: float | None = None
     """entropy of pi(z | s) that alpha is tuned towards (SAC's heuristic, default: -|Z|)"""
     total_env_steps: int | None = None
-    """env steps to train for (the authors' kitchen budget: 1.5M); with --resume, default: the run's own"""
+    """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     critic_layers: int | None = None
-    """hidden layers of each critic (default per env from the authors' code: kitchen 5, maze and block stacking 2)"""
+    """hidden layers of each critic (default per env from the authors' configs: kitchen 5, maze and block stacking 2)"""
     critic_hidden: int = 256
     """units per critic layer (authors: 256)"""
-    critic_bf16: bool = False
-    """run the critics' matmuls in bfloat16 (autocast; weights, losses and optimiser stay float32): 2x faster matmuls on CPUs with AVX512-BF16, Q-values rounded to ~3 digits inside the network"""
     gamma: float = 0.99
     """discount per high-level step (app. B.2)"""
     tau: float = 5e-3
@@ -73,8 +65,12 @@ class Args:
     """Adam learning rate of the critics (Alg. 1 lambda_Q)"""
     alpha_lr: float = 3e-4
     """Adam learning rate of log alpha (Alg. 1 lambda_alpha)"""
-    overlap_updates: bool = True
-    """run each gradient step in a second thread while the env executes the next skill (updates see the replay one transition late); --no-overlap-updates keeps Algorithm 1's strict order"""
+    seed: int = 1
+    """seed for network init, skill sampling, replay sampling and the env"""
+    overlap_updates: bool = False
+    """speed: each gradient step runs in a thread while the env executes the next skill (one transition late)"""
+    critic_bf16: bool = False
+    """speed: the critics' matmuls in bfloat16 (2x faster with AVX512-BF16; Q-values rounded to ~3 digits)"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
     eval_episodes: int = 10
@@ -83,41 +79,31 @@ class Args:
     """gradient steps between logged loss means (and the NaN/inf check)"""
     checkpoint_every: int = 50_000
     """env steps between checkpoints (written at the next episode end, replay buffer included)"""
-    seed: int = 1
-    """seed for network init, skill sampling, replay sampling and the env"""
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
-    """checkpoint.pt of a baselines/ssp.py run to continue (its own settings are used; --total-env-steps may extend it)"""
+    """checkpoint.pt of a baselines/ssp.py run to continue (its settings are kept; --total-env-steps may extend it)"""
     threads: int = 0
-    """torch CPU threads (0: all cores but one with --overlap-updates, as the env runs on the remaining core; else torch's default)"""
+    """torch CPU threads (0: torch's default; with --overlap-updates all cores but one, the env runs on the last)"""
 
 
-# Per-env defaults from the authors' configs (critic depth).
-# The task-progress figure each env reports in `info` (read at an episode's end), logged as
-# charts/<name> and charts/eval_<name>: the y-axes of the paper's Fig. 4.
-PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
-DEFAULT_CRITIC_LAYERS = {"kitchen": 5, "maze": 2, "block_stacking": 2}
-DEFAULT_TOTAL_ENV_STEPS = 1_500_000
 SKILL_RANGE = 2.0  # z = 2 * tanh(u): the policy's skills lie in [-2, 2]^|Z| (app. B.2)
-LOSS_TERMS = ("qf1", "qf2", "actor", "alpha", "alpha_value", "entropy")
+# The values sac_update returns, and where each is logged.
+LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/entropy")
 
 
 # ----------------------------------------------------------------------------- networks
 
 
 class TwinCritic(nn.Module):
-    """Q_1(s, z) and Q_2(s, z) (Alg. 1 line 2), evaluated together: each layer stores both critics'
-    weights as one (2, in, out) tensor, so a forward pass is one batched matmul per layer.
+    """Q_1(s, z) and Q_2(s, z) (Alg. 1 line 2), evaluated together: each layer stores both critics' weights as
+    one (2, in, out) tensor, so a forward pass is one batched matmul per layer. Plain MLPs with LeakyReLU(0.2), no
+    normalisation, as the authors' MLPCritic; input [s, z]. They read the first `state_dim` entries of an
+    observation: with image observations they see the state vector only, as the authors' maze critics do."""
 
-    Plain MLPs with LeakyReLU(0.2), no normalisation, as the authors' MLPCritic; input [s, z]. They
-    read the first `state_dim` entries of an observation: with image observations the critics see
-    the state vector only, as the authors' maze critics (SplitObsMLPCritic) do.
-    """
-
-    def __init__(self, state_dim: int, latent_dim: int, hidden: int, layers: int, bf16: bool = False):
+    def __init__(self, state_dim: int, latent_dim: int, hidden: int, layers: int):
         super().__init__()
-        self.bf16, self.state_dim = bf16, state_dim
+        self.state_dim = state_dim
         sizes = [state_dim + latent_dim] + [hidden] * layers + [1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -127,28 +113,32 @@ class TwinCritic(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(2, 1, n_out)))
 
     def forward(self, state: torch.Tensor, skill: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        """(B, S), (B, Z) -> (2, B): both critics' Q-values (float32, also with bf16 matmuls). frozen:
-        the weights enter detached, so a loss through this pass trains only what produced `skill` (the
-        actor loss), without toggling requires_grad on the critics every step."""
+        """(B, S), (B, Z) -> (2, B): both critics' Q-values. frozen: the weights enter detached, so a loss
+        through this pass trains only what produced `skill` (the actor loss), without toggling
+        requires_grad on the critics every step."""
         x = torch.cat([state[:, : self.state_dim], skill], dim=-1).expand(2, -1, -1)
         last = len(self.weights) - 1
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-                x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
-                if i < last:
-                    x = F.leaky_relu(x, 0.2)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
+            if i < last:
+                x = F.leaky_relu(x, 0.2)
         return x.squeeze(-1).float()
 
 
-def make_policy(skill_model: SkillModel) -> SkillPrior:
-    """pi(z | s): the prior's architecture (image layers too, for an image prior), freshly initialised
-    with Xavier-normal weights; BatchNorm stays in eval mode (statistics 0 / 1) as in spirl_sac.py."""
-    policy = SkillPrior(**skill_model.skill_prior.config)
-    for m in policy.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.xavier_normal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+def make_policy(skill_prior: SkillPrior, prior_init: bool) -> SkillPrior:
+    """pi(z | s): the prior's architecture; an exact copy of the trained prior (weights and BatchNorm
+    statistics) when prior_init, so that pi = p_a before the first update (app. F)."""
+    policy = SkillPrior(**skill_prior.config)
+    if prior_init:
+        policy.load_state_dict(skill_prior.state_dict())
+    else:
+        for m in policy.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    # BatchNorm stays in eval mode during RL (the authors' choice): its statistics are the prior's
+    # (or 0/1 from scratch) and pi(z | s) does not depend on the rest of the batch.
     return policy.eval()
 
 
@@ -184,50 +174,80 @@ class Learner:
     tau: float
 
     def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None):
-        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), log pi(z | s), per state)."""
+        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), log pi(z | s) per state)."""
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
         return squash(u), squashed_log_prob(u, mu, log_sigma)
 
 
 @torch.no_grad()
-def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator) -> torch.Tensor:
+def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
     """r~ + gamma [min_i Q_target_i(s', z') - alpha log pi(z' | s')], z' ~ pi(.|s'): SAC's soft target.
 
-    A true termination stops the bootstrap; a time-limit truncation does not (stored with terminal = 0)."""
+    A true termination stops the bootstrap; a time-limit truncation does not (it was stored with terminal = 0)."""
     next_skills, next_log_prob = learner.sample_skill(next_states, generator)
     next_q = learner.critic_target(next_states, next_skills).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_log_prob)
 
 
 def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> torch.Tensor:
-    """One SAC gradient step over skills; returns the losses as one tensor (no host sync)."""
+    """One SAC gradient step over skills; returns the LOSS_TAGS values as one tensor (no host sync).
+    `batch`: (s, z, r~, s', terminal) as ReplayBuffer.sample gives it."""
     states, skills, rewards, next_states, terminals = batch
     alpha = learner.log_alpha.exp().detach()
     q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator)
 
-    q = learner.critic(states, skills)  # both critics in one batched pass
+    # Critics regress to the target (both critics in one batched pass).
+    q = learner.critic(states, skills)
     qf_losses = 0.5 * (q - q_target).pow(2).mean(1)
     learner.critic_opt.zero_grad(set_to_none=True)
     qf_losses.sum().backward()
     learner.critic_opt.step()
 
-    # Actor and temperature in one backward pass (their parameters are disjoint, so the gradients are
-    # those of two separate passes). The critics enter frozen: the actor loss trains only the policy.
+    # Policy maximises min Q - alpha * log pi. The critics enter frozen: no gradient to them.
     new_skills, log_prob = learner.sample_skill(states, generator)
     actor_loss = (alpha * log_prob - learner.critic(states, new_skills, frozen=True).min(0).values).mean()
+
     # alpha grows when the entropy -log pi falls below its target, and shrinks above it.
     log_prob = log_prob.detach()
     alpha_loss = (learner.log_alpha.exp() * (-learner.target_entropy - log_prob)).mean()
+    # Actor and alpha in one backward pass: their parameters are disjoint, so the gradients are those
+    # of two separate passes.
     learner.policy_opt.zero_grad(set_to_none=True)
     learner.alpha_opt.zero_grad(set_to_none=True)
     (actor_loss + alpha_loss).backward()
     learner.policy_opt.step()
     learner.alpha_opt.step()
 
+    # Polyak averaging of the target critics.
     with torch.no_grad():
         torch._foreach_lerp_(list(learner.critic_target.parameters()), list(learner.critic.parameters()), learner.tau)
-    return torch.stack([qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, -log_prob.mean()])
+    losses = (qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, -log_prob.mean())
+    return torch.stack(losses)
+
+
+def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Learner:
+    """pi freshly initialised (the prior's architecture), two critics and their targets, alpha = 1."""
+    latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
+    policy = make_policy(skill_model.skill_prior, prior_init=False)
+    critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
+    critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
+    return Learner(
+        policy=policy,
+        critic=critic,
+        critic_target=critic_target,
+        log_alpha=log_alpha,
+        policy_opt=torch.optim.Adam(policy.parameters(), lr=args.policy_lr, **adam),
+        critic_opt=torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **adam),
+        alpha_opt=torch.optim.Adam([log_alpha], lr=args.alpha_lr, **adam),
+        target_entropy=args.target_entropy if args.target_entropy is not None else -float(latent_dim),
+        gamma=args.gamma,
+        tau=args.tau,
+    )
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -237,9 +257,10 @@ class ReplayBuffer:
     """Preallocated ring buffer of high-level transitions (s, z, r~, s', terminal).
 
     Observations are stored as their state vector (float) and, for image observations, their frames
-    as uint8 (as spirl_sac.py). Memory is only committed as the buffer fills."""
+    as uint8: as floats, 1e6 transitions of two 6144-pixel observations would take 50 GB. Memory is
+    only committed as the buffer fills."""
 
-    FIELDS = ("states", "frames", "skills", "rewards", "next_states", "next_frames", "terminals")
+    FIELDS = "states frames skills rewards next_states next_frames terminals".split()
 
     def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0):
         self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
@@ -259,12 +280,7 @@ class ReplayBuffer:
     def _observations(self, states, frames, idx) -> torch.Tensor:
         if frames.shape[1] == 0:
             return states[idx]
-        rows = states[idx]
-        observations = torch.empty(len(rows), self.state_dim + frames.shape[1])
-        observations[:, : self.state_dim] = rows
-        observations[:, self.state_dim :] = frames[idx]  # uint8 -> float in the copy
-        observations[:, self.state_dim :].div_(255)
-        return observations
+        return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
 
     def add(self, state, skill, reward: float, next_state, terminal: bool):
         i = self.next
@@ -278,28 +294,18 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator)
-        return (self._observations(self.states, self.frames, idx), self.skills[idx], self.rewards[idx],
-                self._observations(self.next_states, self.next_frames, idx), self.terminals[idx])  # fmt: skip
-
-    def state_dict(self) -> dict:
-        """Only the filled part (in storage order), so a checkpoint grows with the data, not the capacity."""
-        n = self.size
-        return {"next": self.next, "size": n} | {name: getattr(self, name)[:n].clone() for name in self.FIELDS}
-
-    def load_state_dict(self, saved: dict):
-        n = saved["size"]
-        for name in self.FIELDS:
-            getattr(self, name)[:n] = saved[name]
-        self.size, self.next = n, saved["next"]
+        states = self._observations(self.states, self.frames, idx)
+        next_states = self._observations(self.next_states, self.next_frames, idx)
+        return states, self.skills[idx], self.rewards[idx], next_states, self.terminals[idx]
 
 
 # ----------------------------------------------------------------------------- acting
 
 
 @torch.no_grad()
-def choose_skill(learner: Learner, decoder, state: np.ndarray, generator, deterministic: bool = False):
+def choose_skill(policy: SkillPrior, decoder, state: np.ndarray, generator, deterministic: bool = False):
     """Alg. 1 line 5: z ~ pi(z | s) (its mean when deterministic), decoded once into H actions."""
-    mu, log_sigma = learner.policy(torch.as_tensor(state)[None])
+    mu, log_sigma = policy(torch.as_tensor(state)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
     skill = squash(u)[0]
     actions = decoder(skill[None])[0].clamp(-1.0, 1.0)  # decoder mean; the env's action box is [-1, 1]
@@ -320,15 +326,15 @@ def execute_skill(env, actions: np.ndarray):
     return state, reward_sum, terminated, truncated, steps, info
 
 
-def evaluate(learner: Learner, decoder, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> dict:
+def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict) -> dict:
     """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
-    env = make_env(env_name, **env_kwargs)
-    metric, returns, progress = PROGRESS_METRIC[env_name], [], []
-    for episode in range(episodes):
-        state, _ = env.reset(seed=10_000_000 + seed * 1000 + episode)
+    env = make_env(args.env, **env_kwargs)
+    metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
+    for episode in range(args.eval_episodes):
+        state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            _, actions = choose_skill(learner, decoder, state, None, deterministic=True)
+            _, actions = choose_skill(policy, decoder, state, None, deterministic=True)
             state, reward, terminated, truncated, _, info = execute_skill(env, actions)
             episode_return += reward
             done = terminated or truncated
@@ -338,313 +344,175 @@ def evaluate(learner: Learner, decoder, env_name: str, env_kwargs: dict, episode
     return {"return": float(np.mean(returns)), metric: float(np.mean(progress))}
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- speed flags (opt-in)
+# Not part of Algorithm 1 and off by default: each only changes how fast the computation runs
+# (--critic-bf16 also rounds it, --overlap-updates reorders it). Kept in this one block.
 
 
-def save_checkpoint(path: str, payload: dict, kind: str = KIND):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "kind": kind, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def use_bf16(critic: TwinCritic):
+    """--critic-bf16: the critic's forward pass under bfloat16 autocast, its Q-values returned as float32."""
+    forward = critic.forward
+
+    def bf16_forward(*inputs, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(*inputs, **kwargs).float()
+
+    critic.forward = bf16_forward
 
 
-def read_run_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SpirlError(f"checkpoint {path} does not exist; pass runs/<run>/checkpoint.pt of a baselines/{KIND}.py run to --resume")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise SpirlError(f"{path} is not a baselines/{KIND}.py checkpoint; --resume takes runs/<run>/checkpoint.pt of such a run")
-    return ckpt
+class OverlappedUpdates:
+    """--overlap-updates: the gradient step (lines 8-13) runs in a second thread while the env executes the
+    next skill (line 6), on the replay as it was before that skill's transition is stored. Measured on 2
+    cores: one learner thread beside the env beats two (oversubscribed)."""
 
+    def __init__(self, learn, enabled: bool):
+        self.learn, self.pool = learn, ThreadPoolExecutor(max_workers=1) if enabled else None
 
-# ----------------------------------------------------------------------------- set-up
+    @contextmanager
+    def during_env_step(self, learning: bool):
+        pending = self.pool.submit(self.learn) if self.pool is not None and learning else None
+        try:
+            yield
+        finally:
+            if pending is not None:
+                pending.result()
 
-
-SCIENCE_FIELDS = ("env", "tasks", "target_entropy", "critic_layers", "critic_hidden", "critic_bf16", "gamma",
-                  "tau", "batch_size", "buffer_size", "warmup_transitions", "policy_lr", "critic_lr", "alpha_lr",
-                  "overlap_updates", "seed", "prior_checkpoint")  # fmt: skip
-
-
-def check_args(args: Args):
-    env_spec(args.env)
-    if args.tasks and args.env != "kitchen":
-        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    for name in ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes",
-                 "log_every", "checkpoint_every"):  # fmt: skip
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
-    if args.warmup_transitions < 0 or (args.total_env_steps or 0) < 0:
-        raise SpirlError("--warmup-transitions and --total-env-steps must not be negative")
-    for name in ("policy_lr", "critic_lr", "alpha_lr", "tau"):
-        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
-            raise SpirlError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(args, name)})")
-    if not 0 <= args.gamma <= 1:
-        raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
-
-
-def resolve_config(args: Args, ckpt: dict | None) -> dict:
-    """The run's settings. A resumed run keeps its own; a flag set to something else is an error."""
-    if ckpt is not None:
-        saved, defaults = ckpt["config"], Args()
-        for name in SCIENCE_FIELDS:
-            given = getattr(args, name)
-            if given != getattr(defaults, name) and given != saved[name]:
-                raise SpirlError(f"--{name.replace('_', '-')} {given} differs from the resumed run's {saved[name]}; "
-                                 f"drop the flag (a resumed run keeps its settings) or start a new run")  # fmt: skip
-        return {**saved, "total_env_steps": args.total_env_steps or saved["total_env_steps"]}
-    config = {f.name: getattr(args, f.name) for f in fields(Args) if f.name in SCIENCE_FIELDS}
-    config["critic_layers"] = args.critic_layers or DEFAULT_CRITIC_LAYERS[args.env]
-    config["total_env_steps"] = args.total_env_steps if args.total_env_steps is not None else DEFAULT_TOTAL_ENV_STEPS
-    if config["prior_checkpoint"] is None:  # the skill model shipped in the repo for this env
-        config["prior_checkpoint"] = env_spec(args.env).get("default_prior")
-        if config["prior_checkpoint"] is None or not os.path.isfile(config["prior_checkpoint"]):
-            raise SpirlError(f"no shipped skill model for --env {args.env}: pass --prior-checkpoint "
-                             f"runs/<pretrain run>/checkpoint.pt (from spirl_pretrain.py --env {args.env})")  # fmt: skip
-    return config
-
-
-def load_skills(config: dict, ckpt: dict | None) -> tuple[SkillModel, dict]:
-    """The pretrained skill model: from the prior checkpoint, or as saved inside the resumed run."""
-    spec = env_spec(config["env"])
-    if ckpt is not None:
-        ckpt["skill_config"].setdefault("image", False)  # runs saved before image priors existed
-        model = SkillModel(**ckpt["skill_config"])
-        model.load_state_dict(ckpt["skill_model"])
-        return model.eval().requires_grad_(False), ckpt["skill_config"]
-    model, skill_config = load_skill_model(config["prior_checkpoint"], env=config["env"],
-                                           state_dim=spec["state_dim"], action_dim=spec["action_dim"])  # fmt: skip
-    return model.requires_grad_(False), skill_config
-
-
-def build_learner(config: dict, skill_model: SkillModel, skill_config: dict) -> Learner:
-    latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
-    policy = make_policy(skill_model)
-    sizes = (state_dim, latent_dim, config["critic_hidden"], config["critic_layers"], config["critic_bf16"])
-    critic, critic_target = TwinCritic(*sizes), TwinCritic(*sizes)
-    critic_target.load_state_dict(critic.state_dict())
-    critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
-    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
-    return Learner(
-        policy=policy,
-        critic=critic,
-        critic_target=critic_target,
-        log_alpha=log_alpha,
-        policy_opt=torch.optim.Adam(policy.parameters(), lr=config["policy_lr"], **adam),
-        critic_opt=torch.optim.Adam(critic.parameters(), lr=config["critic_lr"], **adam),
-        alpha_opt=torch.optim.Adam([log_alpha], lr=config["alpha_lr"], **adam),
-        # SAC's heuristic target entropy -|Z| unless given.
-        target_entropy=config["target_entropy"] if config["target_entropy"] is not None else -float(latent_dim),
-        gamma=config["gamma"],
-        tau=config["tau"],
-    )
-
-
-def learner_state(learner: Learner) -> dict:
-    return {name: getattr(learner, name).state_dict() for name in
-            ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt")} | {
-        "log_alpha": learner.log_alpha.detach().clone()}  # fmt: skip
-
-
-def load_learner_state(learner: Learner, saved: dict):
-    for name in ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt"):
-        getattr(learner, name).load_state_dict(saved[name])
-    with torch.no_grad():
-        learner.log_alpha.copy_(saved["log_alpha"])
-
-
-def check_losses(loss_log: torch.Tensor, n: int, first_update: int, ckpt_path: str):
-    """Stop on NaN/inf: name the gradient step and the term (checked once per log interval, no per-step sync)."""
-    finite = torch.isfinite(loss_log[:n])
-    if bool(finite.all()):
-        return
-    row, col = (~finite).nonzero()[0].tolist()
-    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
-    raise SpirlError(f"{LOSS_TERMS[col]} became {loss_log[row, col].item()} at gradient step {first_update + row}; "
-                     f"lower the learning rates or check the reward scale ({kept})")  # fmt: skip
-
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop finishes the episode, saves a checkpoint and exits."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping at the end of this episode (a checkpoint will be saved); Ctrl-C again to abort", file=sys.stderr)
-
-    def restore(self):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 # ----------------------------------------------------------------------------- training loop
 
 
 def train(args: Args) -> dict:
-    check_args(args)
-    ckpt = read_run_checkpoint(args.resume) if args.resume else None
-    config = resolve_config(args, ckpt)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif config["overlap_updates"]:  # measured on 2 cores: 1 learner thread beside the env beats 2 (oversubscribed)
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    torch.manual_seed(config["seed"])
-    skill_model, skill_config = load_skills(config, ckpt)
-    learner = build_learner(config, skill_model, skill_config)
-    decoder, skill_horizon = skill_model.decoder, skill_config["skill_horizon"]
-    # An image prior (and so the policy, its copy) needs the env's image observations.
-    env_kwargs = ({"tasks": config["tasks"]} if config["tasks"] else {}) | ({"image": True} if skill_config["image"] else {})
-    metric = PROGRESS_METRIC[config["env"]]
-    env = make_env(config["env"], **env_kwargs)
-    buffer = ReplayBuffer(config["buffer_size"], skill_config["state_dim"], skill_config["latent_dim"],
-                          IMAGE_DIM if skill_config["image"] else 0)  # fmt: skip
-    act_gen = torch.Generator().manual_seed(config["seed"])  # skills chosen in the env
-    learn_gen = torch.Generator().manual_seed(config["seed"] + 1)  # replay batches and policy samples in updates
-    counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": 0, "next_checkpoint": args.checkpoint_every}
+    ckpt = runs.read_checkpoint(args.resume, "ssp", "baselines/ssp.py") if args.resume else None
+    args = resolve_args(runs.resumed_args(args, ckpt))
+    run_dir, ckpt_path = runs.run_folder(args, "ssp")
+    if args.threads or args.overlap_updates:
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
+    torch.manual_seed(args.seed)
+    if ckpt is None:  # the pretrained skill model, checked against the env's sizes
+        sizes = {key: env_spec(args.env)[key] for key in ("state_dim", "action_dim")}
+        skill_model, skill_config = load_skill_model(args.prior_checkpoint, env=args.env, **sizes)
+    else:
+        skill_config = ckpt["skill_config"]
+        skill_model = SkillModel(**skill_config)
+        skill_model.load_state_dict(ckpt["skill_model"])
+    skill_model.eval().requires_grad_(False)
+    decoder = skill_model.decoder
+
+    # Replay buffer, policy (freshly initialised), critics, alpha.
+    learner = build_learner(args, skill_model, skill_config)
+    image_dim = IMAGE_DIM if skill_config["image"] else 0
+    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim)
+    act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
+    learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
+    env_steps = updates = episodes = 0
     if ckpt is not None:
-        load_learner_state(learner, ckpt["learner"])
-        buffer.load_state_dict(ckpt["replay"])
+        runs.load_learner_state(learner, ckpt["learner"])
+        runs.load_replay_state(buffer, ckpt["replay"])
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
-        counters = dict(ckpt["counters"], next_checkpoint=ckpt["counters"]["env_steps"] + args.checkpoint_every)
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    else:
-        run_dir = os.path.join("runs", args.run_name or f"{config['env']}__{KIND}__{config['seed']}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
+    # An image prior (and so the policy, its copy) needs the env's image observations.
+    env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if skill_config["image"] else {})
+    env = make_env(args.env, **env_kwargs)
+    metric = env_spec(args.env)["progress_metric"]
+    losses = []  # sac_update's outputs since the last log
+
+    def learn():  # one gradient step on a batch from the replay
+        losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "config": config, "skill_config": skill_config, "skill_model": skill_model.state_dict(),
-            "learner": learner_state(learner), "replay": buffer.state_dict(), "counters": counters,
-            "rng": {"act": act_gen.get_state(), "learn": learn_gen.get_state()}})  # fmt: skip
+        run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
+        rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
+        models = dict(skill_model=skill_model.state_dict(), learner=runs.learner_state(learner))
+        state = dict(args=asdict(args), skill_config=skill_config, rng=rng, **models, **run)
+        runs.save_checkpoint(ckpt_path, state, kind="ssp")
 
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
-    writer = SummaryWriter(run_dir, purge_step=counters["env_steps"] + 1 if ckpt is not None else None)
-    writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
-    total = config["total_env_steps"]
-    bar = tqdm(total=total, initial=counters["env_steps"], desc=KIND, unit="step", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
-    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))
-    n_logged, shown, last_eval = 0, {}, None
-    pool = ThreadPoolExecutor(max_workers=1) if config["overlap_updates"] else None
-    stop = StopRequest()
-    sps_time, sps_steps = time.perf_counter(), counters["env_steps"]
-    timing = {"eval_s": 0.0, "start": None, "start_steps": 0}  # for the learning phase's env steps/s
-
-    def update():
-        nonlocal n_logged
-        batch = buffer.sample(config["batch_size"], learn_gen)
-        loss_log[n_logged] = sac_update(learner, batch, learn_gen)
-        n_logged += 1
-        counters["updates"] += 1
-
+    if args.critic_bf16:
+        use_bf16(learner.critic)
+        use_bf16(learner.critic_target)
+    overlap = OverlappedUpdates(learn, args.overlap_updates)
+    log = runs.RunLogger(run_dir, args, env_steps, resumed=ckpt is not None, loss_tags=LOSS_TAGS)
+    next_eval = 0 if ckpt is None else (env_steps // args.eval_every + 1) * args.eval_every
     try:
-        while counters["env_steps"] < total and not stop.requested:
-            # ---- one episode (checkpoints and evaluations happen only between episodes)
-            if counters["env_steps"] >= counters["next_eval"]:
-                eval_start = time.perf_counter()
-                last_eval = evaluate(learner, decoder, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-                writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-                writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-                shown["eval"] = f"{last_eval[metric]:.2f}"
-                counters["next_eval"] = counters["env_steps"] + args.eval_every
-                timing["eval_s"] += time.perf_counter() - eval_start
-            # Each training episode has its own seed, so a resumed run sees the same episodes.
-            state, _ = env.reset(seed=config["seed"] * 1_000_003 + counters["episodes"])
-            episode_return, done = 0.0, False
-            while not done:
-                skill, actions = choose_skill(learner, decoder, state, act_gen)
-                ready = buffer.size >= max(config["warmup_transitions"], 1)
-                if ready and timing["start"] is None:
-                    timing.update(start=time.perf_counter(), start_steps=counters["env_steps"], eval_s=0.0)
-                pending = pool.submit(update) if ready and pool else None  # learns while the env runs
-                next_state, reward, terminated, truncated, steps, info = execute_skill(env, actions)
-                if pending is not None:
-                    pending.result()
-                buffer.add(state, skill, reward, next_state, terminated)  # truncation is not terminal
-                if ready and pool is None:
-                    update()
-                state, done = next_state, terminated or truncated
-                episode_return += reward
-                counters["env_steps"] += steps
-                bar.update(steps)
-                if n_logged == args.log_every:
-                    check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                    means = loss_log.mean(0).tolist()
-                    for name, value in zip(LOSS_TERMS, means):
-                        tag = {"alpha_value": "charts/alpha", "entropy": "charts/entropy"}.get(name, f"losses/{name}")
-                        writer.add_scalar(tag, value, counters["env_steps"])
-                    shown.update(alpha=f"{means[4]:.3g}", entropy=f"{means[5]:.2f}")
-                    n_logged = 0
-            counters["episodes"] += 1
-            writer.add_scalar("charts/episodic_return", episode_return, counters["env_steps"])
-            writer.add_scalar(f"charts/{metric}", float(info.get(metric, 0)), counters["env_steps"])
-            now = time.perf_counter()
-            if now - sps_time > 10:
-                sps = (counters["env_steps"] - sps_steps) / (now - sps_time)
-                writer.add_scalar("charts/SPS", sps, counters["env_steps"])
-                shown["SPS"] = int(sps)
-                sps_time, sps_steps = now, counters["env_steps"]
-            shown["return"] = f"{episode_return:g}"
-            bar.set_postfix(shown, refresh=False)
-            if counters["env_steps"] >= counters["next_checkpoint"] or counters["env_steps"] >= total or stop.requested:
-                check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                checkpoint()
-                counters["next_checkpoint"] = counters["env_steps"] + args.checkpoint_every
+        with runs.StopRequest() as stop:
+            while env_steps < args.total_env_steps and not stop.requested:
+                if env_steps >= next_eval:
+                    log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+                    next_eval = (env_steps // args.eval_every + 1) * args.eval_every
+
+                # ALGO LOGIC: one episode of SAC over skills.
+                # Each training episode has its own seed, so a resumed run sees the same episodes.
+                state, _ = env.reset(seed=args.seed * 1_000_003 + episodes)
+                episode_start, episode_return, done = env_steps, 0.0, False
+                while not done:
+                    learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
+                    skill, actions = choose_skill(learner.policy, decoder, state, act_gen)
+                    with overlap.during_env_step(learning):  # a no-op without --overlap-updates
+                        next_state, reward, terminated, truncated, steps, info = execute_skill(env, actions)
+                    # A time-limit truncation is not a termination: the Q-target still bootstraps there.
+                    buffer.add(state, skill, reward, next_state, terminated)
+                    if learning and not args.overlap_updates:
+                        learn()
+                    updates += learning
+                    state, done = next_state, terminated or truncated
+                    episode_return += reward
+                    env_steps += steps
+
+                    if len(losses) == args.log_every:
+                        log.losses(losses, updates, env_steps)
+                episodes += 1
+
+                # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
+                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
+                if crossed or env_steps >= args.total_env_steps or stop.requested:
+                    log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint
+                    checkpoint()
+            if stop.requested:
+                print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
+                return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
+            final = log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
-        stop.restore()
-        if pool is not None:
-            pool.shutdown()
-        bar.close()
-        writer.flush()
+        overlap.close()
         env.close()
-    learning_sps = None
-    if timing["start"] is not None:  # env steps/s while learning, evaluations excluded
-        elapsed = time.perf_counter() - timing["start"] - timing["eval_s"]
-        learning_sps = (counters["env_steps"] - timing["start_steps"]) / max(elapsed, 1e-9)
-    if stop.requested:
-        print(f"stopped at env step {counters['env_steps']}; continue with --resume {ckpt_path}")
-        return {"checkpoint": ckpt_path, "env_steps": counters["env_steps"], "stopped": True}
-
-    last_eval = evaluate(learner, decoder, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-    writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-    writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-    writer.close()
+        log.close()
     policy_path = os.path.join(run_dir, "policy.pt")
-    save_checkpoint(policy_path, {"config": config, "skill_config": skill_config, "policy": learner.policy.state_dict()},
-                    kind=f"{KIND}_policy")
-    print(f"env step {counters['env_steps']}: evaluation over {args.eval_episodes} episodes: "
-          f"{last_eval[metric]:.2f} {metric.replace('_', ' ')}, return {last_eval['return']:.2f}")  # fmt: skip
+    policy = dict(args=asdict(args), skill_config=skill_config, policy=learner.policy.state_dict())
+    runs.save_checkpoint(policy_path, policy, kind="ssp_policy")
+    print(f"env step {env_steps}: evaluation over {args.eval_episodes} episodes: {final}")
     print(f"checkpoint: {ckpt_path}\nfinal policy: {policy_path}")
-    return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": counters["env_steps"],
-            "updates": counters["updates"], "eval": last_eval, "learning_sps": learning_sps}  # fmt: skip
+    result = dict(checkpoint=ckpt_path, policy=policy_path, env_steps=env_steps, updates=updates, eval=final)
+    return result | {"learning_sps": log.learning_sps}
 
 
-def main(argv: list[str] | None = None):
-    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        return train(args)
-    except SpirlError as e:
-        sys.exit(f"error: {e}")
+# ----------------------------------------------------------------------------- set-up and checkpoints
+# Apparatus, not part of SPiRL: settings, loading, saving.
+
+
+def resolve_args(args: Args) -> Args:
+    """Check the flags (one-line errors) and fill the per-env defaults from envs/registry.py."""
+    spec = env_spec(args.env)
+    if args.tasks and args.env != "kitchen":
+        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
+    runs.check_flags(args, at_least_one=sizes, positive=("policy_lr", "critic_lr", "alpha_lr", "tau"))
+    runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_transitions", "total_env_steps"))
+    if not 0 <= args.gamma <= 1:
+        raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
+    if args.prior_checkpoint is None and not os.path.isfile(spec["default_prior"]):
+        raise SpirlError(
+            f"no shipped skill model for --env {args.env}: pass --prior-checkpoint runs/<run>/checkpoint.pt"
+        )
+    total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
+    defaults = dict(critic_layers=args.critic_layers or spec["critic_layers"])
+    return replace(
+        args, prior_checkpoint=args.prior_checkpoint or spec["default_prior"], total_env_steps=total, **defaults
+    )
 
 
 if __name__ == "__main__":
-    main()
+    runs.cli(train, Args, __doc__)

@@ -7,6 +7,7 @@ NaN/inf check of the logged losses, and the tensorboard + progress-bar logger wi
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -125,14 +126,17 @@ class RunLogger:
     losses/*) and a tqdm bar. A terminal gets a live bar; a log file (nohup ... > log) a line every 30 s.
     A resumed run hides what was logged after its checkpoint (tensorboard purges those steps)."""
 
-    def __init__(self, run_dir: str, args, total: int, step: int, resumed: bool, desc: str):
+    def __init__(self, run_dir: str, args, step: int, resumed: bool, loss_tags: tuple[str, ...]):
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         self.writer = SummaryWriter(run_dir, purge_step=step + 1 if resumed else None)
         self.writer.add_text("args", "\n".join(f"{k}: {v}" for k, v in asdict(args).items()))
-        self.bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True,
-                        mininterval=1 if sys.stderr.isatty() else 30)
+        self.bar = tqdm(total=args.total_env_steps, initial=step, desc=os.path.basename(run_dir), unit="step",
+                        dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+        # The bar shows the charts/ values of the update outputs (alpha, KL or entropy).
+        self.loss_tags, self.loss_shown = loss_tags, [tag for tag in loss_tags if tag.startswith("charts/")]
+        self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
         self.shown: dict = {}
         self.sps_time, self.sps_step = time.perf_counter(), step
         self.eval_s, self.learn_start, self.sps_last_step = 0.0, None, step
@@ -141,13 +145,20 @@ class RunLogger:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
-    def losses(self, losses: torch.Tensor, tags: tuple[str, ...], step: int, shown: tuple[str, ...] = ()):
-        """Log the mean of each column of `losses` (steps, terms) under its tag; show some on the bar."""
+    def losses(self, losses: list, updates: int, step: int):
+        """Check the update outputs since the last log (`losses`: one tensor per gradient step, in `loss_tags`
+        order) for NaN/inf (a one-line error), log their means, show some on the bar, clear the list."""
+        if not losses:
+            return
+        stacked = torch.stack(losses)
+        fix = "lower the learning rates or check the reward scale"
+        check_finite(stacked, self.loss_tags, updates - len(losses) + 1, self.ckpt_path, fix)
+        losses.clear()
         if self.learn_start is None:
             self.learn_start = (time.perf_counter(), step, self.eval_s)
-        means = dict(zip(tags, losses.mean(0).tolist()))
+        means = dict(zip(self.loss_tags, stacked.mean(0).tolist()))
         self.scalars(means, step)
-        self.shown.update({tag.split("/")[-1]: f"{means[tag]:.3g}" for tag in shown})
+        self.shown.update({tag.split("/")[-1]: f"{means[tag]:.3g}" for tag in self.loss_shown})
 
     def episode(self, episode_return: float, progress: dict, step: int, steps_done: int):
         """End of a training episode: its return and task progress; env steps/s every 10 s."""
@@ -186,3 +197,63 @@ class RunLogger:
     def close(self):
         self.bar.close()
         self.writer.close()
+
+
+# ----------------------------------------------------------------------------- flags and learner state
+
+
+def check_flags(args, at_least_one: tuple = (), positive: tuple = (), non_negative: tuple = ()):
+    """One-line errors for numeric flags out of range (None means "default" and passes)."""
+    for names, ok, need in ((at_least_one, lambda v: v >= 1, "at least 1"), (positive, lambda v: v > 0, "above 0"),
+                            (non_negative, lambda v: v >= 0, "at least 0")):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not (ok(value) and math.isfinite(value)):
+                raise SpirlError(f"--{name.replace('_', '-')} must be {need} (got {value})")
+
+
+def learner_state(learner) -> dict:
+    """Every network, optimiser and tensor of a learner dataclass, for a checkpoint."""
+    state = {}
+    for f in fields(learner):
+        value = getattr(learner, f.name)
+        if isinstance(value, torch.Tensor):
+            state[f.name] = value.detach().clone()
+        elif hasattr(value, "state_dict"):
+            state[f.name] = value.state_dict()
+    return state
+
+
+def load_learner_state(learner, saved: dict):
+    for name, value in saved.items():
+        target = getattr(learner, name)
+        if isinstance(target, torch.Tensor):
+            with torch.no_grad():
+                target.copy_(value)
+        else:
+            target.load_state_dict(value)
+
+
+def replay_state(buffer) -> dict:
+    """The filled part of a replay buffer (its FIELDS, in storage order): a checkpoint grows with the data, not
+    with the capacity."""
+    n = buffer.size
+    return {"next": buffer.next, "size": n} | {name: getattr(buffer, name)[:n].clone() for name in buffer.FIELDS}
+
+
+def load_replay_state(buffer, saved: dict):
+    for name in buffer.FIELDS:
+        getattr(buffer, name)[: saved["size"]] = saved[name]
+    buffer.size, buffer.next = saved["size"], saved["next"]
+
+
+def cli(train, args_class, doc: str):
+    """`python <script> --flags`: parse the flags into `args_class` with tyro, run `train`, and turn a SpirlError
+    (bad input) into a one-line `error: ...` with exit status 1."""
+    import tyro
+
+    args = tyro.cli(args_class, description=doc.split("\n\n")[0])
+    try:
+        return train(args)
+    except SpirlError as e:
+        sys.exit(f"error: {e}")

@@ -264,7 +264,7 @@ def test_replay_keeps_the_prior_of_each_stored_state(tmp_path, skill_ckpt):
         torch.testing.assert_close(replay["priors"], torch.cat(model.skill_prior(replay["states"]), -1))
         torch.testing.assert_close(replay["next_priors"], torch.cat(model.skill_prior(replay["next_states"]), -1))
     buffer = sac.ReplayBuffer(1000, STATE_DIM, LATENT_DIM)
-    buffer.load_state_dict(replay)
+    sac.runs.load_replay_state(buffer, replay)
     assert buffer.size == replay["size"] and torch.equal(buffer.next_priors[: buffer.size], replay["next_priors"])
 
 
