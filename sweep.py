@@ -129,20 +129,22 @@ def plan_runs(args: Args) -> list[dict]:
         known = script_flags(method)
         for flag, _ in axes:
             if flag not in known:
-                raise SweepError(f"--grid {flag}: {SCRIPTS[method]} has no --{flag} (see python {SCRIPTS[method]} "
-                                 f"--help); sweep methods that share the flag, or drop it")  # fmt: skip
+                raise SweepError(
+                    f"--grid {flag}: {SCRIPTS[method]} has no --{flag} (see python {SCRIPTS[method]} "
+                    f"--help); sweep methods that share the flag, or drop it"
+                )
     runs = []
-    for method, env, seed, values in itertools.product(args.methods, args.envs, args.seeds,
-                                                       itertools.product(*[v for _, v in axes])):  # fmt: skip
-        name = f"{env}__{method}__s{seed}" + "".join(
-            f"__{flag}{value}" for (flag, options), value in zip(axes, values) if len(options) > 1)  # fmt: skip
+    grid = itertools.product(*[v for _, v in axes])
+    for method, env, seed, values in itertools.product(args.methods, args.envs, args.seeds, grid):
+        varied = [f"__{flag}{value}" for (flag, options), value in zip(axes, values) if len(options) > 1]
+        name = f"{env}__{method}__s{seed}" + "".join(varied)
         flags = ["--env", env, "--seed", str(seed), "--threads", str(args.threads)]
         for (flag, _), value in zip(axes, values):
             flags += flag_args(flag, value)
         if args.total_env_steps is not None:
             flags += ["--total-env-steps", str(args.total_env_steps)]
-        runs.append({"name": name, "method": method, "env": env, "seed": seed,
-                     "script": os.path.join(REPO_ROOT, SCRIPTS[method]), "flags": flags})  # fmt: skip
+        script = os.path.join(REPO_ROOT, SCRIPTS[method])
+        runs.append({"name": name, "method": method, "env": env, "seed": seed, "script": script, "flags": flags})
     return runs
 
 
@@ -199,8 +201,10 @@ def execute(command: list[str], cwd: str, run_dir: str, stop_path: str) -> dict:
     with open(os.path.join(run_dir, "log.txt"), "a") as log:
         log.write(f"\n$ {shlex.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=term_with_parent if sys.platform == "linux" else None)  # fmt: skip
+        preexec_fn = term_with_parent if sys.platform == "linux" else None
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn
+        )
         while process.poll() is None:
             try:
                 if not signalled and os.path.exists(stop_path):
@@ -241,10 +245,13 @@ def progress(run_dir: str) -> str:
 def summary_line(started: float, states: dict, run_dirs: dict) -> str:
     counts = {k: sum(s == k for s in states.values()) for k in ("finished", "running", "queued", "failed", "stopped")}
     running = ", ".join(f"{name} {progress(run_dirs[name])}" for name, s in states.items() if s == "running")
-    return (f"[{(time.time() - started) / 60:.0f} min] finished {counts['finished']}/{len(states)}, "
-            f"running {counts['running']}" + (f" ({running})" if running else "") +
-            f", queued {counts['queued']}, failed {counts['failed']}"
-            + (f", stopped {counts['stopped']}" if counts["stopped"] else ""))  # fmt: skip
+    return (
+        f"[{(time.time() - started) / 60:.0f} min] finished {counts['finished']}/{len(states)}, "
+        f"running {counts['running']}"
+        + (f" ({running})" if running else "")
+        + f", queued {counts['queued']}, failed {counts['failed']}"
+        + (f", stopped {counts['stopped']}" if counts["stopped"] else "")
+    )
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -255,7 +262,8 @@ def sweep(args: Args) -> dict:
     actions = {run["name"]: decide(run, args) for run in runs}
     for run in runs:
         action, command = actions[run["name"]]
-        print(f"{action:6s} {args.name}/{run['name']}" + (f": {shlex.join(command)}" if args.dry_run and command else ""))
+        shown = f": {shlex.join(command)}" if args.dry_run and command else ""
+        print(f"{action:6s} {args.name}/{run['name']}{shown}")
     todo = [run for run in runs if actions[run["name"]][0] != "skip"]
     if args.dry_run or not todo:
         print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished" + ("" if todo else "; nothing to do"))
@@ -268,8 +276,10 @@ def sweep(args: Args) -> dict:
         try:
             ray.init(address=args.address, log_to_driver=False)
         except Exception as e:
-            raise SweepError(f"cannot reach a Ray cluster at {args.address} ({type(e).__name__}); start one with "
-                             f"`ray start --head` there, or drop --address to run on this machine") from None  # fmt: skip
+            raise SweepError(
+                f"cannot reach a Ray cluster at {args.address} ({type(e).__name__}); start one with "
+                f"`ray start --head` there, or drop --address to run on this machine"
+            ) from None
         workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.threads)
     else:
         workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
@@ -277,7 +287,9 @@ def sweep(args: Args) -> dict:
     if __name__ != "__main__":  # imported (tests, notebooks): ship execute() by value, workers need not import sweep
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     task = ray.remote(execute).options(num_cpus=args.threads, max_retries=0)
-    print(f"{len(todo)} runs on {workers} workers ({args.threads} thread(s) each); logs in runs/{args.name}/<run>/log.txt")
+    print(
+        f"{len(todo)} runs on {workers} workers ({args.threads} thread(s) each); logs in runs/{args.name}/<run>/log.txt"
+    )
 
     states = {run["name"]: "queued" for run in todo}
     run_dirs = {run["name"]: os.path.abspath(os.path.join("runs", args.name, run["name"])) for run in todo}
@@ -291,9 +303,10 @@ def sweep(args: Args) -> dict:
         for ref in refs:
             run = pending.pop(ref)
             result = ray.get(ref)
-            states[run["name"]] = record_outcome(run_dirs[run["name"]], run, result, actions[run["name"]], args)
-            print(f"{states[run['name']]} {args.name}/{run['name']} after {result['seconds'] / 60:.1f} min" + (
-                "" if result["rc"] == 0 else f" (exit {result['rc']}; see runs/{args.name}/{run['name']}/log.txt)"), flush=True)  # fmt: skip
+            name, rc = run["name"], result["rc"]
+            states[name] = record_outcome(run_dirs[name], run, result, actions[name], args)
+            log_hint = "" if rc == 0 else f" (exit {rc}; see runs/{args.name}/{name}/log.txt)"
+            print(f"{states[name]} {args.name}/{name} after {result['seconds'] / 60:.1f} min{log_hint}", flush=True)
 
     try:
         while queue or pending:
@@ -310,8 +323,11 @@ def sweep(args: Args) -> dict:
                 print(summary_line(started, states, run_dirs), flush=True)
                 last_report = time.time()
     except KeyboardInterrupt:
-        print(f"\nstopping {len(pending)} run(s) at their episodes' end, with a checkpoint (Ctrl-C again: stop "
-              f"waiting for them); rerun the same command to continue", flush=True)  # fmt: skip
+        print(
+            f"\nstopping {len(pending)} run(s) at their episodes' end, with a checkpoint (Ctrl-C again: stop "
+            f"waiting for them); rerun the same command to continue",
+            flush=True,
+        )
         open(stop_path, "w").close()
         try:
             while pending:
@@ -328,8 +344,17 @@ def sweep(args: Args) -> dict:
 def record_outcome(run_dir: str, run: dict, result: dict, action: tuple[str, list[str]], args: Args) -> str:
     """Write the run's outcome to runs/<name>/<run>/sweep.json (a rerun reads it to skip or resume)."""
     outcome = "failed" if result["rc"] != 0 else "finished" if result["completed"] else "stopped"
-    status = {"status": outcome, "rc": result["rc"], "seconds": round(result["seconds"], 1), "env_steps": args.total_env_steps, "action": action[0],
-              "command": shlex.join(action[1]), "method": run["method"], "env": run["env"], "seed": run["seed"]}  # fmt: skip
+    status = {
+        "status": outcome,
+        "rc": result["rc"],
+        "seconds": round(result["seconds"], 1),
+        "env_steps": args.total_env_steps,
+        "action": action[0],
+        "command": shlex.join(action[1]),
+        "method": run["method"],
+        "env": run["env"],
+        "seed": run["seed"],
+    }
     previous = read_status(run_dir)  # a resumed run's total time adds up over its pieces
     status["total_seconds"] = round(previous.get("total_seconds", 0.0) + result["seconds"], 1)
     os.makedirs(run_dir, exist_ok=True)

@@ -52,28 +52,42 @@ def scripted_success(episodes: int = 100, seed: int = 12345) -> dict:
         done_steps += episode["stacks"]
         planned_steps += episode["stacks"] + (not episode["terminated"])  # a failed episode failed one step
         steps += len(episode["actions"])
-    return {"episodes": episodes, "completed": completed / episodes, "stacking_steps_succeeded": done_steps / planned_steps,
-            "env_steps_per_s": steps / (time.perf_counter() - start)}  # fmt: skip
+    return {
+        "episodes": episodes,
+        "completed": completed / episodes,
+        "stacking_steps_succeeded": done_steps / planned_steps,
+        "env_steps_per_s": steps / (time.perf_counter() - start),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "block_stacking.json"))
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "block_stacking.json")
+    parser.add_argument("--out", default=out)
     parser.add_argument("--generate", type=int, default=500, help="episodes for the generation-rate run")
     args = parser.parse_args()
-    results = {"command": "python bench/bench_block_stacking.py " + " ".join(sys.argv[1:]),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "load_average_at_start": os.getloadavg()[0], "raw_env_steps_per_s": {}}  # fmt: skip
-    for name, make in (("11-block task", BlockStackingEnv.downstream), ("5-block training scene", BlockStackingEnv.training)):
+    results = {
+        "command": "python bench/bench_block_stacking.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_start": os.getloadavg()[0],
+        "raw_env_steps_per_s": {},
+    }
+    for name, make in (
+        ("11-block task", BlockStackingEnv.downstream),
+        ("5-block training scene", BlockStackingEnv.training),
+    ):
         for image in (False, True):
             rate = raw_steps_per_s(make(image=image))
             key = f"{name}{', images' if image else ''}"
             results["raw_env_steps_per_s"][key] = rate
             print(f"raw env, random actions, {key}: {rate:7.0f} env steps/s", flush=True)
     results["scripted_policy"] = scripted = scripted_success()
-    print(f"scripted policy, {scripted['episodes']} episodes of 1-3 stacking steps: {scripted['completed']:.0%} completed, "
-          f"{scripted['stacking_steps_succeeded']:.1%} of stacking steps succeeded ({scripted['env_steps_per_s']:.0f} env steps/s)",
-          flush=True)  # fmt: skip
+    print(
+        f"scripted policy, {scripted['episodes']} episodes of 1-3 stacking steps: {scripted['completed']:.0%} "
+        f"completed, {scripted['stacking_steps_succeeded']:.1%} of stacking steps succeeded "
+        f"({scripted['env_steps_per_s']:.0f} env steps/s)",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as folder:
         summary = collect(Args(episodes=args.generate, out=os.path.join(folder, "data"), seed=1))
     results["generation"] = summary

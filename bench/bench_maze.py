@@ -1,4 +1,4 @@
-"""Facts about the maze task (issue 4): how far the goal is, how far random actions get, env speed.
+"""Facts about the maze task: how far the goal is, how far random actions get, env speed.
 
     python bench/bench_maze.py            # writes bench/results/maze.json
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-
 from typing import Annotated
 
 import numpy as np
@@ -46,7 +45,9 @@ def ready_posture(env: KitchenEnv, task: str) -> np.ndarray:
     postures = []
     for seed in range(5):
         env.reset(seed=seed)
-        ctrl = scripted.SubtaskController(env, task, np.random.default_rng(seed), jitter=0.0, action_noise=0.0, ready=False)
+        ctrl = scripted.SubtaskController(
+            env, task, np.random.default_rng(seed), jitter=0.0, action_noise=0.0, ready=False
+        )
         while ctrl.index < 1 and ctrl.steps < 120:  # waypoint 0 is the pre-grasp pose
             env.step(ctrl.act())
         postures.append(env.qpos[:7].copy())
@@ -76,8 +77,10 @@ def main():
         successes.append(ctrl.complete)
         per_waypoint.append(counts)
     mean = np.mean(per_waypoint, axis=0)
-    print(f"{args.task}: {sum(successes)}/{args.attempts} succeeded; mean steps per waypoint {mean.round(1)} "
-          f"(total {mean.sum():.0f}); failed seeds {[s for s, ok in enumerate(successes) if not ok]}")
+    print(
+        f"{args.task}: {sum(successes)}/{args.attempts} succeeded; mean steps per waypoint {mean.round(1)} "
+        f"(total {mean.sum():.0f}); failed seeds {[s for s, ok in enumerate(successes) if not ok]}"
+    )
 
 
 if __name__ == "__main__":

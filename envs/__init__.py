@@ -7,9 +7,9 @@
 Minari dataset id, a local Minari directory or a D4RL hdf5 file.
 """
 
+from envs.datasets import Episode, WindowSampler, load_episodes, split_episodes
 from envs.errors import SpirlError
 from envs.registry import ENV_NAMES, env_spec, make_env
-from envs.datasets import Episode, WindowSampler, load_episodes, split_episodes
 
 __all__ = [
     "ENV_NAMES",

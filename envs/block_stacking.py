@@ -65,7 +65,8 @@ def scene_xml(n_blocks: int, half_length: float) -> str:
     state reads straight off qpos: the gripper's (y, z) and each block's (y, z, angle)."""
     s = BLOCK_HALF
     # contype/conaffinity: the fingers and palm (2/1) touch blocks, table and barriers (1/3), not each other.
-    blocks = "".join(f"""
+    blocks = "".join(
+        f"""
     <body name="block{i}">
       <joint name="block{i}_y" type="slide" axis="0 1 0" damping="0.2"/>
       <joint name="block{i}_z" type="slide" axis="0 0 1" damping="0.2"/>
@@ -73,7 +74,9 @@ def scene_xml(n_blocks: int, half_length: float) -> str:
       <geom type="box" size="{s} {s} {s}" density="1000" contype="1" conaffinity="3" rgba="0.85 0.45 0.1 1"/>
       <!-- density: the authors' blocks draw one of 200-5000 kg/m^3 per block, unseeded; a fixed
            1000 (0.5 kg) keeps episodes reproducible from a seed. -->
-    </body>""" for i in range(n_blocks))  # fmt: skip
+    </body>"""
+        for i in range(n_blocks)
+    )
     wall_height = 0.5
     return f"""
 <mujoco model="block_stacking">
@@ -89,8 +92,10 @@ def scene_xml(n_blocks: int, half_length: float) -> str:
           size="0.3 0.01 {wall_height}" contype="1" conaffinity="3" rgba="0.2 0.2 0.2 1"/>
     {blocks}
     <body name="gripper" gravcomp="1">
-      <joint name="gripper_y" type="slide" axis="0 1 0" limited="true" range="{-half_length + 0.05} {half_length - 0.05}"/>
-      <joint name="gripper_z" type="slide" axis="0 0 1" limited="true" range="{GRIPPER_Z_RANGE[0]} {GRIPPER_Z_RANGE[1]}"/>
+      <joint name="gripper_y" type="slide" axis="0 1 0" limited="true"
+             range="{-half_length + 0.05} {half_length - 0.05}"/>
+      <joint name="gripper_z" type="slide" axis="0 0 1" limited="true"
+             range="{GRIPPER_Z_RANGE[0]} {GRIPPER_Z_RANGE[1]}"/>
       <geom name="palm" type="box" pos="0 0 {s + 0.015}" size="0.03 {MAX_OPENING / 2 + 0.02} 0.01" mass="0.3"
             contype="2" conaffinity="1" rgba="0.15 0.25 0.6 1"/>
       <body name="finger_left" gravcomp="1">
@@ -217,14 +222,17 @@ def render_views(states: np.ndarray, half_length: float) -> np.ndarray:
 
     s, finger_w, finger_h = BLOCK_HALF, 0.02, 2 * BLOCK_HALF - 0.005
     ones = np.ones((b, 1))
-    fingers_and_palm = (np.hstack([y_g - opening / 2 - finger_w, y_g + opening / 2, y_g - MAX_OPENING / 2 - 0.02]),
-                        np.hstack([y_g - opening / 2, y_g + opening / 2 + finger_w, y_g + MAX_OPENING / 2 + 0.02]),
-                        np.hstack([z_g - s, z_g - s, z_g + s + 0.005]),
-                        np.hstack([z_g - s + finger_h, z_g - s + finger_h, z_g + s + 0.025]))  # fmt: skip
+    fingers_and_palm = (
+        np.hstack([y_g - opening / 2 - finger_w, y_g + opening / 2, y_g - MAX_OPENING / 2 - 0.02]),
+        np.hstack([y_g - opening / 2, y_g + opening / 2 + finger_w, y_g + MAX_OPENING / 2 + 0.02]),
+        np.hstack([z_g - s, z_g - s, z_g + s + 0.005]),
+        np.hstack([z_g - s + finger_h, z_g - s + finger_h, z_g + s + 0.025]),
+    )
+    barrier_y0 = np.array([[-half_length - 0.02, half_length]])  # left and right barrier: y0 to y1, 0.02 thick
+    barrier_y1 = np.array([[-half_length, half_length + 0.02]])
     layers = [  # painter's order: later layers cover earlier ones
         ("table", boxes(-half_length * ones, half_length * ones, (TABLE_TOP - 1.0) * ones, TABLE_TOP * ones)),
-        ("barrier", boxes(np.array([[-half_length - 0.02, half_length]]), np.array([[-half_length, half_length + 0.02]]),
-                          TABLE_TOP * np.ones((1, 2)), (TABLE_TOP + 1.0) * np.ones((1, 2)))),  # fmt: skip
+        ("barrier", boxes(barrier_y0, barrier_y1, TABLE_TOP * np.ones((1, 2)), (TABLE_TOP + 1.0) * np.ones((1, 2)))),
         ("block", boxes(blocks[:, :, 1] - s, blocks[:, :, 1] + s, blocks[:, :, 2] - s, blocks[:, :, 2] + s)),
         ("gripper", boxes(*fingers_and_palm)),
     ]
@@ -255,8 +263,8 @@ class DatasetViews:
     def __call__(self, episode, previous_states, states):
         import torch  # envs needs torch only here, for the data pipeline of spirl_pretrain.py
 
-        frames = np.concatenate([render_views(np.asarray(previous_states), self.half_length),
-                                 render_views(np.asarray(states), self.half_length)], axis=1)  # fmt: skip
+        views = [render_views(np.asarray(s), self.half_length) for s in (previous_states, states)]
+        frames = np.concatenate(views, axis=1)
         frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
         return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
 
@@ -272,19 +280,27 @@ class BlockStackingEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, n_blocks: int = DOWNSTREAM_BLOCKS, half_length: float = DOWNSTREAM_HALF_LENGTH,
-                 max_episode_steps: int = DOWNSTREAM_EPISODE_STEPS, random_layout: bool = False,
-                 sparse: bool = False, image: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        n_blocks: int = DOWNSTREAM_BLOCKS,
+        half_length: float = DOWNSTREAM_HALF_LENGTH,
+        max_episode_steps: int = DOWNSTREAM_EPISODE_STEPS,
+        random_layout: bool = False,
+        sparse: bool = False,
+        image: bool = False,
+    ):
         self.n_blocks, self.half_length = n_blocks, half_length
         self.max_episode_steps, self.random_layout = max_episode_steps, random_layout
         self.sparse, self.image = sparse, image
         self.model = mujoco.MjModel.from_xml_string(scene_xml(n_blocks, half_length))
         self.data = mujoco.MjData(self.model)
-        joint = lambda name: self.model.joint(name).qposadr[0]  # noqa: E731
+
+        def joint(name: str) -> int:  # a joint's address in qpos
+            return self.model.joint(name).qposadr[0]
+
         self._gripper = [joint("gripper_y"), joint("gripper_z")]
         self._fingers = [joint("finger_left"), joint("finger_right")]
-        self._blocks = np.array([[joint(f"block{i}_y"), joint(f"block{i}_z"), joint(f"block{i}_angle")]
-                                 for i in range(n_blocks)])  # fmt: skip
+        self._blocks = np.array([[joint(f"block{i}_{axis}") for axis in ("y", "z", "angle")] for i in range(n_blocks)])
         state_dim = 8 + 3 * n_blocks
         obs_dim = state_dim + (2 * 3 * VIEW_PIXELS**2 if image else 0)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
@@ -334,8 +350,8 @@ class BlockStackingEnv(gym.Env):
 
     def state(self) -> np.ndarray:
         q, v = self.data.qpos, self.data.qvel
-        gripper = [0.0, q[self._gripper[0]], q[self._gripper[1]], 0.0, v[self._gripper[0]], v[self._gripper[1]], 0.0,
-                   q[self._fingers[0]] + q[self._fingers[1]]]  # fmt: skip
+        (y, z), (left, right) = self._gripper, self._fingers
+        gripper = [0.0, q[y], q[z], 0.0, v[y], v[z], 0.0, q[left] + q[right]]
         blocks = np.column_stack([np.zeros(self.n_blocks), self.block_yz()]).ravel()
         return np.concatenate([gripper, blocks]).astype(np.float32)
 
@@ -370,8 +386,11 @@ class BlockStackingEnv(gym.Env):
         return np.concatenate([state, frames.ravel()])
 
     def _info(self, height: float) -> dict:
-        return {"blocks_stacked": blocks_in_tower(height), "lifted": int(self.lifted.sum()),
-                "delivered": int(self.delivered.sum())}  # fmt: skip
+        return {
+            "blocks_stacked": blocks_in_tower(height),
+            "lifted": int(self.lifted.sum()),
+            "delivered": int(self.delivered.sum()),
+        }
 
     # ---- gym API
 
@@ -381,8 +400,9 @@ class BlockStackingEnv(gym.Env):
             layout = self._training_layout()
         else:
             # A row across the table, 0.2 m apart on the downstream table (the authors' fixed layout).
-            layout = np.column_stack([np.linspace(-1, 1, self.n_blocks) * (self.half_length - 0.2),
-                                      np.full(self.n_blocks, REST_Z)])  # fmt: skip
+            layout = np.column_stack(
+                [np.linspace(-1, 1, self.n_blocks) * (self.half_length - 0.2), np.full(self.n_blocks, REST_Z)]
+            )
         self._set_layout(layout)
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)  # let stacks settle
         self.steps = 0

@@ -1,6 +1,6 @@
-"""Block-stacking training data (issue 10): a scripted, noisy stacking policy in the 5-block scene.
+"""Block-stacking training data: a scripted, noisy stacking policy in the 5-block scene.
 
-    python -m envs.block_stacking_demos                          # the paper's 37,000 episodes -> data/block-stacking-scripted-v0
+    python -m envs.block_stacking_demos      # the paper's 37,000 episodes -> data/block-stacking-scripted-v0
     python -m envs.block_stacking_demos --episodes 200 --out /tmp/bs-small --random-episode-fraction 0.5
 
 Each episode starts from a random training scene (envs/block_stacking.py: 5 blocks, 0-2 of them
@@ -48,7 +48,8 @@ class Args:
     seed: int = 0
     """seed of scenes, plans and subgoals; the same seed gives the same dataset"""
     random_episode_fraction: float = 0.0
-    """fraction of the episodes that are uniform random actions instead of the scripted policy (sub-optimal data, Table 1)"""
+    """fraction of the episodes that are uniform random actions instead of the scripted policy
+    (sub-optimal data, Table 1)"""
     max_stacks: int = 3
     """stacking steps planned per episode: 1 to this many"""
     overwrite: bool = False
@@ -95,9 +96,13 @@ def plan_stack(state: np.ndarray, source: int, target: int, rng: np.random.Gener
     approach = [np.array([state[1], safe, 1.0]), np.array([ys, safe, 1.0]), np.array([ys, zs, 1.0])]
     carry = [np.array([ys, safe, 0.0]), np.array([yt, safe, 0.0]), np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 0.0])]
     floor = safe - 0.02
-    return [*with_subgoals(here, approach, rng, floor), np.array([ys, zs, 0.0, GRIP_STEPS]),
-            *with_subgoals(approach[-1], carry, rng, floor),
-            np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 1.0, GRIP_STEPS]), np.array([yt, safe, 1.0])]  # fmt: skip
+    return [
+        *with_subgoals(here, approach, rng, floor),
+        np.array([ys, zs, 0.0, GRIP_STEPS]),
+        *with_subgoals(approach[-1], carry, rng, floor),
+        np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 1.0, GRIP_STEPS]),
+        np.array([yt, safe, 1.0]),
+    ]
 
 
 def steer(state: np.ndarray, waypoint: np.ndarray) -> np.ndarray:
@@ -133,7 +138,8 @@ def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: 
             plan = plan_stack(state, *pair, rng)
             if done_stacks > 0 and rng.random() < 0.5:  # a random detour between stacking steps
                 limit = env.half_length - 0.1
-                plan.insert(0, np.array([rng.uniform(-limit, limit), rng.uniform(plan[0][1], GRIPPER_Z_RANGE[1] - 0.05), 1.0]))
+                y, z = rng.uniform(-limit, limit), rng.uniform(plan[0][1], GRIPPER_Z_RANGE[1] - 0.05)
+                plan.insert(0, np.array([y, z, 1.0]))
         waypoint = plan[k]
         action = steer(state, waypoint)
         state, reward, _, _, _ = env.step(action)
@@ -146,9 +152,15 @@ def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: 
                 k, hold = k + 1, 0
         elif np.all(np.abs(state[1:3] - waypoint[:2]) < REACHED):
             k += 1
-    return {"states": np.asarray(states, np.float32), "actions": np.asarray(actions, np.float32),
-            "rewards": np.asarray(rewards, np.float32), "terminated": done_stacks == n_stacks and done_stacks > 0,
-            "seed": env_seed, "stacks": done_stacks, "random": False}  # fmt: skip
+    return {
+        "states": np.asarray(states, np.float32),
+        "actions": np.asarray(actions, np.float32),
+        "rewards": np.asarray(rewards, np.float32),
+        "terminated": done_stacks == n_stacks and done_stacks > 0,
+        "seed": env_seed,
+        "stacks": done_stacks,
+        "random": False,
+    }
 
 
 def random_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: int) -> dict:
@@ -161,9 +173,15 @@ def random_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: in
         states.append(state)
         actions.append(action)
         rewards.append(reward)
-    return {"states": np.asarray(states, np.float32), "actions": np.asarray(actions, np.float32),
-            "rewards": np.asarray(rewards, np.float32), "terminated": False, "seed": env_seed, "stacks": 0,
-            "random": True}  # fmt: skip
+    return {
+        "states": np.asarray(states, np.float32),
+        "actions": np.asarray(actions, np.float32),
+        "rewards": np.asarray(rewards, np.float32),
+        "terminated": False,
+        "seed": env_seed,
+        "stacks": 0,
+        "random": True,
+    }
 
 
 # ----------------------------------------------------------------------------- the collector
@@ -201,7 +219,9 @@ def collect(args: Args) -> dict:
         raise SpirlError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
     pool, workers = worker_pool(args.workers)
     episodes, totals, start, next_index = [], {"scripted": 0, "failed": 0, "steps": 0}, time.time(), 0
-    bar = tqdm(total=args.episodes, desc="block stacking demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30)
+    bar = tqdm(
+        total=args.episodes, desc="block stacking demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30
+    )
     with pool:
         chunk = min(100, args.episodes)
         while len(episodes) < args.episodes:  # chunks of indices, `workers` at a time, kept in index order
@@ -213,19 +233,29 @@ def collect(args: Args) -> dict:
                 episodes += kept
                 bar.update(len(kept))
             success = 1 - totals["failed"] / max(totals["scripted"], 1)
-            bar.set_postfix(scripted_success=f"{success:.0%}", steps_per_s=f"{totals['steps'] / (time.time() - start):.0f}")
+            rate = totals["steps"] / (time.time() - start)
+            bar.set_postfix(scripted_success=f"{success:.0%}", steps_per_s=f"{rate:.0f}")
     bar.close()
     seconds = time.time() - start
-    write_minari(args.out, episodes, DATASET_ID, BlockStackingEnv.training(), args.seed,
-                 algorithm="scripted stacking policy with random subgoals (envs/block_stacking_demos.py)",
-                 description=f"Block stacking, 5 blocks, 1-{args.max_stacks} stacking steps per episode; random-action "
-                 f"episode fraction {args.random_episode_fraction}. Observations: the 23-dim state.")  # fmt: skip
-    summary = {"episodes": len(episodes), "transitions": sum(len(e["actions"]) for e in episodes),
-               "scripted_success": 1 - totals["failed"] / max(totals["scripted"], 1), "seconds": seconds,
-               "env_steps_per_s": totals["steps"] / seconds}  # fmt: skip
-    print(f"wrote {args.out}: {summary['episodes']} episodes, {summary['transitions']} transitions; the scripted policy "
-          f"completed {summary['scripted_success']:.1%} of its episodes; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} "
-          f"env steps/s, failed episodes included)")  # fmt: skip
+    algorithm = "scripted stacking policy with random subgoals (envs/block_stacking_demos.py)"
+    description = (
+        f"Block stacking, 5 blocks, 1-{args.max_stacks} stacking steps per episode; random-action "
+        f"episode fraction {args.random_episode_fraction}. Observations: the 23-dim state."
+    )
+    env = BlockStackingEnv.training()
+    write_minari(args.out, episodes, DATASET_ID, env, args.seed, algorithm=algorithm, description=description)
+    summary = {
+        "episodes": len(episodes),
+        "transitions": sum(len(e["actions"]) for e in episodes),
+        "scripted_success": 1 - totals["failed"] / max(totals["scripted"], 1),
+        "seconds": seconds,
+        "env_steps_per_s": totals["steps"] / seconds,
+    }
+    print(
+        f"wrote {args.out}: {summary['episodes']} episodes, {summary['transitions']} transitions; the scripted "
+        f"policy completed {summary['scripted_success']:.1%} of its episodes; {seconds:.0f} s "
+        f"({summary['env_steps_per_s']:.0f} env steps/s, failed episodes included)"
+    )
     return summary
 
 

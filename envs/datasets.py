@@ -108,9 +108,7 @@ def _read_d4rl_hdf5(path: str, env: str) -> list[Episode]:
     # episode keeps its T states and the first T-1 actions (the last one has no next state).
     bounds = np.flatnonzero(ends) + 1
     bounds = np.concatenate([[0], bounds, [len(ends)] if not ends[-1:].all() else []]).astype(int)
-    return [
-        Episode(states[a:b], actions[a : b - 1]) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2
-    ]
+    return [Episode(states[a:b], actions[a : b - 1]) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2]
 
 
 def _read_minari(dataset, env: str, source: str) -> list[Episode]:
@@ -140,7 +138,9 @@ def _open_minari_dir(path: str):
     try:
         return minari.MinariDataset(data_path)
     except Exception as e:
-        raise SpirlError(f"cannot read Minari dataset {path} ({type(e).__name__}: {e}); it is corrupt or incomplete") from None
+        raise SpirlError(
+            f"cannot read Minari dataset {path} ({type(e).__name__}: {e}); it is corrupt or incomplete"
+        ) from None
 
 
 def _open_minari_id(dataset_id: str):
@@ -169,7 +169,9 @@ def load_episodes(source: str, env: str) -> list[Episode]:
     if source in LOCAL_DATASETS:
         path, command = LOCAL_DATASETS[source]
         if not os.path.isdir(path):
-            raise SpirlError(f"dataset {source} is not generated yet: run `{command}` (writes {path}), or pass --dataset")
+            raise SpirlError(
+                f"dataset {source} is not generated yet: run `{command}` (writes {path}), or pass --dataset"
+            )
         source = path
     if source.endswith((".hdf5", ".h5")) or os.path.isfile(source):
         if not os.path.isfile(source):
@@ -180,7 +182,9 @@ def load_episodes(source: str, env: str) -> list[Episode]:
     elif re.fullmatch(r"[\w.-]+(/[\w.-]+)*-v\d+", source):  # a Minari id: [namespace/]name-vN
         episodes = _read_minari(_open_minari_id(source), env, source)
     else:
-        raise SpirlError(f"dataset {source} does not exist; give a Minari id like D4RL/kitchen/mixed-v2, {OFFLINE_HINT}")
+        raise SpirlError(
+            f"dataset {source} does not exist; give a Minari id like D4RL/kitchen/mixed-v2, {OFFLINE_HINT}"
+        )
     if not episodes:
         raise SpirlError(f"{source}: contains no episodes")
     bad = sum(not (np.isfinite(e.states).all() and np.isfinite(e.actions).all()) for e in episodes)
@@ -216,10 +220,13 @@ class WindowSampler:
         self.skipped = len(episodes) - len(usable)
         if not usable:
             raise SpirlError(
-                f"no episode has at least H+1 = {H + 1} states: lower --skill-horizon or use a dataset with longer episodes"
+                f"no episode has at least H+1 = {H + 1} states: lower --skill-horizon or use a dataset with "
+                "longer episodes"
             )
         if self.skipped:
-            warnings.warn(f"{self.skipped} of {len(episodes)} episodes are shorter than H+1 = {H + 1} states and are skipped")
+            warnings.warn(
+                f"{self.skipped} of {len(episodes)} episodes are shorter than H+1 = {H + 1} states and are skipped"
+            )
         self.skill_horizon, self.observe = H, observe
         self.num_episodes = len(usable)
         self.episode_ids = torch.tensor(usable)  # index of each usable episode in `episodes`
@@ -262,8 +269,9 @@ class WindowSampler:
 
 def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int, algorithm: str, description: str):
     """Write `episodes` (dicts of "states" (T + 1, d), "actions" (T, a), "rewards" (T,), "terminated",
-    and optionally the episode's env "seed", else `seed`) as the Minari dataset `dataset_id` at `out`. It is built in a temporary folder beside `out` and
-    then moved into place, so an interrupted run never leaves a half-written dataset."""
+    and optionally the episode's env "seed", else `seed`) as the Minari dataset `dataset_id` at `out`.
+    It is built in a temporary folder beside `out` and then moved into place, so an interrupted run
+    never leaves a half-written dataset."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -290,8 +298,9 @@ def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int
         try:
             with warnings.catch_warnings():  # minari nags about author/permalink metadata
                 warnings.simplefilter("ignore")
-                minari.create_dataset_from_buffers(dataset_id, buffers, env=env, algorithm_name=algorithm,
-                                                   description=description)  # fmt: skip
+                minari.create_dataset_from_buffers(
+                    dataset_id, buffers, env=env, algorithm_name=algorithm, description=description
+                )
         finally:
             if previous is None:
                 os.environ.pop("MINARI_DATASETS_PATH", None)

@@ -66,7 +66,10 @@ def subtasks_complete(state: np.ndarray, tasks) -> np.ndarray:
     """Boolean per task (last axis; `state` may be (30,) or (T, 30)): is its joint configuration
     within the threshold of its goal?"""
     return np.stack(
-        [np.linalg.norm(state[..., SUBTASK_INDICES[t]] - SUBTASK_GOALS[t], axis=-1) < COMPLETION_THRESHOLD for t in tasks],
+        [
+            np.linalg.norm(state[..., SUBTASK_INDICES[t]] - SUBTASK_GOALS[t], axis=-1) < COMPLETION_THRESHOLD
+            for t in tasks
+        ],
         axis=-1,
     )
 
@@ -75,9 +78,7 @@ def check_tasks(tasks) -> tuple[str, ...]:
     tasks = tuple(tasks)
     unknown = [t for t in tasks if t not in SUBTASK_INDICES]
     if unknown or not tasks or len(set(tasks)) != len(tasks):
-        raise SpirlError(
-            f"bad kitchen task list {list(tasks)}: give distinct names from {list(ALL_SUBTASKS)}"
-        )
+        raise SpirlError(f"bad kitchen task list {list(tasks)}: give distinct names from {list(ALL_SUBTASKS)}")
     return tasks
 
 

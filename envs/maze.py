@@ -165,7 +165,8 @@ def render_views(walls: np.ndarray, xy: np.ndarray) -> np.ndarray:
     r = np.floor(rows / 2 - y).astype(np.int64)
     c = np.floor(x + cols / 2).astype(np.int64)
     inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
-    is_wall = np.where(inside, walls[np.arange(batch)[:, None, None], np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)], True)
+    cell_is_wall = walls[np.arange(batch)[:, None, None], np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)]
+    is_wall = np.where(inside, cell_is_wall, True)
     image = np.where(is_wall[..., None], WALL, FLOOR)
     image[:, (offsets[None, :] ** 2 + offsets[:, None] ** 2) <= AGENT_RADIUS**2] = AGENT
     return np.ascontiguousarray(image.transpose(0, 3, 1, 2))
@@ -198,8 +199,8 @@ class DatasetViews:
         import torch  # envs needs torch only here, for the data pipeline of spirl_pretrain.py
 
         layouts = self.layouts[np.asarray(episode)]
-        frames = np.concatenate([render_views(layouts, np.asarray(previous_states[:, :2], dtype=np.float64)),
-                                 render_views(layouts, np.asarray(states[:, :2], dtype=np.float64))], axis=1)  # fmt: skip
+        views = [render_views(layouts, np.asarray(s[:, :2], dtype=np.float64)) for s in (previous_states, states)]
+        frames = np.concatenate(views, axis=1)
         frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
         return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
 
@@ -213,9 +214,16 @@ class MazeEnv(gym.Env):
     `MazeEnv.downstream()`). Observation: the 4-dim state, or with `image=True` the state followed by
     two stacked top-down frames (previous, current), flattened: 4 + 2 * 3 * 32 * 32 values."""
 
-    def __init__(self, layout: np.ndarray | None = None, start=None, goal=None, image: bool = False,
-                 max_episode_steps: int | None = None, goal_threshold: float = GOAL_THRESHOLD,
-                 goal_distance: tuple[int, int] = (5, 20)):
+    def __init__(
+        self,
+        layout: np.ndarray | None = None,
+        start=None,
+        goal=None,
+        image: bool = False,
+        max_episode_steps: int | None = None,
+        goal_threshold: float = GOAL_THRESHOLD,
+        goal_distance: tuple[int, int] = (5, 20),
+    ):
         self.training = layout is None
         self.size = TRAIN_SIZE if self.training else layout.shape[0] - 2
         self.walls = layout if layout is not None else random_layout(TRAIN_SIZE, np.random.default_rng(0))
@@ -224,14 +232,15 @@ class MazeEnv(gym.Env):
         # Training goals lie this many cells (shortest path) from the start: the point mass covers at
         # most 0.05 cells per step (velocity clip 5, dt 0.01), so 20 cells fit a 500-step episode.
         self.goal_distance = goal_distance
-        self.max_episode_steps = max_episode_steps or (TRAIN_EPISODE_STEPS if self.training else DOWNSTREAM_EPISODE_STEPS)
+        default_steps = TRAIN_EPISODE_STEPS if self.training else DOWNSTREAM_EPISODE_STEPS
+        self.max_episode_steps = max_episode_steps or default_steps
         full = np.ones((self.size + 2, self.size + 2), dtype=int)  # a wall box on every cell, switched per layout
         full[1, 1] = 0  # PointMaze needs one free cell at build time
         with contextlib.redirect_stderr(io.StringIO()):
             self._maze = PointMazeEnv(maze_map=full.tolist(), continuing_task=True)
         model = self._maze.point_env.model
-        self._boxes = np.array([[model.geom(f"block_{i}_{j}").id if full[i, j] else -1 for j in range(self.size + 2)]
-                                for i in range(self.size + 2)])  # fmt: skip
+        cells = range(self.size + 2)
+        self._boxes = np.array([[model.geom(f"block_{i}_{j}").id if full[i, j] else -1 for j in cells] for i in cells])
         self._rgba = model.geom_rgba[self._boxes[0, 0]].copy()
         obs_dim = STATE_DIM + (2 * 3 * VIEW_PIXELS**2 if image else 0)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
@@ -273,8 +282,8 @@ class MazeEnv(gym.Env):
         if self.training:  # a new layout, start and goal, drawn from this env's generator
             self._set_layout(random_layout(TRAIN_SIZE, self.np_random))  # = training_layout(seed) when seeded
             start, goal = self._draw_start_and_goal()
-        obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)),
-                                  options={"reset_cell": np.array(start), "goal_cell": np.array(goal)})  # fmt: skip
+        cells = {"reset_cell": np.array(start), "goal_cell": np.array(goal)}
+        obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)), options=cells)
         self.goal = obs["desired_goal"].copy()
         self.steps, self.reached = 0, False
         state = obs["observation"]

@@ -1,6 +1,6 @@
-"""Maze training data (issue 4): a planner on the map plus a waypoint controller, as in D4RL maze2d.
+"""Maze training data: a planner on the map plus a waypoint controller, as in D4RL maze2d.
 
-    python -m envs.maze_demos --episodes 85000          # the paper's count -> data/maze-planner-v0 (one process per core)
+    python -m envs.maze_demos --episodes 85000   # the paper's count -> data/maze-planner-v0 (one process per core)
     python -m envs.maze_demos --episodes 200 --out /tmp/maze-small --random-action-fraction 0.5
 
 Every episode has a new random 20 x 20 layout, start and goal (envs/maze.py). The planner takes the
@@ -53,7 +53,8 @@ class Args:
 
 def corner_waypoints(walls: np.ndarray, path: list[tuple[int, int]]) -> list[np.ndarray]:
     """Centres of the cells where the path turns, then the goal cell's centre."""
-    corners = [b for a, b, c in zip(path, path[1:], path[2:]) if (b[0] - a[0], b[1] - a[1]) != (c[0] - b[0], c[1] - b[1])]
+    triples = zip(path, path[1:], path[2:])
+    corners = [b for a, b, c in triples if (b[0] - a[0], b[1] - a[1]) != (c[0] - b[0], c[1] - b[1])]
     return [cell_to_xy(walls, cell) for cell in corners + [path[-1]]]
 
 
@@ -81,15 +82,22 @@ def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args:
             reached = True
             break
     # The env seed is stored with the episode: MazeEnv().reset(seed=it) rebuilds its layout (for images).
-    return {"states": np.asarray(states, np.float32), "actions": np.asarray(actions, np.float32),
-            "rewards": np.asarray(rewards, np.float32), "terminated": reached, "seed": env_seed}  # fmt: skip
+    return {
+        "states": np.asarray(states, np.float32),
+        "actions": np.asarray(actions, np.float32),
+        "rewards": np.asarray(rewards, np.float32),
+        "terminated": reached,
+        "seed": env_seed,
+    }
 
 
 def collect_chunk(args: Args, first: int, count: int) -> list[dict]:
     """Episodes first .. first + count - 1; each depends only on (seed, its index), not on the chunking."""
     env = MazeEnv()
-    return [collect_episode(env, np.random.default_rng([args.seed, i]), args.seed * 1_000_003 + i, args)
-            for i in range(first, first + count)]  # fmt: skip
+    return [
+        collect_episode(env, np.random.default_rng([args.seed, i]), args.seed * 1_000_003 + i, args)
+        for i in range(first, first + count)
+    ]
 
 
 def collect(args: Args) -> dict:
@@ -112,17 +120,27 @@ def collect(args: Args) -> dict:
             steps += sum(len(e["actions"]) for e in done)
             reached += sum(e["terminated"] for e in done)
             bar.update(len(done))
-            bar.set_postfix(reached=f"{reached / len(episodes):.0%}", steps_per_s=f"{steps / (time.time() - start):.0f}")
+            rate = steps / (time.time() - start)
+            bar.set_postfix(reached=f"{reached / len(episodes):.0%}", steps_per_s=f"{rate:.0f}")
     bar.close()
     seconds = time.time() - start
-    write_minari(args.out, episodes, DATASET_ID, MazeEnv(), args.seed,
-                 algorithm="BFS planner + PD waypoint controller (envs/maze_demos.py)",
-                 description=f"Point-mass maze, a new random 20x20 layout per episode; random action fraction "
-                 f"{args.random_action_fraction}. Observations: (x, y, vx, vy).")  # fmt: skip
-    summary = {"episodes": len(episodes), "transitions": steps, "reached_goal": float(np.mean([e["terminated"] for e in episodes])),
-               "seconds": seconds, "env_steps_per_s": steps / seconds}  # fmt: skip
-    print(f"wrote {args.out}: {summary['episodes']} episodes, {steps} transitions, {summary['reached_goal']:.1%} reach "
-          f"their goal; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} env steps/s)")  # fmt: skip
+    algorithm = "BFS planner + PD waypoint controller (envs/maze_demos.py)"
+    description = (
+        f"Point-mass maze, a new random 20x20 layout per episode; random action fraction "
+        f"{args.random_action_fraction}. Observations: (x, y, vx, vy)."
+    )
+    write_minari(args.out, episodes, DATASET_ID, MazeEnv(), args.seed, algorithm=algorithm, description=description)
+    summary = {
+        "episodes": len(episodes),
+        "transitions": steps,
+        "reached_goal": float(np.mean([e["terminated"] for e in episodes])),
+        "seconds": seconds,
+        "env_steps_per_s": steps / seconds,
+    }
+    print(
+        f"wrote {args.out}: {summary['episodes']} episodes, {steps} transitions, {summary['reached_goal']:.1%} reach "
+        f"their goal; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} env steps/s)"
+    )
     return summary
 
 

@@ -11,10 +11,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Datasets this repo generates itself, by name -> (local directory, the command that writes it). They
 # need no internet: the name resolves to the directory, and a missing directory names its command.
 LOCAL_DATASETS = {
-    "spirl/kitchen-scripted-v0": (os.path.join(REPO_ROOT, "data", "kitchen-scripted-v0"), "python -m envs.kitchen_demos"),
+    "spirl/kitchen-scripted-v0": (
+        os.path.join(REPO_ROOT, "data", "kitchen-scripted-v0"),
+        "python -m envs.kitchen_demos",
+    ),
     "spirl/maze-planner-v0": (os.path.join(REPO_ROOT, "data", "maze-planner-v0"), "python -m envs.maze_demos"),
-    "spirl/block-stacking-scripted-v0": (os.path.join(REPO_ROOT, "data", "block-stacking-scripted-v0"),
-                                         "python -m envs.block_stacking_demos"),
+    "spirl/block-stacking-scripted-v0": (
+        os.path.join(REPO_ROOT, "data", "block-stacking-scripted-v0"),
+        "python -m envs.block_stacking_demos",
+    ),
 }
 # The facts about each task family that the scripts need, kept here once:
 # - state_dim, action_dim, max_episode_steps: the env's spaces and episode limit;

@@ -7,7 +7,6 @@ written with `minari.create_dataset_from_buffers` (minari's `DataCollector` need
 Minari format that `DataCollector.create_dataset` writes.
 """
 
-import os
 import socket
 import warnings
 
@@ -201,8 +200,11 @@ def test_minari_dataset_of_another_env_is_rejected(minari_root):
         from minari.data_collector.episode_buffer import EpisodeBuffer
 
         buf = EpisodeBuffer(
-            observations=np.stack(observations), actions=np.array(actions), rewards=[1.0] * 5,
-            terminations=[False] * 5, truncations=[False] * 4 + [True],
+            observations=np.stack(observations),
+            actions=np.array(actions),
+            rewards=[1.0] * 5,
+            terminations=[False] * 5,
+            truncations=[False] * 4 + [True],
         )
         _write_minari("test/cartpole/tiny-v0", [buf], env)
     finally:
@@ -467,7 +469,7 @@ def test_observe_gets_the_previous_state_and_the_episode_index():
         sampler = WindowSampler([episodes[0], synthetic_episodes([1])[0], episodes[1]], H, observe)
     assert sampler.skipped == 1
     states, _, observations = sampler.sample(500, torch.Generator().manual_seed(0))
-    (episode, previous, first), = calls
+    [(episode, previous, first)] = calls
     assert set(episode.tolist()) == {0, 2}  # indices into the list given, skipped episodes counted
     torch.testing.assert_close(first, states[:, 0])
     for e, p, f in zip(episode.tolist(), previous, first):

@@ -324,7 +324,9 @@ def test_completing_the_last_task_on_the_last_step_terminates_not_truncates():
 
 
 @pytest.mark.parametrize(
-    "tasks", [("microwave", "kettel"), ("microwave", "microwave"), (), ["toaster"]], ids=["unknown", "duplicate", "empty", "list"]
+    "tasks",
+    [("microwave", "kettel"), ("microwave", "microwave"), (), ["toaster"]],
+    ids=["unknown", "duplicate", "empty", "list"],
 )
 def test_bad_task_list_raises_spirl_error(tasks):
     with pytest.raises(SpirlError) as e:

@@ -17,24 +17,28 @@ TINY_SAC = ["--grid", "hidden=16", "layers=2", "batch-size=16", "warmup-steps=10
 
 
 def test_grid_names_runs_by_the_flags_that_vary_and_spells_booleans():
-    runs = sweep.plan_runs(sweep.Args(name="g", methods=("spirl", "ssp"), envs=("kitchen",), seeds=(1, 2),
-                                      grid=("tau=0.005,0.01", "critic_bf16=true", "eval-every=1000")))  # fmt: skip
+    grid = ("tau=0.005,0.01", "critic_bf16=true", "eval-every=1000")
+    runs = sweep.plan_runs(sweep.Args(name="g", methods=("spirl", "ssp"), envs=("kitchen",), seeds=(1, 2), grid=grid))
     assert len(runs) == 2 * 2 * 2
     names = {r["name"] for r in runs}
     assert "kitchen__spirl__s2__tau0.01" in names and "kitchen__ssp__s1__tau0.005" in names
     flags = runs[0]["flags"]
     assert flags[:4] == ["--env", "kitchen", "--seed", "1"] and "--critic-bf16" in flags
     assert flags[flags.index("--eval-every") + 1] == "1000"
-    for bad, match in [(dict(methods=("spirl", "ppo")), "unknown method"), (dict(envs=("antmaze",)), "unknown env"),
-                       (dict(grid=("seed=1,2",)), "sets --seed itself"), (dict(grid=("delta",)), "FLAG=V1"),
-                       (dict(methods=("spirl", "sac"), grid=("delta=1,5",)), "baselines/sac.py has no --delta")]:  # fmt: skip
+    for bad, match in [
+        (dict(methods=("spirl", "ppo")), "unknown method"),
+        (dict(envs=("antmaze",)), "unknown env"),
+        (dict(grid=("seed=1,2",)), "sets --seed itself"),
+        (dict(grid=("delta",)), "FLAG=V1"),
+        (dict(methods=("spirl", "sac"), grid=("delta=1,5",)), "baselines/sac.py has no --delta"),
+    ]:
         with pytest.raises(sweep.SweepError, match=match):
             sweep.plan_runs(sweep.Args(name="g", **bad))
 
 
 def test_rerun_skips_finished_resumes_interrupted_and_extends(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["--name", "d", "--methods", "sac", "--envs", "kitchen", "--seeds", "1", "2", "3", "--total-env-steps", "600"]
+    args = "--name d --methods sac --envs kitchen --seeds 1 2 3 --total-env-steps 600".split()
     base = tmp_path / "runs" / "d"
     (base / "kitchen__sac__s1").mkdir(parents=True)
     (base / "kitchen__sac__s1" / "checkpoint.pt").write_bytes(b"x")
@@ -64,9 +68,9 @@ def ray_head(tmp_path_factory, monkeypatch):
     port = free_port()
     temp_dir = tmp_path_factory.mktemp("ray")  # short enough for Ray's unix socket paths
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={temp_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    options = ["--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+    options += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    head = subprocess.Popen([ray_cli, "start", *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until the head answers
@@ -84,8 +88,8 @@ def ray_head(tmp_path_factory, monkeypatch):
 
 def test_sweep_runs_a_tiny_grid_on_a_ray_head_then_skips_it(ray_head, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["--name", "tiny", "--methods", "sac", "--envs", "kitchen", "--seeds", "1", "2", "--total-env-steps", "300",
-            *TINY_SAC, "--address", ray_head, "--report-every", "2"]  # fmt: skip
+    args = "--name tiny --methods sac --envs kitchen --seeds 1 2 --total-env-steps 300".split()
+    args += [*TINY_SAC, "--address", ray_head, "--report-every", "2"]
     assert sweep.main(args) == {"kitchen__sac__s1": "finished", "kitchen__sac__s2": "finished"}
     for seed in (1, 2):
         run_dir = tmp_path / "runs" / "tiny" / f"kitchen__sac__s{seed}"
@@ -120,7 +124,8 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
         png = tmp_path / f"fig4_{env}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     table = (tmp_path / "fig4.md").read_text()
-    assert "| SPiRL (ours) | 2 | 19,880 | 1.9" in table  # ~ 2 x 0.95 + 0.05: the last 10% and "| SAC | 2 |" in table and "### Maze Navigation" in table
+    # 1.9 ~ 2 x 0.95 + 0.05: the last 10%
+    assert "| SPiRL (ours) | 2 | 19,880 | 1.9" in table
     with pytest.raises(SystemExit, match="no runs with logs"):
         plot_fig4.main([str(sweep_dir / "notes")])
 
@@ -129,8 +134,8 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
     """SIGINT to the sweep (Ctrl-C): the run saves a checkpoint at its episode's end, is recorded as
     stopped, not finished, and the same command then resumes it."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweep.py")
-    args = [sys.executable, script, "--name", "stop", "--methods", "sac", "--envs", "kitchen", "--seeds", "1",
-            "--total-env-steps", "100000", "--workers", "1", *TINY_SAC]  # fmt: skip
+    flags = "--name stop --methods sac --envs kitchen --seeds 1 --total-env-steps 100000 --workers 1".split()
+    args = [sys.executable, script, *flags, *TINY_SAC]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = tmp_path / "runs" / "stop" / "kitchen__sac__s1"
     deadline = time.time() + 120
