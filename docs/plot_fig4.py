@@ -136,31 +136,52 @@ def final_row(env: str, key, runs: list, last_fraction: float) -> str:
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="runs/<sweep name> (the folder sweep.py wrote)")
-    parser.add_argument("--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <sweep_dir>/fig4)")
+    parser.add_argument(
+        "--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <sweep_dir>/fig4)"
+    )
     parser.add_argument("--bin", type=int, default=20_000, help="env steps per averaging bin")
-    parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's env steps in its final figure")
+    parser.add_argument(
+        "--last-fraction", type=float, default=0.1, help="share of each run's env steps in its final figure"
+    )
     args = parser.parse_args(argv)
+    fix = "pass runs/<sweep name>, the folder sweep.py writes (run folders named <env>__<method>__s<seed>)"
+    if not os.path.exists(args.sweep_dir):
+        sys.exit(f"error: {args.sweep_dir} does not exist; {fix}")
     if not os.path.isdir(args.sweep_dir):
-        sys.exit(f"error: {args.sweep_dir} is not a folder; pass runs/<sweep name> as written by sweep.py")
-    curves = collect(args.sweep_dir)
+        sys.exit(f"error: {args.sweep_dir} is a file, not a folder; {fix}")
+    if args.bin < 1:
+        sys.exit(f"error: --bin must be at least 1 env step (got {args.bin})")
+    if not 0 < args.last_fraction <= 1:
+        sys.exit(f"error: --last-fraction must be in (0, 1] (got {args.last_fraction})")
+    try:
+        curves = collect(args.sweep_dir)
+    except Exception as e:  # an unreadable folder or event file
+        sys.exit(f"error: cannot read the runs in {args.sweep_dir} ({type(e).__name__}); {fix}")
     if not curves:
-        sys.exit(f"error: no runs with logs in {args.sweep_dir} (folders named <env>__<method>__s<seed> as sweep.py writes)")
+        folder = os.path.normpath(args.sweep_dir)
+        if RUN_NAME.match(os.path.basename(folder)):
+            parent = os.path.dirname(folder) or "."
+            sys.exit(f"error: {args.sweep_dir} is one run, not a sweep; pass its parent folder {parent}")
+        sys.exit(f"error: no runs with logs in {args.sweep_dir}; {fix}")
     out = args.out or os.path.join(args.sweep_dir, "fig4")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     lines = [f"Final figures of `{args.sweep_dir}` (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
              f"Training: the mean over the training episodes of each run's last {args.last_fraction:.0%} of env steps; "
              "evaluation: the run's last evaluation (policy mean); minutes: the RL phase (tensorboard clock, pauses "
              "over 10 min left out); mean ± std over seeds.", ""]  # fmt: skip
-    for env in curves:
-        png = f"{out}_{env}.png"
-        plot_env(env, curves[env], args.bin, png)
-        print(f"wrote {png}")
-        lines += [f"### {TITLE[env]} ({Y_LABEL[env]})", "",
-                  "| method | seeds | env steps | training, final | evaluation, last | minutes per run |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        lines += [final_row(env, key, curves[env][key], args.last_fraction) for key in order(curves[env])] + [""]
-    with open(f"{out}.md", "w") as f:
-        f.write("\n".join(lines))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        for env in curves:
+            png = f"{out}_{env}.png"
+            plot_env(env, curves[env], args.bin, png)
+            print(f"wrote {png}")
+            lines += [f"### {TITLE[env]} ({Y_LABEL[env]})", "",
+                      "| method | seeds | env steps | training, final | evaluation, last | minutes per run |",
+                      "|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [final_row(env, key, curves[env][key], args.last_fraction) for key in order(curves[env])] + [""]
+        with open(f"{out}.md", "w") as f:
+            f.write("\n".join(lines))
+    except OSError as e:
+        sys.exit(f"error: cannot write {e.filename or out} ({e.strerror}); pass another --out")
     print(f"wrote {out}.md")
     print("\n".join(lines))
 
