@@ -10,52 +10,47 @@ This tests whether imitating the data, without skills or a prior during RL, is e
     python baselines/bc_sac.py --env kitchen
     python baselines/bc_sac.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
 
-Flags, logged metrics and checkpoints follow spirl_sac.py. The executed action is tanh of the policy's
-Gaussian sample; pi_BC is fit to the raw actions (as the authors do), so tanh(mean) is close to the
-cloned action for the |a| < 1 of the data.
+Flags, logged metrics, checkpoints and the layout of the code follow spirl_sac.py (stage 2 is
+baselines/sac.py's SAC). The executed action is tanh of the policy's Gaussian sample; pi_BC is fit to the
+raw actions (as the authors do), so tanh(mean) is close to the cloned action for the |a| < 1 of the data.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs import SpirlError, env_spec, make_env  # noqa: E402
-
-CHECKPOINT_FORMAT = 1
-KIND = "bc_sac"
+from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
+from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN, gaussian_nll  # noqa: E402
 
 
 @dataclass
 class Args:
     env: str = "kitchen"
     """downstream task family (kitchen, maze, block_stacking)"""
+    dataset: str | None = None
+    """offline data for BC, as spirl_pretrain.py's --dataset (default: the env's in envs/registry.py)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
+    target_entropy: float | None = None
+    """entropy of pi(a | s) that alpha is tuned towards (default: SAC's heuristic -|A|)"""
     total_env_steps: int | None = None
-    """env steps to train for (default 1.5M); with --resume, default: the run's own"""
-    dataset: str | None = None
-    """offline data for behavioural cloning (default: the env's, as spirl_pretrain.py: kitchen spirl/kitchen-scripted-v0, maze spirl/maze-planner-v0, block_stacking spirl/block-stacking-scripted-v0)"""
+    """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     bc_steps: int = 20_000
     """gradient steps of behavioural cloning before RL"""
     bc_batch_size: int = 128
     """(state, action) pairs per BC gradient step"""
     bc_lr: float = 1e-3
     """Adam learning rate of behavioural cloning"""
-    target_entropy: float | None = None
-    """entropy the temperature alpha is tuned towards (SAC's default: -|A|)"""
     hidden: int = 128
     """units per layer of the policy and of each critic (app. B.2: they mirror the skill prior, 128)"""
     layers: int = 6
@@ -63,7 +58,7 @@ class Args:
     gamma: float = 0.99
     """discount per env step (app. B.2)"""
     tau: float = 5e-3
-    """target-network update rate"""
+    """target-network update rate (Alg. 1 line 13)"""
     batch_size: int = 256
     """transitions per gradient step (app. B.2)"""
     buffer_size: int = 1_000_000
@@ -71,11 +66,13 @@ class Args:
     warmup_steps: int = 5_000
     """env steps collected with the BC-initialised policy before the first update (app. B.2: 5e3)"""
     policy_lr: float = 3e-4
-    """Adam learning rate of the policy"""
+    """Adam learning rate of the policy (Alg. 1 lambda_pi)"""
     critic_lr: float = 3e-4
-    """Adam learning rate of the critics"""
+    """Adam learning rate of the critics (Alg. 1 lambda_Q)"""
     alpha_lr: float = 3e-4
-    """Adam learning rate of log alpha"""
+    """Adam learning rate of log alpha (Alg. 1 lambda_alpha)"""
+    seed: int = 1
+    """seed for network init, action sampling, replay sampling and the env"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
     eval_episodes: int = 10
@@ -84,21 +81,16 @@ class Args:
     """gradient steps between logged loss means (and the NaN/inf check)"""
     checkpoint_every: int = 50_000
     """env steps between checkpoints (written at the next episode end, replay buffer included)"""
-    seed: int = 1
-    """seed for network init, action sampling, replay sampling and the env"""
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
-    """checkpoint.pt of a baselines/sac.py run to continue (its own settings are used; --total-env-steps may extend it)"""
+    """checkpoint.pt of a baselines/bc_sac.py run to continue (settings kept; --total-env-steps may extend it)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
 
 
-# The task-progress figure each env reports in `info` at an episode's end (as in spirl_sac.py).
-PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
-DEFAULT_TOTAL_ENV_STEPS = 1_500_000
-LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0  # as spirl_pretrain.py's Gaussian heads
-LOSS_TERMS = ("qf1", "qf2", "actor", "alpha", "alpha_value", "entropy")
+# The values sac_update returns, and where each is logged.
+LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/entropy")
 
 
 # ----------------------------------------------------------------------------- networks
@@ -131,7 +123,7 @@ class TwinCritic(nn.Module):
             x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
             if i < last:
                 x = F.leaky_relu(x, 0.2)
-        return x.squeeze(-1)
+        return x.squeeze(-1).float()
 
 
 class GaussianPolicy(nn.Module):
@@ -143,7 +135,8 @@ class GaussianPolicy(nn.Module):
         super().__init__()
         self.features = None
         if nearest_blocks:
-            from envs.block_stacking import FEATURE_DIM, nearest_blocks as features
+            from envs.block_stacking import FEATURE_DIM
+            from envs.block_stacking import nearest_blocks as features
 
             self.features, state_dim = features, FEATURE_DIM
         blocks, width = [], state_dim
@@ -161,22 +154,22 @@ class GaussianPolicy(nn.Module):
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
+def make_policy(args: Args) -> GaussianPolicy:
+    """pi(a | s) for this env, freshly initialised; on block stacking it sees the nearest blocks."""
+    spec, nearest_blocks = env_spec(args.env), args.env == "block_stacking"
+    return GaussianPolicy(spec["state_dim"], spec["action_dim"], args.hidden, args.layers, nearest_blocks)
+
+
 # ----------------------------------------------------------------------------- losses
 
 
-def gaussian_nll(x, mu, log_sigma) -> torch.Tensor:
-    """Per-dimension -log N(x; mu, sigma)."""
-    return 0.5 * ((x - mu) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)
-
-
-def squashed_sample(mu, log_sigma, generator=None):
-    """a = tanh(u), u ~ N(mu, sigma) reparameterised; returns (a, log pi(a | s)) with the tanh's
-    change of variables (SAC app. C): log pi(a) = log N(u) - sum log(1 - tanh(u)^2)."""
-    u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+def squashed_log_prob(u, mu, log_sigma) -> torch.Tensor:
+    """log pi(a | s) of a = tanh(u), u ~ N(mu, sigma), with the tanh's change of variables (SAC app. C):
+    log N(u) - sum log(1 - tanh(u)^2). Its negative is the sampled entropy of SAC's bonus."""
     log_n = (-0.5 * ((u - mu) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * math.log(2 * math.pi)).sum(-1)
     # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
     log_det = (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
-    return torch.tanh(u), log_n - log_det
+    return log_n - log_det
 
 
 @dataclass
@@ -194,73 +187,116 @@ class Learner:
     gamma: float
     tau: float
 
+    def sample_action(self, states: torch.Tensor, generator: torch.Generator | None = None):
+        """Reparameterised u ~ pi(. | s); returns (a = tanh(u), log pi(a | s) per state)."""
+        mu, log_sigma = self.policy(states)
+        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+        return torch.tanh(u), squashed_log_prob(u, mu, log_sigma)
+
+
+@torch.no_grad()
+def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
+    """r + gamma [min_i Q_target_i(s', a') - alpha log pi(a' | s')], a' ~ pi(.|s'): SAC's soft target.
+
+    A true termination stops the bootstrap; a time-limit truncation does not (it was stored with terminal = 0)."""
+    next_actions, next_log_prob = learner.sample_action(next_states, generator)
+    next_q = learner.critic_target(next_states, next_actions).min(0).values
+    return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_log_prob)
+
 
 def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> torch.Tensor:
-    """One SAC gradient step; returns the losses as one tensor (no host sync)."""
+    """One SAC gradient step; returns the LOSS_TAGS values as one tensor (no host sync).
+    `batch`: (s, a, r, s', terminal) as ReplayBuffer.sample gives it."""
     states, actions, rewards, next_states, terminals = batch
     alpha = learner.log_alpha.exp().detach()
-    with torch.no_grad():  # r + gamma (1 - d) [min_i Q_target_i(s', a') - alpha log pi(a' | s')], a' ~ pi(. | s')
-        next_actions, next_log_prob = squashed_sample(*learner.policy(next_states), generator)
-        next_q = learner.critic_target(next_states, next_actions).min(0).values
-        q_target = rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_log_prob)
+    q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator)
 
-    q = learner.critic(states, actions)  # both critics in one batched pass
+    # Critics regress to the target (both critics in one batched pass).
+    q = learner.critic(states, actions)
     qf_losses = 0.5 * (q - q_target).pow(2).mean(1)
     learner.critic_opt.zero_grad(set_to_none=True)
     qf_losses.sum().backward()
     learner.critic_opt.step()
 
-    # Actor and temperature in one backward pass (their parameters are disjoint, so the gradients are
-    # those of two separate passes). The critics enter frozen: the actor loss trains only the policy.
-    new_actions, log_prob = squashed_sample(*learner.policy(states), generator)
+    # Policy maximises min Q - alpha * log pi. The critics enter frozen: no gradient to them.
+    new_actions, log_prob = learner.sample_action(states, generator)
     actor_loss = (alpha * log_prob - learner.critic(states, new_actions, frozen=True).min(0).values).mean()
+
     # alpha grows when the entropy -log pi falls below its target, and shrinks above it.
     log_prob = log_prob.detach()
     alpha_loss = (learner.log_alpha.exp() * (-learner.target_entropy - log_prob)).mean()
+    # Actor and alpha in one backward pass: their parameters are disjoint, so the gradients are those
+    # of two separate passes.
     learner.policy_opt.zero_grad(set_to_none=True)
     learner.alpha_opt.zero_grad(set_to_none=True)
     (actor_loss + alpha_loss).backward()
     learner.policy_opt.step()
     learner.alpha_opt.step()
 
+    # Polyak averaging of the target critics.
     with torch.no_grad():
         torch._foreach_lerp_(list(learner.critic_target.parameters()), list(learner.critic.parameters()), learner.tau)
-    return torch.stack([qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, -log_prob.mean()])
+    losses = (qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, -log_prob.mean())
+    return torch.stack(losses)
+
+
+def build_learner(args: Args, bc_policy: GaussianPolicy) -> Learner:
+    """pi initialised as a copy of pi_BC, two critics and their targets, alpha = 1."""
+    spec = env_spec(args.env)
+    state_dim, action_dim = spec["state_dim"], spec["action_dim"]
+    policy = make_policy(args)
+    policy.load_state_dict(bc_policy.state_dict())
+    critic = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
+    critic_target = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
+    return Learner(
+        policy=policy,
+        critic=critic,
+        critic_target=critic_target,
+        log_alpha=log_alpha,
+        policy_opt=torch.optim.Adam(policy.parameters(), lr=args.policy_lr, **adam),
+        critic_opt=torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **adam),
+        alpha_opt=torch.optim.Adam([log_alpha], lr=args.alpha_lr, **adam),
+        target_entropy=args.target_entropy,
+        gamma=args.gamma,
+        tau=args.tau,
+    )
 
 
 # ----------------------------------------------------------------------------- behavioural cloning (stage 1)
 
 
-def behavioural_cloning(config: dict) -> tuple[GaussianPolicy, dict]:
+def behavioural_cloning(args: Args) -> tuple[GaussianPolicy, dict]:
     """pi_BC(a | s): maximum likelihood of the dataset's actions under a Gaussian MLP (the authors' BC
     model; the same fit as baselines/flat_prior.py's prior). Returns it and its final training NLL."""
     from tqdm import tqdm
 
     from envs import load_episodes
 
-    spec = env_spec(config["env"])
-    episodes = load_episodes(config["dataset"], config["env"])
+    episodes = load_episodes(args.dataset, args.env)
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
-    policy = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"],
-                            nearest_blocks=config["env"] == "block_stacking")
+    policy = make_policy(args)
     # Adam, not spirl_pretrain.py's RAdam: this MLP has no BatchNorm, so raw maze coordinates give NLL
     # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config["bc_lr"])
-    generator = torch.Generator().manual_seed(config["seed"])
-    nll_log = torch.zeros(config["bc_steps"])
-    for step in tqdm(range(config["bc_steps"]), desc="behavioural cloning", mininterval=1 if sys.stderr.isatty() else 30):
-        idx = torch.randint(len(states), (config["bc_batch_size"],), generator=generator)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.bc_lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    nll_log = torch.zeros(args.bc_steps)
+    for step in tqdm(range(args.bc_steps), desc="behavioural cloning", mininterval=1 if sys.stderr.isatty() else 30):
+        idx = torch.randint(len(states), (args.bc_batch_size,), generator=generator)
         nll = gaussian_nll(actions[idx], *policy(states[idx])).mean()
         optimizer.zero_grad(set_to_none=True)
         nll.backward()
         optimizer.step()
         nll_log[step] = nll.detach()
-    final = float(nll_log[-100:].mean()) if config["bc_steps"] else float("nan")
-    if not math.isfinite(final) and config["bc_steps"]:
+    final = float(nll_log[-100:].mean()) if args.bc_steps else float("nan")
+    if not math.isfinite(final) and args.bc_steps:
         raise SpirlError(f"the BC loss became {final}; lower --bc-lr or check the dataset")
-    print(f"behavioural cloning: {config['bc_steps']} steps on {len(states)} (state, action) pairs of {config['dataset']}, "
-          f"NLL {final:.3f} per action dim")  # fmt: skip
+    pairs = f"{len(states)} (state, action) pairs of {args.dataset}"
+    print(f"behavioural cloning: {args.bc_steps} steps on {pairs}, NLL {final:.3f} per action dim")
     return policy, {"bc_nll": final, "pairs": len(states)}
 
 
@@ -268,9 +304,9 @@ def behavioural_cloning(config: dict) -> tuple[GaussianPolicy, dict]:
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of transitions (s, a, r, s', terminal)."""
+    """Preallocated ring buffer of transitions (s, a, r, s', terminal); memory is only committed as it fills."""
 
-    FIELDS = ("states", "actions", "rewards", "next_states", "terminals")
+    FIELDS = "states actions rewards next_states terminals".split()
 
     def __init__(self, capacity: int, state_dim: int, action_dim: int):
         self.capacity, self.size, self.next = capacity, 0, 0
@@ -292,39 +328,30 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator)
-        return tuple(getattr(self, name)[idx] for name in self.FIELDS)
-
-    def state_dict(self) -> dict:
-        """Only the filled part (in storage order), so a checkpoint grows with the data, not the capacity."""
-        n = self.size
-        return {"next": self.next, "size": n} | {name: getattr(self, name)[:n].clone() for name in self.FIELDS}
-
-    def load_state_dict(self, saved: dict):
-        n = saved["size"]
-        for name in self.FIELDS:
-            getattr(self, name)[:n] = saved[name]
-        self.size, self.next = n, saved["next"]
+        return self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.terminals[idx]
 
 
 # ----------------------------------------------------------------------------- acting
 
 
 @torch.no_grad()
-def choose_action(learner: Learner, state: np.ndarray, generator, deterministic: bool = False) -> np.ndarray:
-    mu, log_sigma = learner.policy(torch.as_tensor(state)[None])
-    action = torch.tanh(mu) if deterministic else squashed_sample(mu, log_sigma, generator)[0]
-    return action[0].numpy()
+def choose_action(policy: GaussianPolicy, state: np.ndarray, generator, deterministic: bool = False) -> np.ndarray:
+    """a = tanh(u), u ~ pi(. | s) (its mean when deterministic): an action in the env's box [-1, 1]."""
+    mu, log_sigma = policy(torch.as_tensor(state)[None])
+    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+    return torch.tanh(u)[0].numpy()
 
 
-def evaluate(learner: Learner, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> dict:
-    """K episodes with the policy mean, on fixed seeds (the same every evaluation, as spirl_sac.py)."""
-    env = make_env(env_name, **env_kwargs)
-    metric, returns, progress = PROGRESS_METRIC[env_name], [], []
-    for episode in range(episodes):
-        state, _ = env.reset(seed=10_000_000 + seed * 1000 + episode)
+def evaluate(policy: GaussianPolicy, args: Args, env_kwargs: dict) -> dict:
+    """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
+    env = make_env(args.env, **env_kwargs)
+    metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
+    for episode in range(args.eval_episodes):
+        state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            state, reward, terminated, truncated, info = env.step(choose_action(learner, state, None, deterministic=True))
+            action = choose_action(policy, state, None, deterministic=True)
+            state, reward, terminated, truncated, info = env.step(action)
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
@@ -333,282 +360,122 @@ def evaluate(learner: Learner, env_name: str, env_kwargs: dict, episodes: int, s
     return {"return": float(np.mean(returns)), metric: float(np.mean(progress))}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str, payload: dict, kind: str = KIND):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "kind": kind, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def read_run_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SpirlError(f"checkpoint {path} does not exist; pass runs/<run>/checkpoint.pt of a baselines/{KIND}.py run to --resume")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise SpirlError(f"{path} is not a baselines/{KIND}.py checkpoint; --resume takes runs/<run>/checkpoint.pt of such a run")
-    return ckpt
-
-
-# ----------------------------------------------------------------------------- set-up
-
-
-SCIENCE_FIELDS = ("env", "tasks", "dataset", "bc_steps", "bc_batch_size", "bc_lr", "target_entropy", "hidden", "layers",
-                  "gamma", "tau", "batch_size", "buffer_size", "warmup_steps", "policy_lr", "critic_lr", "alpha_lr", "seed")  # fmt: skip
-
-
-def check_args(args: Args):
-    env_spec(args.env)
-    if args.tasks and args.env != "kitchen":
-        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    for name in ("hidden", "layers", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every",
-                 "checkpoint_every"):  # fmt: skip
-        if getattr(args, name) < 1:
-            raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.warmup_steps < 0 or (args.total_env_steps or 0) < 0 or args.bc_steps < 0:
-        raise SpirlError("--warmup-steps, --total-env-steps and --bc-steps must not be negative")
-    if args.bc_batch_size < 1 or not (args.bc_lr > 0 and math.isfinite(args.bc_lr)):
-        raise SpirlError("--bc-batch-size must be at least 1 and --bc-lr a positive number")
-    for name in ("policy_lr", "critic_lr", "alpha_lr", "tau"):
-        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
-            raise SpirlError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(args, name)})")
-    if not 0 <= args.gamma <= 1:
-        raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
-
-
-def resolve_config(args: Args, ckpt: dict | None) -> dict:
-    """The run's settings. A resumed run keeps its own; a flag set to something else is an error."""
-    if ckpt is not None:
-        saved, defaults = ckpt["config"], Args()
-        for name in SCIENCE_FIELDS:
-            given = getattr(args, name)
-            if given != getattr(defaults, name) and given != saved[name]:
-                raise SpirlError(f"--{name.replace('_', '-')} {given} differs from the resumed run's {saved[name]}; "
-                                 f"drop the flag (a resumed run keeps its settings) or start a new run")  # fmt: skip
-        return {**saved, "total_env_steps": args.total_env_steps or saved["total_env_steps"]}
-    config = {f.name: getattr(args, f.name) for f in fields(Args) if f.name in SCIENCE_FIELDS}
-    if config["target_entropy"] is None:
-        config["target_entropy"] = -float(env_spec(args.env)["action_dim"])  # SAC's heuristic: -|A|
-    config["dataset"] = args.dataset or env_spec(args.env)["default_dataset"]
-    config["total_env_steps"] = args.total_env_steps if args.total_env_steps is not None else DEFAULT_TOTAL_ENV_STEPS
-    return config
-
-
-def build_learner(config: dict, bc_policy: GaussianPolicy | None) -> Learner:
-    spec = env_spec(config["env"])
-    state_dim, action_dim = spec["state_dim"], spec["action_dim"]
-    policy = GaussianPolicy(state_dim, action_dim, config["hidden"], config["layers"],
-                            nearest_blocks=config["env"] == "block_stacking")
-    if bc_policy is not None:  # RL starts from the cloned policy
-        policy.load_state_dict(bc_policy.state_dict())
-    critic = TwinCritic(state_dim, action_dim, config["hidden"], config["layers"])
-    critic_target = TwinCritic(state_dim, action_dim, config["hidden"], config["layers"])
-    critic_target.load_state_dict(critic.state_dict())
-    critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1
-    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
-    return Learner(
-        policy=policy,
-        critic=critic,
-        critic_target=critic_target,
-        log_alpha=log_alpha,
-        policy_opt=torch.optim.Adam(policy.parameters(), lr=config["policy_lr"], **adam),
-        critic_opt=torch.optim.Adam(critic.parameters(), lr=config["critic_lr"], **adam),
-        alpha_opt=torch.optim.Adam([log_alpha], lr=config["alpha_lr"], **adam),
-        target_entropy=config["target_entropy"],
-        gamma=config["gamma"],
-        tau=config["tau"],
-    )
-
-
-def learner_state(learner: Learner) -> dict:
-    return {name: getattr(learner, name).state_dict() for name in
-            ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt")} | {
-        "log_alpha": learner.log_alpha.detach().clone()}  # fmt: skip
-
-
-def load_learner_state(learner: Learner, saved: dict):
-    for name in ("policy", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt"):
-        getattr(learner, name).load_state_dict(saved[name])
-    with torch.no_grad():
-        learner.log_alpha.copy_(saved["log_alpha"])
-
-
-def check_losses(loss_log: torch.Tensor, n: int, first_update: int, ckpt_path: str):
-    """Stop on NaN/inf: name the gradient step and the term (checked once per log interval, no per-step sync)."""
-    finite = torch.isfinite(loss_log[:n])
-    if bool(finite.all()):
-        return
-    row, col = (~finite).nonzero()[0].tolist()
-    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
-    raise SpirlError(f"{LOSS_TERMS[col]} became {loss_log[row, col].item()} at gradient step {first_update + row}; "
-                     f"lower the learning rates or check the reward scale ({kept})")  # fmt: skip
-
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop finishes the episode, saves a checkpoint and exits."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping at the end of this episode (a checkpoint will be saved); Ctrl-C again to abort", file=sys.stderr)
-
-    def restore(self):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 # ----------------------------------------------------------------------------- training loop
 
 
 def train(args: Args) -> dict:
-    check_args(args)
-    ckpt = read_run_checkpoint(args.resume) if args.resume else None
-    config = resolve_config(args, ckpt)
+    ckpt = runs.read_checkpoint(args.resume, "bc_sac", "baselines/bc_sac.py") if args.resume else None
+    args = resolve_args(runs.resumed_args(args, ckpt))
+    run_dir, ckpt_path = runs.run_folder(args, "bc_sac")
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(config["seed"])
-    bc_policy, bc_fit = behavioural_cloning(config) if ckpt is None else (None, ckpt["bc_fit"])  # resumed: in the checkpoint
-    learner = build_learner(config, bc_policy)
-    spec = env_spec(config["env"])
-    env_kwargs = {"tasks": config["tasks"]} if config["tasks"] else {}
-    metric = PROGRESS_METRIC[config["env"]]
-    env = make_env(config["env"], **env_kwargs)
-    buffer = ReplayBuffer(config["buffer_size"], spec["state_dim"], spec["action_dim"])
-    act_gen = torch.Generator().manual_seed(config["seed"])  # actions chosen in the env
-    learn_gen = torch.Generator().manual_seed(config["seed"] + 1)  # replay batches and policy samples in updates
-    counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": 0, "next_checkpoint": args.checkpoint_every}
+    torch.manual_seed(args.seed)
+    if ckpt is None:  # stage 1: pi_BC; a resumed run has the finetuned pi in its checkpoint
+        bc_policy, bc_fit = behavioural_cloning(args)
+    else:
+        bc_policy, bc_fit = make_policy(args), ckpt["bc_fit"]
+
+    # Stage 2: replay buffer, policy (a copy of pi_BC), critics, alpha.
+    learner = build_learner(args, bc_policy)
+    spec = env_spec(args.env)
+    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"])
+    act_gen = torch.Generator().manual_seed(args.seed)  # actions chosen in the env
+    learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
+    env_steps = updates = episodes = 0
     if ckpt is not None:
-        load_learner_state(learner, ckpt["learner"])
-        buffer.load_state_dict(ckpt["replay"])
+        runs.load_learner_state(learner, ckpt["learner"])
+        runs.load_replay_state(buffer, ckpt["replay"])
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
-        counters = dict(ckpt["counters"], next_checkpoint=ckpt["counters"]["env_steps"] + args.checkpoint_every)
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    else:
-        run_dir = os.path.join("runs", args.run_name or f"{config['env']}__{KIND}__{config['seed']}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
+    env_kwargs = {"tasks": args.tasks} if args.tasks else {}
+    env = make_env(args.env, **env_kwargs)
+    metric = env_spec(args.env)["progress_metric"]
+    losses = []  # sac_update's outputs since the last log
+
+    def learn():  # one gradient step on a batch from the replay
+        losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "config": config, "learner": learner_state(learner), "bc_fit": bc_fit, "replay": buffer.state_dict(),
-            "counters": counters, "rng": {"act": act_gen.get_state(), "learn": learn_gen.get_state()}})  # fmt: skip
+        run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
+        rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
+        state = dict(args=asdict(args), bc_fit=bc_fit, rng=rng, learner=runs.learner_state(learner), **run)
+        runs.save_checkpoint(ckpt_path, state, kind="bc_sac")
 
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
-    writer = SummaryWriter(run_dir, purge_step=counters["env_steps"] + 1 if ckpt is not None else None)
-    writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
-    writer.add_scalar("bc/nll", bc_fit["bc_nll"], 0)
-    total = config["total_env_steps"]
-    bar = tqdm(total=total, initial=counters["env_steps"], desc=KIND, unit="step", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
-    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))
-    n_logged, shown, last_eval = 0, {}, None
-    stop = StopRequest()
-    sps_time, sps_steps = time.perf_counter(), counters["env_steps"]
-    timing = {"eval_s": 0.0, "start": None, "start_steps": 0}  # for the learning phase's env steps/s
+    log = runs.RunLogger(run_dir, args, env_steps, resumed=ckpt is not None, loss_tags=LOSS_TAGS)
+    if ckpt is None:
+        log.scalars({"bc/nll": bc_fit["bc_nll"]}, 0)
+    next_eval = 0 if ckpt is None else (env_steps // args.eval_every + 1) * args.eval_every
     try:
-        while counters["env_steps"] < total and not stop.requested:
-            # ---- one episode (checkpoints and evaluations happen only between episodes)
-            if counters["env_steps"] >= counters["next_eval"]:
-                eval_start = time.perf_counter()
-                last_eval = evaluate(learner, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-                writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-                writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-                shown["eval"] = f"{last_eval[metric]:.2f}"
-                counters["next_eval"] = counters["env_steps"] + args.eval_every
-                timing["eval_s"] += time.perf_counter() - eval_start
-            # Each training episode has its own seed, so a resumed run sees the same episodes.
-            state, _ = env.reset(seed=config["seed"] * 1_000_003 + counters["episodes"])
-            episode_return, done = 0.0, False
-            while not done:
-                action = choose_action(learner, state, act_gen)  # warm-up too: pi = pi_BC at first
-                next_state, reward, terminated, truncated, info = env.step(action)
-                buffer.add(state, action, reward, next_state, terminated)  # truncation is not terminal
-                state, done = next_state, terminated or truncated
-                episode_return += reward
-                counters["env_steps"] += 1
-                if counters["env_steps"] >= config["warmup_steps"] and buffer.size >= 1:
-                    if timing["start"] is None:
-                        timing.update(start=time.perf_counter(), start_steps=counters["env_steps"], eval_s=0.0)
-                    loss_log[n_logged] = sac_update(learner, buffer.sample(config["batch_size"], learn_gen), learn_gen)
-                    n_logged += 1
-                    counters["updates"] += 1
-                if n_logged == args.log_every:
-                    check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                    means = loss_log.mean(0).tolist()
-                    for name, value in zip(LOSS_TERMS, means):
-                        tag = {"alpha_value": "charts/alpha", "entropy": "charts/entropy"}.get(name, f"losses/{name}")
-                        writer.add_scalar(tag, value, counters["env_steps"])
-                    shown.update(alpha=f"{means[4]:.3g}", entropy=f"{means[5]:.2f}")
-                    n_logged = 0
-            bar.update(counters["env_steps"] - bar.n)
-            counters["episodes"] += 1
-            writer.add_scalar("charts/episodic_return", episode_return, counters["env_steps"])
-            writer.add_scalar(f"charts/{metric}", float(info.get(metric, 0)), counters["env_steps"])
-            now = time.perf_counter()
-            if now - sps_time > 10:
-                sps = (counters["env_steps"] - sps_steps) / (now - sps_time)
-                writer.add_scalar("charts/SPS", sps, counters["env_steps"])
-                shown["SPS"] = int(sps)
-                sps_time, sps_steps = now, counters["env_steps"]
-            shown["return"] = f"{episode_return:g}"
-            bar.set_postfix(shown, refresh=False)
-            if counters["env_steps"] >= counters["next_checkpoint"] or counters["env_steps"] >= total or stop.requested:
-                check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                checkpoint()
-                counters["next_checkpoint"] = counters["env_steps"] + args.checkpoint_every
+        with runs.StopRequest() as stop:
+            while env_steps < args.total_env_steps and not stop.requested:
+                if env_steps >= next_eval:
+                    log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs), env_steps)
+                    next_eval = (env_steps // args.eval_every + 1) * args.eval_every
+
+                # ALGO LOGIC: one episode of SAC from pi_BC (act, step the env, store, update).
+                # Each training episode has its own seed, so a resumed run sees the same episodes.
+                state, _ = env.reset(seed=args.seed * 1_000_003 + episodes)
+                episode_start, episode_return, done = env_steps, 0.0, False
+                while not done:
+                    learning = buffer.size >= max(args.warmup_steps, 1)  # warm-up first (app. B.2)
+                    action = choose_action(learner.policy, state, act_gen)  # the warm-up too: pi = pi_BC there
+                    next_state, reward, terminated, truncated, info = env.step(action)
+                    # A time-limit truncation is not a termination: the Q-target still bootstraps there.
+                    buffer.add(state, action, reward, next_state, terminated)
+                    if learning:
+                        learn()
+                    updates += learning
+                    state, done = next_state, terminated or truncated
+                    episode_return += reward
+                    env_steps += 1
+
+                    if len(losses) == args.log_every:
+                        log.losses(losses, updates, env_steps)
+                episodes += 1
+
+                # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
+                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
+                if crossed or env_steps >= args.total_env_steps or stop.requested:
+                    log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint
+                    checkpoint()
+            if stop.requested:
+                print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
+                return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
+            final = log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs), env_steps)
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
-        stop.restore()
-        bar.close()
-        writer.flush()
         env.close()
-    learning_sps = None
-    if timing["start"] is not None:  # env steps/s while learning, evaluations excluded
-        elapsed = time.perf_counter() - timing["start"] - timing["eval_s"]
-        learning_sps = (counters["env_steps"] - timing["start_steps"]) / max(elapsed, 1e-9)
-    if stop.requested:
-        print(f"stopped at env step {counters['env_steps']}; continue with --resume {ckpt_path}")
-        return {"checkpoint": ckpt_path, "env_steps": counters["env_steps"], "stopped": True}
-
-    last_eval = evaluate(learner, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-    writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-    writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-    writer.close()
+        log.close()
     policy_path = os.path.join(run_dir, "policy.pt")
-    save_checkpoint(policy_path, {"config": config, "policy": learner.policy.state_dict()}, kind=f"{KIND}_policy")
-    print(f"env step {counters['env_steps']}: evaluation over {args.eval_episodes} episodes: "
-          f"{last_eval[metric]:.2f} {metric.replace('_', ' ')}, return {last_eval['return']:.2f}")  # fmt: skip
+    policy = dict(args=asdict(args), policy=learner.policy.state_dict())
+    runs.save_checkpoint(policy_path, policy, kind="bc_sac_policy")
+    print(f"env step {env_steps}: evaluation over {args.eval_episodes} episodes: {final}")
     print(f"checkpoint: {ckpt_path}\nfinal policy: {policy_path}")
-    return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": counters["env_steps"],
-            "updates": counters["updates"], "eval": last_eval, "learning_sps": learning_sps}  # fmt: skip
+    result = dict(checkpoint=ckpt_path, policy=policy_path, env_steps=env_steps, updates=updates, eval=final)
+    return result | {"learning_sps": log.learning_sps}
 
 
-def main(argv: list[str] | None = None):
-    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        return train(args)
-    except SpirlError as e:
-        sys.exit(f"error: {e}")
+# ----------------------------------------------------------------------------- set-up and checkpoints
+# Apparatus, not part of BC + SAC: settings, saving.
+
+
+def resolve_args(args: Args) -> Args:
+    """Check the flags (one-line errors) and fill the per-env defaults from envs/registry.py."""
+    spec = env_spec(args.env)
+    if args.tasks and args.env != "kitchen":
+        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    sizes = ("hidden", "layers", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
+    runs.check_flags(args, at_least_one=sizes, positive=("policy_lr", "critic_lr", "alpha_lr", "tau"))
+    runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_steps", "total_env_steps"))
+    runs.check_flags(args, at_least_one=("bc_batch_size",), positive=("bc_lr",), non_negative=("bc_steps",))
+    if not 0 <= args.gamma <= 1:
+        raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
+    total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
+    target_entropy = -float(spec["action_dim"]) if args.target_entropy is None else args.target_entropy  # -|A|
+    dataset = args.dataset or spec["default_dataset"]
+    return replace(args, dataset=dataset, target_entropy=target_entropy, total_env_steps=total)
 
 
 if __name__ == "__main__":
-    main()
+    runs.cli(train, Args, __doc__)

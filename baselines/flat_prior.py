@@ -12,51 +12,47 @@ This tests what temporal abstraction buys: the same kind of data prior as SPiRL,
     python baselines/flat_prior.py --env kitchen
     python baselines/flat_prior.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
 
-Flags, logged metrics and checkpoints follow spirl_sac.py. As in spirl_sac.py, the KL compares the
-policy's pre-tanh Gaussian with the prior's Gaussian (fit to the raw actions), analytically.
+Flags, logged metrics, checkpoints and the layout of the code follow spirl_sac.py: stage 2 is its
+Algorithm 1 with actions for skills. As there, the KL compares the policy's pre-tanh Gaussian with the
+prior's Gaussian (fit to the raw actions), analytically.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs import SpirlError, env_spec, make_env  # noqa: E402
-
-CHECKPOINT_FORMAT = 1
-KIND = "flat_prior"
+from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
+from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN, gaussian_kl, gaussian_nll  # noqa: E402
 
 
 @dataclass
 class Args:
     env: str = "kitchen"
     """downstream task family (kitchen, maze, block_stacking)"""
+    dataset: str | None = None
+    """offline data for the action prior, as spirl_pretrain.py's --dataset (default: the env's in envs/registry.py)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
+    delta: float = 1.0
+    """target divergence: alpha keeps KL(pi || p) near it (the authors' flat prior configs: 1)"""
     total_env_steps: int | None = None
-    """env steps to train for (default 1.5M); with --resume, default: the run's own"""
-    dataset: str | None = None
-    """offline data for the action prior (default: the env's, as spirl_pretrain.py: kitchen spirl/kitchen-scripted-v0, maze spirl/maze-planner-v0, block_stacking spirl/block-stacking-scripted-v0)"""
+    """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     prior_steps: int = 20_000
     """gradient steps fitting the action prior p(a | s) before RL"""
     prior_batch_size: int = 128
     """(state, action) pairs per prior gradient step"""
     prior_lr: float = 1e-3
     """Adam learning rate of the action prior"""
-    delta: float = 1.0
-    """target divergence: alpha is tuned so that KL(pi || p) stays near it (the authors' flat prior configs: 1)"""
     hidden: int = 128
     """units per layer of the policy and of each critic (app. B.2: they mirror the skill prior, 128)"""
     layers: int = 6
@@ -64,7 +60,7 @@ class Args:
     gamma: float = 0.99
     """discount per env step (app. B.2)"""
     tau: float = 5e-3
-    """target-network update rate"""
+    """target-network update rate (Alg. 1 line 13)"""
     batch_size: int = 256
     """transitions per gradient step (app. B.2)"""
     buffer_size: int = 1_000_000
@@ -72,11 +68,13 @@ class Args:
     warmup_steps: int = 5_000
     """env steps collected with the (prior-initialised) policy before the first update (app. B.2: 5e3)"""
     policy_lr: float = 3e-4
-    """Adam learning rate of the policy"""
+    """Adam learning rate of the policy (Alg. 1 lambda_pi)"""
     critic_lr: float = 3e-4
-    """Adam learning rate of the critics"""
+    """Adam learning rate of the critics (Alg. 1 lambda_Q)"""
     alpha_lr: float = 3e-4
-    """Adam learning rate of log alpha"""
+    """Adam learning rate of log alpha (Alg. 1 lambda_alpha)"""
+    seed: int = 1
+    """seed for network init, action sampling, replay sampling and the env"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
     eval_episodes: int = 10
@@ -85,22 +83,17 @@ class Args:
     """gradient steps between logged loss means (and the NaN/inf check)"""
     checkpoint_every: int = 50_000
     """env steps between checkpoints (written at the next episode end, replay buffer included)"""
-    seed: int = 1
-    """seed for network init, action sampling, replay sampling and the env"""
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
-    """checkpoint.pt of a baselines/sac.py run to continue (its own settings are used; --total-env-steps may extend it)"""
+    """checkpoint.pt of a baselines/flat_prior.py run to continue (settings kept; --total-env-steps may extend it)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
 
 
-# The task-progress figure each env reports in `info` at an episode's end (as in spirl_sac.py).
-PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
-DEFAULT_TOTAL_ENV_STEPS = 1_500_000
-LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0  # as spirl_pretrain.py's Gaussian heads
-LOSS_TERMS = ("qf1", "qf2", "actor", "alpha", "alpha_value", "kl_to_prior")
-MAX_KL = 100.0  # as spirl_sac.py: the authors clamp their divergence estimate
+MAX_KL = 100.0  # as spirl_sac.py: the authors clamp their divergence estimate to +-100
+# The values sac_update returns, and where each is logged.
+LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/kl_to_prior")
 
 
 # ----------------------------------------------------------------------------- networks
@@ -133,7 +126,7 @@ class TwinCritic(nn.Module):
             x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
             if i < last:
                 x = F.leaky_relu(x, 0.2)
-        return x.squeeze(-1)
+        return x.squeeze(-1).float()
 
 
 class GaussianPolicy(nn.Module):
@@ -145,7 +138,8 @@ class GaussianPolicy(nn.Module):
         super().__init__()
         self.features = None
         if nearest_blocks:
-            from envs.block_stacking import FEATURE_DIM, nearest_blocks as features
+            from envs.block_stacking import FEATURE_DIM
+            from envs.block_stacking import nearest_blocks as features
 
             self.features, state_dim = features, FEATURE_DIM
         blocks, width = [], state_dim
@@ -163,24 +157,18 @@ class GaussianPolicy(nn.Module):
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
+def make_policy(args: Args) -> GaussianPolicy:
+    """pi(a | s) for this env, freshly initialised; on block stacking it sees the nearest blocks."""
+    spec, nearest_blocks = env_spec(args.env), args.env == "block_stacking"
+    return GaussianPolicy(spec["state_dim"], spec["action_dim"], args.hidden, args.layers, nearest_blocks)
+
+
 # ----------------------------------------------------------------------------- losses
 
 
-def gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
-    """Per-dimension KL(N(mu_q, sigma_q) || N(mu_p, sigma_p)), analytic (as spirl_pretrain.py)."""
-    var_ratio = torch.exp(2 * (log_sigma_q - log_sigma_p))
-    mean_term = ((mu_q - mu_p) * torch.exp(-log_sigma_p)).pow(2)
-    return 0.5 * (var_ratio + mean_term - 1) - (log_sigma_q - log_sigma_p)
-
-
-def gaussian_nll(x, mu, log_sigma) -> torch.Tensor:
-    """Per-dimension -log N(x; mu, sigma)."""
-    return 0.5 * ((x - mu) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)
-
-
 def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma) -> torch.Tensor:
-    """KL(pi(.|s) || p(.|s)) between the policy's pre-tanh Gaussian and the prior's, summed over the
-    action dims (eq. 3) and clamped at MAX_KL, as spirl_sac.py does over skills."""
+    """KL(pi(.|s) || p(.|s)) between the policy's pre-tanh Gaussian and the prior's, analytic, summed over
+    the action dims (eq. 3) and clamped at MAX_KL, as spirl_sac.py does over skills."""
     return gaussian_kl(mu, log_sigma, prior_mu, prior_log_sigma).sum(-1).clamp(max=MAX_KL)
 
 
@@ -196,12 +184,12 @@ class Learner:
     policy_opt: torch.optim.Optimizer
     critic_opt: torch.optim.Optimizer
     alpha_opt: torch.optim.Optimizer
-    target_divergence: float
+    target_divergence: float  # delta
     gamma: float
     tau: float
 
     def sample_action(self, states: torch.Tensor, generator: torch.Generator | None = None):
-        """Reparameterised a = tanh(u), u ~ pi(. | s); returns (a, KL(pi || p) per state)."""
+        """Reparameterised u ~ pi(. | s); returns (a = tanh(u), KL(pi(.|s) || p(.|s)) per state)."""
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
         with torch.no_grad():
@@ -209,82 +197,121 @@ class Learner:
         return torch.tanh(u), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
 
 
+@torch.no_grad()
+def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
+    """Alg. 1 line 9: r + gamma [min_i Q_target_i(s', a') - alpha KL(pi(.|s') || p(.|s'))], a' ~ pi(.|s').
+
+    The prior divergence stands where SAC has the entropy. A true termination stops the bootstrap; a
+    time-limit truncation does not (it was stored with terminal = 0)."""
+    next_actions, next_divergence = learner.sample_action(next_states, generator)
+    next_q = learner.critic_target(next_states, next_actions).min(0).values
+    return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_divergence)
+
+
 def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> torch.Tensor:
-    """One gradient step of prior-regularised SAC; returns the losses as one tensor (no host sync)."""
+    """One gradient step of Algorithm 1 (lines 9-13) on actions; returns the LOSS_TAGS values as one tensor
+    (no host sync). `batch`: (s, a, r, s', terminal) as ReplayBuffer.sample gives it."""
     states, actions, rewards, next_states, terminals = batch
     alpha = learner.log_alpha.exp().detach()
-    with torch.no_grad():  # r + gamma (1 - d) [min_i Q_target_i(s', a') - alpha KL(pi(.|s') || p(.|s'))], a' ~ pi(. | s')
-        next_actions, next_divergence = learner.sample_action(next_states, generator)
-        next_q = learner.critic_target(next_states, next_actions).min(0).values
-        q_target = rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_divergence)
+    q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator)
 
-    q = learner.critic(states, actions)  # both critics in one batched pass
+    # Line 11: critics regress to the target (both critics in one batched pass).
+    q = learner.critic(states, actions)
     qf_losses = 0.5 * (q - q_target).pow(2).mean(1)
     learner.critic_opt.zero_grad(set_to_none=True)
     qf_losses.sum().backward()
     learner.critic_opt.step()
 
-    # Actor and temperature in one backward pass (their parameters are disjoint, so the gradients are
-    # those of two separate passes). The critics enter frozen: the actor loss trains only the policy.
+    # Line 10: policy maximises min Q - alpha * KL(pi || p). The critics enter frozen: no gradient to them.
     new_actions, divergence = learner.sample_action(states, generator)
     actor_loss = (alpha * divergence - learner.critic(states, new_actions, frozen=True).min(0).values).mean()
-    # alpha grows when KL exceeds delta and shrinks below it (as spirl_sac.py).
+
+    # Line 12: alpha grows when KL exceeds delta and shrinks below it (as in spirl_sac.py).
     divergence = divergence.detach()
     alpha_loss = (learner.log_alpha.exp() * (learner.target_divergence - divergence)).mean()
+    # Lines 10 and 12 in one backward pass: their parameters are disjoint, so the gradients are those
+    # of two separate passes.
     learner.policy_opt.zero_grad(set_to_none=True)
     learner.alpha_opt.zero_grad(set_to_none=True)
     (actor_loss + alpha_loss).backward()
     learner.policy_opt.step()
     learner.alpha_opt.step()
 
+    # Line 13: Polyak averaging of the target critics.
     with torch.no_grad():
         torch._foreach_lerp_(list(learner.critic_target.parameters()), list(learner.critic.parameters()), learner.tau)
-    return torch.stack([qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, divergence.mean()])
+    losses = (qf_losses[0], qf_losses[1], actor_loss.detach(), alpha_loss.detach(), alpha, divergence.mean())
+    return torch.stack(losses)
+
+
+def build_learner(args: Args, action_prior: GaussianPolicy) -> Learner:
+    """pi initialised as a copy of the prior (the authors' set-up), two critics and their targets, alpha = 1."""
+    spec = env_spec(args.env)
+    state_dim, action_dim = spec["state_dim"], spec["action_dim"]
+    policy = make_policy(args)
+    policy.load_state_dict(action_prior.state_dict())
+    critic = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
+    critic_target = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
+    return Learner(
+        policy=policy,
+        action_prior=action_prior,
+        critic=critic,
+        critic_target=critic_target,
+        log_alpha=log_alpha,
+        policy_opt=torch.optim.Adam(policy.parameters(), lr=args.policy_lr, **adam),
+        critic_opt=torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **adam),
+        alpha_opt=torch.optim.Adam([log_alpha], lr=args.alpha_lr, **adam),
+        target_divergence=args.delta,
+        gamma=args.gamma,
+        tau=args.tau,
+    )
 
 
 # ----------------------------------------------------------------------------- the action prior (stage 1)
 
 
-def fit_action_prior(config: dict) -> tuple[GaussianPolicy, dict]:
-    """p(a | s): maximum likelihood of the dataset's actions under a Gaussian MLP (the authors' BC model).
-    Returns the prior (eval mode) and its final training NLL per action dim."""
+def fit_action_prior(args: Args) -> tuple[GaussianPolicy, dict]:
+    """p(a | s): maximum likelihood of the dataset's actions under a Gaussian MLP (the authors' BC model;
+    the same fit as baselines/bc_sac.py's pi_BC). Returns the prior and its final training NLL."""
     from tqdm import tqdm
 
     from envs import load_episodes
 
-    spec = env_spec(config["env"])
-    episodes = load_episodes(config["dataset"], config["env"])
+    episodes = load_episodes(args.dataset, args.env)
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
-    prior = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"],
-                            nearest_blocks=config["env"] == "block_stacking")
+    prior = make_policy(args)
     # Adam, not spirl_pretrain.py's RAdam: this MLP has no BatchNorm, so raw maze coordinates give NLL
     # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
-    optimizer = torch.optim.Adam(prior.parameters(), lr=config["prior_lr"])
-    generator = torch.Generator().manual_seed(config["seed"])
-    nll_log = torch.zeros(config["prior_steps"])
-    for step in tqdm(range(config["prior_steps"]), desc="action prior", mininterval=1 if sys.stderr.isatty() else 30):
-        idx = torch.randint(len(states), (config["prior_batch_size"],), generator=generator)
+    optimizer = torch.optim.Adam(prior.parameters(), lr=args.prior_lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    nll_log = torch.zeros(args.prior_steps)
+    for step in tqdm(range(args.prior_steps), desc="action prior", mininterval=1 if sys.stderr.isatty() else 30):
+        idx = torch.randint(len(states), (args.prior_batch_size,), generator=generator)
         nll = gaussian_nll(actions[idx], *prior(states[idx])).mean()
         optimizer.zero_grad(set_to_none=True)
         nll.backward()
         optimizer.step()
         nll_log[step] = nll.detach()
-    final = float(nll_log[-100:].mean()) if config["prior_steps"] else float("nan")
-    if not math.isfinite(final) and config["prior_steps"]:
+    final = float(nll_log[-100:].mean()) if args.prior_steps else float("nan")
+    if not math.isfinite(final) and args.prior_steps:
         raise SpirlError(f"the action prior's NLL became {final}; lower --prior-lr or check the dataset")
-    print(f"action prior: {config['prior_steps']} steps on {len(states)} (state, action) pairs of {config['dataset']}, "
-          f"NLL {final:.3f} per action dim")  # fmt: skip
-    return prior.eval().requires_grad_(False), {"prior_nll": final, "pairs": len(states)}
+    pairs = f"{len(states)} (state, action) pairs of {args.dataset}"
+    print(f"action prior: {args.prior_steps} steps on {pairs}, NLL {final:.3f} per action dim")
+    return prior, {"prior_nll": final, "pairs": len(states)}
 
 
 # ----------------------------------------------------------------------------- replay buffer
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of transitions (s, a, r, s', terminal)."""
+    """Preallocated ring buffer of transitions (s, a, r, s', terminal); memory is only committed as it fills."""
 
-    FIELDS = ("states", "actions", "rewards", "next_states", "terminals")
+    FIELDS = "states actions rewards next_states terminals".split()
 
     def __init__(self, capacity: int, state_dim: int, action_dim: int):
         self.capacity, self.size, self.next = capacity, 0, 0
@@ -306,39 +333,30 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator)
-        return tuple(getattr(self, name)[idx] for name in self.FIELDS)
-
-    def state_dict(self) -> dict:
-        """Only the filled part (in storage order), so a checkpoint grows with the data, not the capacity."""
-        n = self.size
-        return {"next": self.next, "size": n} | {name: getattr(self, name)[:n].clone() for name in self.FIELDS}
-
-    def load_state_dict(self, saved: dict):
-        n = saved["size"]
-        for name in self.FIELDS:
-            getattr(self, name)[:n] = saved[name]
-        self.size, self.next = n, saved["next"]
+        return self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.terminals[idx]
 
 
 # ----------------------------------------------------------------------------- acting
 
 
 @torch.no_grad()
-def choose_action(learner: Learner, state: np.ndarray, generator, deterministic: bool = False) -> np.ndarray:
-    mu, log_sigma = learner.policy(torch.as_tensor(state)[None])
+def choose_action(policy: GaussianPolicy, state: np.ndarray, generator, deterministic: bool = False) -> np.ndarray:
+    """a = tanh(u), u ~ pi(. | s) (its mean when deterministic): an action in the env's box [-1, 1]."""
+    mu, log_sigma = policy(torch.as_tensor(state)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
     return torch.tanh(u)[0].numpy()
 
 
-def evaluate(learner: Learner, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> dict:
-    """K episodes with the policy mean, on fixed seeds (the same every evaluation, as spirl_sac.py)."""
-    env = make_env(env_name, **env_kwargs)
-    metric, returns, progress = PROGRESS_METRIC[env_name], [], []
-    for episode in range(episodes):
-        state, _ = env.reset(seed=10_000_000 + seed * 1000 + episode)
+def evaluate(policy: GaussianPolicy, args: Args, env_kwargs: dict) -> dict:
+    """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
+    env = make_env(args.env, **env_kwargs)
+    metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
+    for episode in range(args.eval_episodes):
+        state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            state, reward, terminated, truncated, info = env.step(choose_action(learner, state, None, deterministic=True))
+            action = choose_action(policy, state, None, deterministic=True)
+            state, reward, terminated, truncated, info = env.step(action)
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
@@ -347,289 +365,121 @@ def evaluate(learner: Learner, env_name: str, env_kwargs: dict, episodes: int, s
     return {"return": float(np.mean(returns)), metric: float(np.mean(progress))}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str, payload: dict, kind: str = KIND):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "kind": kind, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def read_run_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SpirlError(f"checkpoint {path} does not exist; pass runs/<run>/checkpoint.pt of a baselines/{KIND}.py run to --resume")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise SpirlError(f"{path} is not a baselines/{KIND}.py checkpoint; --resume takes runs/<run>/checkpoint.pt of such a run")
-    return ckpt
-
-
-# ----------------------------------------------------------------------------- set-up
-
-
-SCIENCE_FIELDS = ("env", "tasks", "dataset", "prior_steps", "prior_batch_size", "prior_lr", "delta", "hidden", "layers",
-                  "gamma", "tau", "batch_size", "buffer_size", "warmup_steps", "policy_lr", "critic_lr", "alpha_lr", "seed")  # fmt: skip
-
-
-def check_args(args: Args):
-    env_spec(args.env)
-    if args.tasks and args.env != "kitchen":
-        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    for name in ("hidden", "layers", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every",
-                 "checkpoint_every"):  # fmt: skip
-        if getattr(args, name) < 1:
-            raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.warmup_steps < 0 or (args.total_env_steps or 0) < 0 or args.prior_steps < 0:
-        raise SpirlError("--warmup-steps, --total-env-steps and --prior-steps must not be negative")
-    if not (args.delta > 0 and math.isfinite(args.delta)):
-        raise SpirlError(f"--delta must be above 0 (got {args.delta})")
-    if args.prior_batch_size < 1 or not (args.prior_lr > 0 and math.isfinite(args.prior_lr)):
-        raise SpirlError("--prior-batch-size must be at least 1 and --prior-lr a positive number")
-    for name in ("policy_lr", "critic_lr", "alpha_lr", "tau"):
-        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
-            raise SpirlError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(args, name)})")
-    if not 0 <= args.gamma <= 1:
-        raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
-
-
-def resolve_config(args: Args, ckpt: dict | None) -> dict:
-    """The run's settings. A resumed run keeps its own; a flag set to something else is an error."""
-    if ckpt is not None:
-        saved, defaults = ckpt["config"], Args()
-        for name in SCIENCE_FIELDS:
-            given = getattr(args, name)
-            if given != getattr(defaults, name) and given != saved[name]:
-                raise SpirlError(f"--{name.replace('_', '-')} {given} differs from the resumed run's {saved[name]}; "
-                                 f"drop the flag (a resumed run keeps its settings) or start a new run")  # fmt: skip
-        return {**saved, "total_env_steps": args.total_env_steps or saved["total_env_steps"]}
-    config = {f.name: getattr(args, f.name) for f in fields(Args) if f.name in SCIENCE_FIELDS}
-    config["dataset"] = args.dataset or env_spec(args.env)["default_dataset"]
-    config["total_env_steps"] = args.total_env_steps if args.total_env_steps is not None else DEFAULT_TOTAL_ENV_STEPS
-    return config
-
-
-def build_learner(config: dict, action_prior: GaussianPolicy) -> Learner:
-    spec = env_spec(config["env"])
-    state_dim, action_dim = spec["state_dim"], spec["action_dim"]
-    policy = GaussianPolicy(state_dim, action_dim, config["hidden"], config["layers"],
-                            nearest_blocks=config["env"] == "block_stacking")
-    policy.load_state_dict(action_prior.state_dict())  # pi starts as a copy of the prior (the authors' set-up)
-    critic = TwinCritic(state_dim, action_dim, config["hidden"], config["layers"])
-    critic_target = TwinCritic(state_dim, action_dim, config["hidden"], config["layers"])
-    critic_target.load_state_dict(critic.state_dict())
-    critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1
-    adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
-    return Learner(
-        policy=policy,
-        action_prior=action_prior,
-        critic=critic,
-        critic_target=critic_target,
-        log_alpha=log_alpha,
-        policy_opt=torch.optim.Adam(policy.parameters(), lr=config["policy_lr"], **adam),
-        critic_opt=torch.optim.Adam(critic.parameters(), lr=config["critic_lr"], **adam),
-        alpha_opt=torch.optim.Adam([log_alpha], lr=config["alpha_lr"], **adam),
-        target_divergence=config["delta"],
-        gamma=config["gamma"],
-        tau=config["tau"],
-    )
-
-
-def learner_state(learner: Learner) -> dict:
-    return {name: getattr(learner, name).state_dict() for name in
-            ("policy", "action_prior", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt")} | {
-        "log_alpha": learner.log_alpha.detach().clone()}  # fmt: skip
-
-
-def load_learner_state(learner: Learner, saved: dict):
-    for name in ("policy", "action_prior", "critic", "critic_target", "policy_opt", "critic_opt", "alpha_opt"):
-        getattr(learner, name).load_state_dict(saved[name])
-    with torch.no_grad():
-        learner.log_alpha.copy_(saved["log_alpha"])
-
-
-def check_losses(loss_log: torch.Tensor, n: int, first_update: int, ckpt_path: str):
-    """Stop on NaN/inf: name the gradient step and the term (checked once per log interval, no per-step sync)."""
-    finite = torch.isfinite(loss_log[:n])
-    if bool(finite.all()):
-        return
-    row, col = (~finite).nonzero()[0].tolist()
-    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
-    raise SpirlError(f"{LOSS_TERMS[col]} became {loss_log[row, col].item()} at gradient step {first_update + row}; "
-                     f"lower the learning rates or check the reward scale ({kept})")  # fmt: skip
-
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop finishes the episode, saves a checkpoint and exits."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping at the end of this episode (a checkpoint will be saved); Ctrl-C again to abort", file=sys.stderr)
-
-    def restore(self):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 # ----------------------------------------------------------------------------- training loop
 
 
 def train(args: Args) -> dict:
-    check_args(args)
-    ckpt = read_run_checkpoint(args.resume) if args.resume else None
-    config = resolve_config(args, ckpt)
+    ckpt = runs.read_checkpoint(args.resume, "flat_prior", "baselines/flat_prior.py") if args.resume else None
+    args = resolve_args(runs.resumed_args(args, ckpt))
+    run_dir, ckpt_path = runs.run_folder(args, "flat_prior")
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(config["seed"])
-    spec = env_spec(config["env"])
-    if ckpt is None:  # stage 1: fit p(a | s); a resumed run has it in its checkpoint
-        action_prior, prior_fit = fit_action_prior(config)
+    torch.manual_seed(args.seed)
+    if ckpt is None:  # stage 1: p(a | s); a resumed run has it (in its learner) in its checkpoint
+        action_prior, prior_fit = fit_action_prior(args)
     else:
-        action_prior = GaussianPolicy(spec["state_dim"], spec["action_dim"], config["hidden"], config["layers"],
-                                      nearest_blocks=config["env"] == "block_stacking")
-        action_prior.load_state_dict(ckpt["learner"]["action_prior"])
-        action_prior.eval().requires_grad_(False)
-        prior_fit = ckpt["prior_fit"]
-    learner = build_learner(config, action_prior)
-    env_kwargs = {"tasks": config["tasks"]} if config["tasks"] else {}
-    metric = PROGRESS_METRIC[config["env"]]
-    env = make_env(config["env"], **env_kwargs)
-    buffer = ReplayBuffer(config["buffer_size"], spec["state_dim"], spec["action_dim"])
-    act_gen = torch.Generator().manual_seed(config["seed"])  # actions chosen in the env
-    learn_gen = torch.Generator().manual_seed(config["seed"] + 1)  # replay batches and policy samples in updates
-    counters = {"env_steps": 0, "updates": 0, "episodes": 0, "next_eval": 0, "next_checkpoint": args.checkpoint_every}
+        action_prior, prior_fit = make_policy(args), ckpt["prior_fit"]
+    action_prior.eval().requires_grad_(False)
+
+    # Stage 2 (Alg. 1 lines 1-2): replay buffer, policy (a copy of the prior), critics, alpha.
+    learner = build_learner(args, action_prior)
+    spec = env_spec(args.env)
+    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"])
+    act_gen = torch.Generator().manual_seed(args.seed)  # actions chosen in the env
+    learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
+    env_steps = updates = episodes = 0
     if ckpt is not None:
-        load_learner_state(learner, ckpt["learner"])
-        buffer.load_state_dict(ckpt["replay"])
+        runs.load_learner_state(learner, ckpt["learner"])
+        runs.load_replay_state(buffer, ckpt["replay"])
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
-        counters = dict(ckpt["counters"], next_checkpoint=ckpt["counters"]["env_steps"] + args.checkpoint_every)
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    else:
-        run_dir = os.path.join("runs", args.run_name or f"{config['env']}__{KIND}__{config['seed']}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
+    env_kwargs = {"tasks": args.tasks} if args.tasks else {}
+    env = make_env(args.env, **env_kwargs)
+    metric = env_spec(args.env)["progress_metric"]
+    losses = []  # sac_update's outputs since the last log
+
+    def learn():  # one gradient step on a batch from the replay
+        losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "config": config, "learner": learner_state(learner), "prior_fit": prior_fit, "replay": buffer.state_dict(),
-            "counters": counters, "rng": {"act": act_gen.get_state(), "learn": learn_gen.get_state()}})  # fmt: skip
+        run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
+        rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
+        state = dict(args=asdict(args), prior_fit=prior_fit, rng=rng, learner=runs.learner_state(learner), **run)
+        runs.save_checkpoint(ckpt_path, state, kind="flat_prior")
 
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
-    writer = SummaryWriter(run_dir, purge_step=counters["env_steps"] + 1 if ckpt is not None else None)
-    writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
-    writer.add_scalar("prior/nll", prior_fit["prior_nll"], 0)
-    total = config["total_env_steps"]
-    bar = tqdm(total=total, initial=counters["env_steps"], desc=KIND, unit="step", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
-    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))
-    n_logged, shown, last_eval = 0, {}, None
-    stop = StopRequest()
-    sps_time, sps_steps = time.perf_counter(), counters["env_steps"]
-    timing = {"eval_s": 0.0, "start": None, "start_steps": 0}  # for the learning phase's env steps/s
+    log = runs.RunLogger(run_dir, args, env_steps, resumed=ckpt is not None, loss_tags=LOSS_TAGS)
+    if ckpt is None:
+        log.scalars({"prior/nll": prior_fit["prior_nll"]}, 0)
+    next_eval = 0 if ckpt is None else (env_steps // args.eval_every + 1) * args.eval_every
     try:
-        while counters["env_steps"] < total and not stop.requested:
-            # ---- one episode (checkpoints and evaluations happen only between episodes)
-            if counters["env_steps"] >= counters["next_eval"]:
-                eval_start = time.perf_counter()
-                last_eval = evaluate(learner, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-                writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-                writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-                shown["eval"] = f"{last_eval[metric]:.2f}"
-                counters["next_eval"] = counters["env_steps"] + args.eval_every
-                timing["eval_s"] += time.perf_counter() - eval_start
-            # Each training episode has its own seed, so a resumed run sees the same episodes.
-            state, _ = env.reset(seed=config["seed"] * 1_000_003 + counters["episodes"])
-            episode_return, done = 0.0, False
-            while not done:
-                action = choose_action(learner, state, act_gen)  # warm-up too: pi = p at first
-                next_state, reward, terminated, truncated, info = env.step(action)
-                buffer.add(state, action, reward, next_state, terminated)  # truncation is not terminal
-                state, done = next_state, terminated or truncated
-                episode_return += reward
-                counters["env_steps"] += 1
-                if counters["env_steps"] >= config["warmup_steps"] and buffer.size >= 1:
-                    if timing["start"] is None:
-                        timing.update(start=time.perf_counter(), start_steps=counters["env_steps"], eval_s=0.0)
-                    loss_log[n_logged] = sac_update(learner, buffer.sample(config["batch_size"], learn_gen), learn_gen)
-                    n_logged += 1
-                    counters["updates"] += 1
-                if n_logged == args.log_every:
-                    check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                    means = loss_log.mean(0).tolist()
-                    for name, value in zip(LOSS_TERMS, means):
-                        tag = {"alpha_value": "charts/alpha", "kl_to_prior": "charts/kl_to_prior"}.get(name, f"losses/{name}")
-                        writer.add_scalar(tag, value, counters["env_steps"])
-                    shown.update(alpha=f"{means[4]:.3g}", kl=f"{means[5]:.2f}")
-                    n_logged = 0
-            bar.update(counters["env_steps"] - bar.n)
-            counters["episodes"] += 1
-            writer.add_scalar("charts/episodic_return", episode_return, counters["env_steps"])
-            writer.add_scalar(f"charts/{metric}", float(info.get(metric, 0)), counters["env_steps"])
-            now = time.perf_counter()
-            if now - sps_time > 10:
-                sps = (counters["env_steps"] - sps_steps) / (now - sps_time)
-                writer.add_scalar("charts/SPS", sps, counters["env_steps"])
-                shown["SPS"] = int(sps)
-                sps_time, sps_steps = now, counters["env_steps"]
-            shown["return"] = f"{episode_return:g}"
-            bar.set_postfix(shown, refresh=False)
-            if counters["env_steps"] >= counters["next_checkpoint"] or counters["env_steps"] >= total or stop.requested:
-                check_losses(loss_log, n_logged, counters["updates"] - n_logged + 1, ckpt_path)
-                checkpoint()
-                counters["next_checkpoint"] = counters["env_steps"] + args.checkpoint_every
+        with runs.StopRequest() as stop:
+            while env_steps < args.total_env_steps and not stop.requested:
+                if env_steps >= next_eval:
+                    log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs), env_steps)
+                    next_eval = (env_steps // args.eval_every + 1) * args.eval_every
+
+                # ALGO LOGIC: one episode of Algorithm 1 on actions (act, step the env, store, update).
+                # Each training episode has its own seed, so a resumed run sees the same episodes.
+                state, _ = env.reset(seed=args.seed * 1_000_003 + episodes)
+                episode_start, episode_return, done = env_steps, 0.0, False
+                while not done:
+                    learning = buffer.size >= max(args.warmup_steps, 1)  # warm-up first (app. B.2)
+                    action = choose_action(learner.policy, state, act_gen)  # the warm-up too: pi = p there
+                    next_state, reward, terminated, truncated, info = env.step(action)
+                    # A time-limit truncation is not a termination: the Q-target still bootstraps there.
+                    buffer.add(state, action, reward, next_state, terminated)
+                    if learning:
+                        learn()
+                    updates += learning
+                    state, done = next_state, terminated or truncated
+                    episode_return += reward
+                    env_steps += 1
+
+                    if len(losses) == args.log_every:
+                        log.losses(losses, updates, env_steps)
+                episodes += 1
+
+                # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
+                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
+                if crossed or env_steps >= args.total_env_steps or stop.requested:
+                    log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint
+                    checkpoint()
+            if stop.requested:
+                print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
+                return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
+            final = log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs), env_steps)
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
-        stop.restore()
-        bar.close()
-        writer.flush()
         env.close()
-    learning_sps = None
-    if timing["start"] is not None:  # env steps/s while learning, evaluations excluded
-        elapsed = time.perf_counter() - timing["start"] - timing["eval_s"]
-        learning_sps = (counters["env_steps"] - timing["start_steps"]) / max(elapsed, 1e-9)
-    if stop.requested:
-        print(f"stopped at env step {counters['env_steps']}; continue with --resume {ckpt_path}")
-        return {"checkpoint": ckpt_path, "env_steps": counters["env_steps"], "stopped": True}
-
-    last_eval = evaluate(learner, config["env"], env_kwargs, args.eval_episodes, config["seed"])
-    writer.add_scalar(f"charts/eval_{metric}", last_eval[metric], counters["env_steps"])
-    writer.add_scalar("charts/eval_return", last_eval["return"], counters["env_steps"])
-    writer.close()
+        log.close()
     policy_path = os.path.join(run_dir, "policy.pt")
-    save_checkpoint(policy_path, {"config": config, "policy": learner.policy.state_dict()}, kind=f"{KIND}_policy")
-    print(f"env step {counters['env_steps']}: evaluation over {args.eval_episodes} episodes: "
-          f"{last_eval[metric]:.2f} {metric.replace('_', ' ')}, return {last_eval['return']:.2f}")  # fmt: skip
+    policy = dict(args=asdict(args), policy=learner.policy.state_dict())
+    runs.save_checkpoint(policy_path, policy, kind="flat_prior_policy")
+    print(f"env step {env_steps}: evaluation over {args.eval_episodes} episodes: {final}")
     print(f"checkpoint: {ckpt_path}\nfinal policy: {policy_path}")
-    return {"checkpoint": ckpt_path, "policy": policy_path, "env_steps": counters["env_steps"],
-            "updates": counters["updates"], "eval": last_eval, "learning_sps": learning_sps}  # fmt: skip
+    result = dict(checkpoint=ckpt_path, policy=policy_path, env_steps=env_steps, updates=updates, eval=final)
+    return result | {"learning_sps": log.learning_sps}
 
 
-def main(argv: list[str] | None = None):
-    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        return train(args)
-    except SpirlError as e:
-        sys.exit(f"error: {e}")
+# ----------------------------------------------------------------------------- set-up and checkpoints
+# Apparatus, not part of the flat prior baseline: settings, saving.
+
+
+def resolve_args(args: Args) -> Args:
+    """Check the flags (one-line errors) and fill the per-env defaults from envs/registry.py."""
+    spec = env_spec(args.env)
+    if args.tasks and args.env != "kitchen":
+        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    sizes = ("hidden", "layers", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
+    runs.check_flags(args, at_least_one=sizes, positive=("delta", "policy_lr", "critic_lr", "alpha_lr", "tau"))
+    runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_steps", "total_env_steps"))
+    runs.check_flags(args, at_least_one=("prior_batch_size",), positive=("prior_lr",), non_negative=("prior_steps",))
+    if not 0 <= args.gamma <= 1:
+        raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
+    total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
+    return replace(args, dataset=args.dataset or spec["default_dataset"], total_env_steps=total)
 
 
 if __name__ == "__main__":
-    main()
+    runs.cli(train, Args, __doc__)

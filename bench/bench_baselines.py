@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -73,7 +74,9 @@ def plain_update_fn():
 
     def sample(states, g):
         mu, log_sigma = policy(states).chunk(2, -1)
-        return sac.squashed_sample(mu, log_sigma.clamp(-10, 2), g)
+        log_sigma = log_sigma.clamp(-10, 2)
+        u = mu + log_sigma.exp() * torch.randn(mu.shape, generator=g)
+        return torch.tanh(u), sac.squashed_log_prob(u, mu, log_sigma)
 
     def update(batch, g):
         s, a, r, s2, d = batch
@@ -116,7 +119,7 @@ def update_ms(variant: str, threads: int, repeats: int = 7, n: int = 50) -> floa
     if variant == "plain":
         update = plain_update_fn()
     else:
-        learner = sac.build_learner(sac.resolve_config(sac.Args(env="kitchen"), None))
+        learner = sac.build_learner(sac.resolve_args(sac.Args(env="kitchen")))
         step = torch.compile(sac.sac_update) if variant == "compiled" else sac.sac_update
 
         def update(batch, g):
@@ -156,19 +159,22 @@ def matmul_floor_ms(threads: int) -> tuple[float, float]:
 
 def sac_env_steps_per_s(threads: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        result = sac.train(sac.Args(env="kitchen", total_env_steps=3360, warmup_steps=560, eval_every=10**9,
-                                    eval_episodes=1, checkpoint_every=10**9, threads=threads,
-                                    run_name=os.path.join(folder, "run")))  # fmt: skip
+        rare = dict(eval_every=10**9, eval_episodes=1, checkpoint_every=10**9)
+        args = sac.Args(env="kitchen", total_env_steps=3360, warmup_steps=560, threads=threads, **rare)
+        result = sac.train(replace(args, run_name=os.path.join(folder, "run")))
     return result["learning_sps"]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "baselines.json"))
-    parser.add_argument("--skip-compiled", action="store_true", help="leave out the torch.compile variant (its compilation takes a minute)")
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "baselines.json")
+    parser.add_argument("--out", default=out)
+    compiled = "leave out the torch.compile variant (its compilation takes a minute)"
+    parser.add_argument("--skip-compiled", action="store_true", help=compiled)
     args = parser.parse_args()
-    results = {"command": "python bench/bench_baselines.py " + " ".join(sys.argv[1:]),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "update_ms": {}}  # fmt: skip
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    results = {"command": "python bench/bench_baselines.py " + " ".join(sys.argv[1:]), "machine": machine}
+    results["update_ms"] = {}
     for threads in (1, 2):
         for variant in ("sac.py", "plain") + (() if args.skip_compiled else ("compiled",)):
             ms = update_ms(variant, threads)
@@ -179,8 +185,8 @@ def main():
         gflop, floor = matmul_floor_ms(threads)
         results["update_gflop"] = gflop
         results["matmul_floor_ms"][f"{threads} thread{'s' * (threads > 1)}"] = floor
-        print(f"gradient step, matrix products alone ({gflop:.2f} GFLOP at the measured rate), {threads} thread(s): "
-              f"{floor:6.2f} ms", flush=True)  # fmt: skip
+        rate = f"{gflop:.2f} GFLOP at the measured rate"
+        print(f"gradient step, matrix products alone ({rate}), {threads} thread(s): {floor:6.2f} ms", flush=True)
     raw = raw_env_steps_per_s(2800)
     results["raw_FrankaKitchen-v1_steps_per_s"] = raw
     print(f"raw FrankaKitchen-v1, random actions: {raw:6.0f} env steps/s", flush=True)

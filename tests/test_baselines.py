@@ -6,20 +6,21 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import spirl_sac
 from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
-import spirl_sac
 from envs import load_episodes
 from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixture, reused)
 from tests.test_pretrain import write_d4rl_file
 
-SMALL = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50,
-             threads=1)  # fmt: skip
+SMALL = dict(
+    hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50, threads=1
+)
 METRIC = {"kitchen": "subtasks_completed", "maze": "success"}
 
 
 @pytest.fixture(scope="module")
-def datasets(maze_dataset):
+def datasets(maze_dataset):  # noqa: F811  (the fixture imported above)
     """A tiny offline dataset per env: random-walk kitchen episodes, and test_maze.py's planner episodes."""
     return {"kitchen": write_d4rl_file(maze_dataset[0].parent / "kitchen.hdf5"), "maze": str(maze_dataset[0])}
 
@@ -36,7 +37,7 @@ def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets
     extra = {"sac": SMALL, "bc_sac": {**SMALL, "dataset": datasets[env], "bc_steps": 20},
              "flat_prior": {**SMALL, "dataset": datasets[env], "prior_steps": 20},
              "ssp": dict(critic_hidden=16, batch_size=16, warmup_transitions=20, eval_every=10**6, eval_episodes=1,
-                         log_every=5, threads=1)}[module.KIND]  # fmt: skip
+                         log_every=5, threads=1)}[module.__name__.split(".")[-1]]  # fmt: skip
     steps = 600 if env == "kitchen" else 2000  # kitchen episodes are 280 steps, maze episodes 2000
     result = module.train(module.Args(env=env, total_env_steps=steps, checkpoint_every=steps // 2,
                                       run_name=str(tmp_path / "run"), **extra))  # fmt: skip
@@ -55,28 +56,28 @@ def test_flat_prior_kl_matches_the_closed_form_on_gaussians():
     g = torch.Generator().manual_seed(0)
     mu, log_sigma, prior_mu, prior_log_sigma = (torch.randn(64, 9, generator=g) * 0.5 for _ in range(4))
     d = torch.distributions
-    want = d.kl_divergence(d.Independent(d.Normal(mu, log_sigma.exp()), 1),
-                           d.Independent(d.Normal(prior_mu, prior_log_sigma.exp()), 1))  # fmt: skip
+    policy = d.Independent(d.Normal(mu, log_sigma.exp()), 1)
+    want = d.kl_divergence(policy, d.Independent(d.Normal(prior_mu, prior_log_sigma.exp()), 1))
     torch.testing.assert_close(flat_prior.kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma), want)
 
 
 def test_flat_prior_policy_starts_as_the_prior_and_its_update_uses_the_kl(datasets):
-    config = flat_prior.resolve_config(flat_prior.Args(env="kitchen", dataset=datasets["kitchen"], prior_steps=30,
-                                                       hidden=16, layers=2), None)  # fmt: skip
-    prior, fit = flat_prior.fit_action_prior(config)
+    args = flat_prior.Args(env="kitchen", dataset=datasets["kitchen"], prior_steps=30, hidden=16, layers=2)
+    args = flat_prior.resolve_args(args)
+    prior, fit = flat_prior.fit_action_prior(args)
     assert np.isfinite(fit["prior_nll"])
-    learner = flat_prior.build_learner(config, prior)
+    learner = flat_prior.build_learner(args, prior)
     states = torch.randn(32, 30)
     _, kl = learner.sample_action(states)
     assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)  # pi = p at the start
     learner.policy.net[-1].bias.data += 0.5
-    losses = flat_prior.sac_update(learner, (states, torch.rand(32, 9) * 2 - 1, torch.rand(32), torch.randn(32, 30),
-                                             torch.zeros(32)), torch.Generator().manual_seed(0))  # fmt: skip
-    assert losses[5] > 0.01 and torch.isfinite(losses).all()
+    batch = (states, torch.rand(32, 9) * 2 - 1, torch.rand(32), torch.randn(32, 30), torch.zeros(32))
+    losses = flat_prior.sac_update(learner, batch, torch.Generator().manual_seed(0))
+    assert losses[flat_prior.LOSS_TAGS.index("charts/kl_to_prior")] > 0.01 and torch.isfinite(losses).all()
 
 
 def test_bc_loss_falls_on_the_real_kitchen_data(kitchen_complete_path):
-    config = bc_sac.resolve_config(bc_sac.Args(env="kitchen", dataset=kitchen_complete_path, bc_steps=400, seed=0), None)
+    args = bc_sac.resolve_args(bc_sac.Args(env="kitchen", dataset=kitchen_complete_path, bc_steps=400, seed=0))
     episodes = load_episodes(kitchen_complete_path, "kitchen")
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
@@ -86,16 +87,50 @@ def test_bc_loss_falls_on_the_real_kitchen_data(kitchen_complete_path):
             return float(bc_sac.gaussian_nll(actions, *policy(states)).mean())
 
     torch.manual_seed(0)
-    untrained = bc_sac.GaussianPolicy(30, 9, config["hidden"], config["layers"])
+    untrained = bc_sac.GaussianPolicy(30, 9, args.hidden, args.layers)
     torch.manual_seed(0)
-    policy, fit = bc_sac.behavioural_cloning(config)
+    policy, fit = bc_sac.behavioural_cloning(args)
     assert nll(policy) < nll(untrained) - 0.5, (nll(untrained), nll(policy))
     assert fit["pairs"] == len(states)
 
 
 def test_flat_sac_entropy_target_defaults_to_minus_the_action_dims():
-    assert flat_sac.resolve_config(flat_sac.Args(env="kitchen"), None)["target_entropy"] == -9.0
-    assert flat_sac.resolve_config(flat_sac.Args(env="maze"), None)["target_entropy"] == -2.0
+    assert flat_sac.resolve_args(flat_sac.Args(env="kitchen")).target_entropy == -9.0
+    assert flat_sac.resolve_args(flat_sac.Args(env="maze")).target_entropy == -2.0
+
+
+def assert_same(a, b, where="checkpoint"):
+    """Two checkpoint payloads hold the same values (tensors bit for bit), at every level."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior], ids=["sac", "bc_sac", "flat_prior"])
+def test_flat_baseline_resume_continues_exactly(module, datasets, tmp_path):
+    """Stopped at a checkpoint (after its first updates) and resumed, a run ends as the same run without a
+    stop: the same networks, optimisers, alpha, replay, generators and counts."""
+    fit = {flat_sac: {}, bc_sac: dict(bc_steps=20), flat_prior: dict(prior_steps=20)}[module]
+    fit |= {"dataset": datasets["kitchen"]} if fit else {}
+    kitchen = dict(env="kitchen", **SMALL, **fit)
+    straight = module.train(module.Args(total_env_steps=560, run_name=str(tmp_path / "a"), **kitchen))
+    first = module.train(module.Args(total_env_steps=280, run_name=str(tmp_path / "b"), **kitchen))
+    assert first["updates"] > 0
+    resumed = module.train(module.Args(resume=first["checkpoint"], total_env_steps=560, threads=1, eval_episodes=1))
+    assert (resumed["env_steps"], resumed["updates"]) == (straight["env_steps"], straight["updates"])
+    a, b = (torch.load(r["checkpoint"], weights_only=True) for r in (straight, resumed))
+    for key in ("learner", "replay", "rng", "env_steps", "updates", "episodes"):
+        assert_same(a[key], b[key], key)
 
 
 def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
@@ -103,8 +138,8 @@ def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
 
     model, skill_config = sp.load_skill_model(ssp.env_spec("maze")["default_prior"])
     torch.manual_seed(0)
-    config = ssp.resolve_config(ssp.Args(env="maze", critic_hidden=16), None)
-    learner = ssp.build_learner(config, model.requires_grad_(False), skill_config)
+    learner = ssp.build_learner(ssp.resolve_args(ssp.Args(env="maze", critic_hidden=16)), model.requires_grad_(False),
+                                skill_config)
     assert learner.target_entropy == -10.0  # -|Z|
     obs = torch.rand(8, 4 + sp.IMAGE_DIM)
     assert not torch.allclose(learner.policy(obs)[0], model.skill_prior(obs)[0])  # not the prior

@@ -213,9 +213,9 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
 def test_flat_sac_runs_on_the_11_block_task(tmp_path):
     from baselines import sac as flat_sac
 
-    run = flat_sac.train(flat_sac.Args(env="block_stacking", total_env_steps=1000, hidden=16, layers=2, batch_size=16,
-                                       warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50, threads=1,
-                                       run_name=str(tmp_path / "sac")))  # fmt: skip
+    small = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50)
+    args = flat_sac.Args(env="block_stacking", total_env_steps=1000, threads=1, run_name=str(tmp_path / "sac"), **small)
+    run = flat_sac.train(args)
     assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
 
 
@@ -256,12 +256,13 @@ def test_data_fit_baselines_run_on_the_11_block_task(name, block_dataset, tmp_pa
     """BC + SAC and the flat prior fit their policy to the 5-block data and act in the 11-block task
     through the nearest-block features."""
     import importlib
+    from dataclasses import replace
 
     module = importlib.import_module(f"baselines.{name}")
     fit = {"bc_sac": {"bc_steps": 20}, "flat_prior": {"prior_steps": 20}}[name]
-    run = module.train(module.Args(env="block_stacking", dataset=block_dataset, total_env_steps=1000, hidden=16, layers=2,
-                                   batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50,
-                                   threads=1, run_name=str(tmp_path / name), **fit))  # fmt: skip
+    small = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50)
+    args = module.Args(env="block_stacking", dataset=block_dataset, total_env_steps=1000, threads=1, **small, **fit)
+    run = module.train(replace(args, run_name=str(tmp_path / name)))
     assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
 
 

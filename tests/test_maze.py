@@ -153,15 +153,15 @@ def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
 
 def save_maze_skill_model(path, latent_dim=10, hidden_dim=32, prior_layers=2, image=False):
     """An untrained maze skill model, saved as spirl_pretrain.py does."""
-    import torch
-
     import spirl_pretrain as sp
+    from envs.runs import save_checkpoint
 
     config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": latent_dim,
               "hidden_dim": hidden_dim, "prior_layers": prior_layers, "image": image, "dataset": "synthetic", "seed": 0,
-              "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0, "lr": 1e-3, "batch_size": 16}  # fmt: skip
+              "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0, "lr": 1e-3, "batch_size": 16,
+              "state_features": None}  # fmt: skip
     model = sp.SkillModel(**config)
-    sp.save_checkpoint(str(path), model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+    save_checkpoint(str(path), {"config": config, "model": model.state_dict()}, kind="spirl_pretrain")
 
 
 def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
@@ -190,9 +190,9 @@ def test_exploration_figure_script_writes_a_png_with_an_image_prior_and_a_flat_p
     from tests.conftest import ROOT
 
     save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1, image=True)
-    flat = flat_prior.train(flat_prior.Args(env="maze", dataset=str(maze_dataset[0]), prior_steps=20, hidden=16, layers=2,
-                                            total_env_steps=100, warmup_steps=10**6, eval_episodes=1,
-                                            run_name=str(tmp_path / "flat"), threads=1))  # fmt: skip
+    small = dict(prior_steps=20, hidden=16, layers=2, total_env_steps=100, warmup_steps=10**6, eval_episodes=1)
+    args = flat_prior.Args(env="maze", dataset=str(maze_dataset[0]), run_name=str(tmp_path / "flat"), **small)
+    flat = flat_prior.train(args)
     out = tmp_path / "exploration.png"
     script = [sys.executable, os.path.join(ROOT, "docs", "plot_maze_exploration.py"), str(tmp_path / "skills.pt"), "--steps", "500"]
     done = subprocess.run(script + ["--flat-prior", flat["checkpoint"], "--out", str(out)], capture_output=True, text=True)
