@@ -24,16 +24,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
-import tyro
 
-from envs import SpirlError, WindowSampler, env_spec, load_episodes, make_env, split_episodes
-
-CHECKPOINT_FORMAT = 1
+from envs import SpirlError, WindowSampler, env_spec, load_episodes, make_env, runs, split_episodes
 
 
 @dataclass
@@ -41,7 +38,8 @@ class Args:
     env: str = "kitchen"
     """task family whose state/action space the data and model use (kitchen, maze, block_stacking)"""
     dataset: str | None = None
-    """Minari dataset id (e.g. D4RL/kitchen/mixed-v2, needs internet), local Minari directory, D4RL .hdf5 file, or spirl/kitchen-scripted-v0 (the kitchen default: scripted demos written by `python -m envs.kitchen_demos`)"""
+    """Minari dataset id (e.g. D4RL/kitchen/mixed-v2, needs internet), local Minari directory, D4RL .hdf5 file, or
+    spirl/kitchen-scripted-v0 (the kitchen default: scripted demos written by `python -m envs.kitchen_demos`)"""
     skill_horizon: int = 10
     """H: number of actions per skill (app. B.1: 10)"""
     latent_dim: int = 10
@@ -51,9 +49,11 @@ class Args:
     prior_layers: int = 6
     """hidden layers of the skill prior MLP (app. B.1: 6)"""
     image: bool = False
-    """image skill prior (maze, block stacking): p_a(z | s) sees two stacked 32 x 32 frames (maze: top-down, block stacking: front view) through 3 conv layers instead of the state vector (app. B.1, C)"""
+    """image skill prior (maze, block stacking): p_a(z | s) sees two stacked 32 x 32 frames (maze: top-down, block
+    stacking: front view) through 3 conv layers instead of the state vector (app. B.1, C)"""
     beta: float | None = None
-    """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (kitchen 5e-4, maze and block stacking 1e-2), or the resumed run's"""
+    """weight of KL(q || N(0, I)) in eq. 4, with the KL averaged over latent dims; default per env (app. B.1:
+    kitchen 5e-4, maze and block stacking 1e-2), or the resumed run's"""
     lr: float = 1e-3
     """RAdam learning rate (app. B.1)"""
     batch_size: int = 128
@@ -69,21 +69,23 @@ class Args:
     checkpoint_every: int = 5_000
     """gradient steps between checkpoints (written atomically; also written at the end and on Ctrl-C)"""
     seed: int = 1
-    """seed for torch, numpy, the episode split and window sampling"""
+    """seed for torch (network init, posterior samples), the episode split and window sampling"""
     run_name: str | None = None
-    """name of the run folder runs/<run_name>/ (tensorboard logs and checkpoint.pt); default: derived from env, seed and time"""
+    """run folder runs/<run_name>/ (tensorboard logs and checkpoint.pt); default: derived from env, seed and time"""
     resume: str | None = None
     """checkpoint.pt to continue from (same env, sizes and H); logs continue in its folder"""
     prior_rollouts: int = 0
-    """after training, run this many downstream episodes executing skills sampled from the learned prior and report their progress (kitchen: subtasks completed; maze: success rate)"""
+    """after training, run this many downstream episodes executing skills sampled from the learned prior and report
+    their progress (kitchen: subtasks completed; maze: success rate)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks (in order) for --prior-rollouts; default: microwave, kettle, bottom burner, light switch"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    fused_lstm: bool = True
+    """speed (on by default): the encoder and decoder run as one fused torch.lstm call each (`forward_fused`: the
+    same function and gradients as the plain `forward`, checked in the tests); --no-fused-lstm runs the plain one"""
 
 
-# Per-env weight of the embedding regulariser (app. B.1).
-DEFAULT_BETA = {"kitchen": 5e-4, "maze": 1e-2, "block_stacking": 1e-2}
 # The authors clamp the encoder's log sigma to this range; the reference is silent on the prior's head,
 # which here gets the same clamp as a numerical guard (inactive in practice: a prior trained on
 # kitchen-complete-v0 outputs raw log sigma in [-2.7, 0]).
@@ -92,8 +94,7 @@ LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 2.0
 # the state vector in each observation, as the envs' image=True observations are laid out.
 IMAGE_SHAPE = (6, 32, 32)
 IMAGE_DIM = math.prod(IMAGE_SHAPE)
-# The task-progress figure each env reports in `info` at an episode's end (as in spirl_sac.py).
-PROGRESS_METRIC = {"kitchen": "subtasks_completed", "maze": "success", "block_stacking": "blocks_stacked"}
+LOSS_TAGS = ("losses/reconstruction", "losses/kl", "losses/prior", "losses/total")  # skill_prior_loss's values
 
 
 # ----------------------------------------------------------------------------- networks
@@ -126,14 +127,13 @@ class SkillEncoder(nn.Module):
         self.lstm = nn.LSTM(hidden_dim, hidden_dim, batch_first=True)
         self.head = nn.Linear(hidden_dim, 2 * latent_dim)
 
-    def forward_stepwise(self, actions: torch.Tensor):
-        """The definition, written plainly (used by the tests as the reference for `forward`)."""
+    def forward(self, actions: torch.Tensor):
         out, _ = self.lstm(self.embed(actions))
         return split_gaussian(self.head(out[:, -1]))
 
-    def forward(self, actions: torch.Tensor):
-        """Same function and gradients as `forward_stepwise`, faster: the embedding and the LSTM's input
-        weights are two linear maps in a row, applied as their product (9 -> 4*128 instead of 9 -> 128 -> 4*128)."""
+    def forward_fused(self, actions: torch.Tensor):
+        """`forward`, faster (--fused-lstm): the embedding and the LSTM's input weights are two linear maps in a
+        row, applied as their product (9 -> 4*128 instead of 9 -> 128 -> 4*128)."""
         lstm = self.lstm
         w_ih = lstm.weight_ih_l0 @ self.embed.weight
         b_ih = lstm.bias_ih_l0 + lstm.weight_ih_l0 @ self.embed.bias
@@ -152,19 +152,12 @@ class SkillDecoder(nn.Module):
 
     def __init__(self, action_dim: int, latent_dim: int, hidden_dim: int, skill_horizon: int):
         super().__init__()
-        self.skill_horizon = skill_horizon
-        self.latent_dim = latent_dim
+        self.skill_horizon, self.latent_dim = skill_horizon, latent_dim
         self.first_action = nn.Parameter(torch.zeros(action_dim))
         self.cell = nn.LSTMCell(latent_dim + action_dim, hidden_dim)  # input: [z, previous action]
         self.head = nn.Linear(hidden_dim, action_dim)
-        # Constant inputs of the fused `forward`, made once (not saved in checkpoints).
-        first_step = torch.zeros(skill_horizon, 1)
-        first_step[0] = 1.0
-        self.register_buffer("first_step", first_step, persistent=False)
-        self.register_buffer("zero_bias", torch.zeros(4 * hidden_dim), persistent=False)
 
-    def forward_stepwise(self, z: torch.Tensor) -> torch.Tensor:
-        """The definition, written plainly (used by the tests as the reference for `forward`)."""
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         action = self.first_action.expand(z.shape[0], -1)
         h = c = z.new_zeros(z.shape[0], self.cell.hidden_size)
         actions = []
@@ -174,21 +167,17 @@ class SkillDecoder(nn.Module):
             actions.append(action)
         return torch.stack(actions, dim=1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Same function and gradients as `forward_stepwise`, as one fused LSTM call (~1.3x faster on CPU).
-
-        The fed-back action a_{t-1} = W_out h_{t-1} + b_out is linear in h_{t-1}, so its input term
-        W_a a_{t-1} folds into the recurrent weights: W_hh + W_a W_out, bias + W_a b_out. Only step 1
-        differs (it sees the learned first action and h_0 = 0): a 0/1 "first step" input corrects it.
-        """
-        cell, head, H, Z = self.cell, self.head, self.skill_horizon, self.latent_dim
-        w_z, w_a = cell.weight_ih[:, :Z], cell.weight_ih[:, Z:]
-        w_hh = cell.weight_hh + w_a @ head.weight
-        bias = cell.bias_ih + cell.bias_hh + w_a @ head.bias
+    def forward_fused(self, z: torch.Tensor) -> torch.Tensor:
+        """`forward` as one fused LSTM call, faster (--fused-lstm). The fed-back action a_{t-1} = W_out h_{t-1} + b_out
+        is linear in h_{t-1}, so its input term W_a a_{t-1} folds into the recurrent weights: W_hh + W_a W_out, bias
+        + W_a b_out. Only step 1 differs (it sees the learned first action and h_0 = 0): a 0/1 input corrects it."""
+        cell, head, H = self.cell, self.head, self.skill_horizon
+        w_z, w_a = cell.weight_ih.split([self.latent_dim, head.out_features], dim=1)
+        first_step = torch.eye(H, 1, dtype=z.dtype).expand(z.shape[0], -1, -1)  # 1 at step 1, else 0
+        inputs = torch.cat([z[:, None].expand(-1, H, -1), first_step], dim=-1)
         w_ih = torch.cat([w_z, (w_a @ (self.first_action - head.bias))[:, None]], dim=1)
-        inputs = torch.cat([z[:, None].expand(-1, H, -1), self.first_step.expand(z.shape[0], -1, -1)], dim=-1)
+        weights = [w_ih, cell.weight_hh + w_a @ head.weight, cell.bias_ih + w_a @ head.bias, cell.bias_hh]
         h0 = z.new_zeros(1, z.shape[0], cell.hidden_size)
-        weights = [w_ih, w_hh, bias, self.zero_bias]
         out, _, _ = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
         return head(out)
 
@@ -199,18 +188,16 @@ class SkillPrior(nn.Module):
     With `image`, the input is an image observation [state, 2 stacked frames] and the prior sees only
     the frames, through 3 conv layers (kernel 3, stride 2, 8/16/32 channels, BatchNorm, LeakyReLU)
     whose 32 x 4 x 4 output is flattened into the MLP (app. B.1; the stride and BatchNorm, which the
-    issue leaves open, follow the authors' conv encoder). As in the authors' image prior, the
+    paper leaves open, follow the authors' conv encoder). As in the authors' image prior, the
     state vector is not an input: the maze's coordinates differ between the small training layouts and
     the large downstream maze, while a local view of the walls transfers.
     spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.
     """
 
-    def __init__(self, state_dim: int, latent_dim: int, hidden_dim: int, layers: int, image: bool = False,
-                 state_features: str | None = None):  # fmt: skip
+    def __init__(self, state_dim, latent_dim, hidden_dim, layers, image=False, state_features=None):
         super().__init__()
-        self.config = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers, image=image,
-                           state_features=state_features)  # fmt: skip
-        self.state_dim = state_dim
+        sizes = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers)
+        self.config = sizes | dict(image=image, state_features=state_features)  # for SkillPrior(**config)
         # "nearest_blocks" (block stacking without images): the MLP sees the gripper and the 5 blocks
         # nearest to it (envs/block_stacking.py), so the 5-block data and the 11-block task fit one net.
         self.features = None
@@ -222,7 +209,8 @@ class SkillPrior(nn.Module):
         if image:
             convs, channels = [], IMAGE_SHAPE[0]
             for out in (8, 16, 32):
-                convs += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
+                conv = nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False)
+                convs += [conv, nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
                 channels = out
             # Channels-last layout: PyTorch's CPU convolutions with so few channels run several times faster in it.
             self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
@@ -243,14 +231,15 @@ class SkillPrior(nn.Module):
 
 
 class SkillModel(nn.Module):
-    """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict."""
+    """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict (`rest`: the prior's
+    state_features, and the data and settings the model was trained with)."""
 
-    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, image=False,
-                 state_features=None, **_):  # fmt: skip
+    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, image=False, **rest):
         super().__init__()
         self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
         self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon)
-        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers, image, state_features)
+        features = rest.get("state_features")
+        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers, image, features)
         for m in self.modules():  # the authors' init: Xavier-normal weights, zero biases
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
@@ -258,11 +247,10 @@ class SkillModel(nn.Module):
                     nn.init.zeros_(m.bias)
 
 
-# ----------------------------------------------------------------------------- losses
+# ----------------------------------------------------------------------------- loss (eq. 4) and evaluation
 
 
-def skill_prior_loss(model: SkillModel, states: torch.Tensor, actions: torch.Tensor, beta: float,
-                     observations: torch.Tensor | None = None) -> torch.Tensor:
+def skill_prior_loss(model: SkillModel, states, actions, beta: float, observations=None) -> torch.Tensor:
     """Eq. 4 on a batch of windows; returns [reconstruction, regularization, prior, total].
     `observations`: the prior's input at each window's first step (default: the state s_1).
 
@@ -283,9 +271,6 @@ def skill_prior_loss(model: SkillModel, states: torch.Tensor, actions: torch.Ten
     return torch.stack([reconstruction, regularization, prior, total])
 
 
-LOSS_TERMS = ("reconstruction", "kl", "prior", "total")
-
-
 @torch.no_grad()
 def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | None = None) -> dict:
     """Reconstruction MSE (decoding the posterior mean) and prior NLL of that mean (nats per skill)."""
@@ -302,73 +287,8 @@ def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | Non
     return {"reconstruction_mse": float(sq_err / n), "prior_nll": float(nll / n)}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str, model, optimizer, config: dict, step: int, generator: torch.Generator):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "sampler": generator.get_state()},
-    }
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def read_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SpirlError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by spirl_pretrain.py")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpirlError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or truncated, use another one") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt:
-        raise SpirlError(f"{path} is not a spirl_pretrain.py checkpoint (format {CHECKPOINT_FORMAT})")
-    ckpt["config"].setdefault("image", False)  # written before image priors existed
-    return ckpt
-
-
-def check_compatible(config: dict, path: str, **expected):
-    """Raise a one-line error when the checkpoint was trained for another env, size or horizon."""
-    names = {"env": "--env", "state_dim": "state dim", "action_dim": "action dim",
-             "skill_horizon": "--skill-horizon (H)", "latent_dim": "--latent-dim (|Z|)",
-             "hidden_dim": "--hidden-dim", "prior_layers": "--prior-layers", "seed": "--seed", "image": "--image",
-             "val_fraction": "--val-fraction"}  # fmt: skip
-    for key, want in expected.items():
-        if want is not None and config.get(key) != want:
-            raise SpirlError(
-                f"checkpoint {path} has {names.get(key, key)} = {config.get(key)}, not {want}: "
-                f"use a checkpoint trained with {names.get(key, key)} {want}, or match the checkpoint's settings"
-            )
-
-
-def load_skill_model(path: str, **expected) -> tuple[SkillModel, dict]:
-    """Rebuild a trained SkillModel (eval mode) and its config; `expected` fields are checked.
-
-    e.g. load_skill_model(path, env="kitchen", state_dim=30) in spirl_sac.py.
-    """
-    ckpt = read_checkpoint(path)
-    check_compatible(ckpt["config"], path, **expected)
-    model = SkillModel(**ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt["config"]
-
-
-# ----------------------------------------------------------------------------- prior rollouts
-
-
 @torch.no_grad()
-def prior_rollouts(model: SkillModel, env_name: str, episodes: int, seed: int, env_kwargs: dict) -> dict:
+def prior_rollouts(model: SkillModel, args: Args) -> dict:
     """Execute skills sampled from p_a(z | s) in the env (the authors' check of a learned prior).
 
     Every H steps: z ~ p_a(z | s), decoded once into H actions executed open-loop (clipped to the
@@ -377,11 +297,11 @@ def prior_rollouts(model: SkillModel, env_name: str, episodes: int, seed: int, e
     kitchen, how often each subtask was completed.
     """
     model.eval()
-    env = make_env(env_name, **env_kwargs)
-    generator = torch.Generator().manual_seed(seed)
-    metric, progress, per_task = PROGRESS_METRIC[env_name], [], {}
-    for episode in range(episodes):
-        state, info = env.reset(seed=seed + episode)
+    env = make_env(args.env, **rollout_env_kwargs(args))
+    generator = torch.Generator().manual_seed(args.seed)
+    metric, progress, per_task = env_spec(args.env)["progress_metric"], [], {}
+    for episode in range(args.prior_rollouts):
+        state, info = env.reset(seed=args.seed + episode)
         done = False
         while not done:
             mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
@@ -395,147 +315,27 @@ def prior_rollouts(model: SkillModel, env_name: str, episodes: int, seed: int, e
         for task in info.get("completed_tasks", ()):
             per_task[task] = per_task.get(task, 0) + 1
     env.close()
-    return {
-        "metric": metric,
-        "mean": float(np.mean(progress)),
-        "per_episode": progress,
-        "task_rates": {t: per_task.get(t, 0) / episodes for t in getattr(env, "tasks", ())},
-    }
+    rates = {t: per_task.get(t, 0) / args.prior_rollouts for t in getattr(env, "tasks", ())}
+    return {"metric": metric, "mean": float(np.mean(progress)), "per_episode": progress, "task_rates": rates}
 
 
-# ----------------------------------------------------------------------------- training
-
-
-def check_args(args: Args):
-    env_spec(args.env)
-    for name in ("skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "batch_size", "log_every",
-                 "val_every", "checkpoint_every"):  # fmt: skip
-        if getattr(args, name) < 1:
-            raise SpirlError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if (args.num_steps or 0) < 0 or args.prior_rollouts < 0:
-        raise SpirlError("--num-steps and --prior-rollouts must not be negative")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise SpirlError(f"--lr must be a positive number (got {args.lr})")
-    if not 0 <= args.val_fraction < 1:
-        raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
-    if args.beta is not None and not args.beta >= 0:
-        raise SpirlError(f"--beta must be >= 0 (got {args.beta})")
-    if args.tasks and args.env != "kitchen":
-        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    if args.image and args.env not in ("maze", "block_stacking"):
-        raise SpirlError(f"--image needs an env with image observations (maze, block_stacking); --env {args.env} has none")
-    if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
-        make_env(args.env, **rollout_env_kwargs(args)).close()
-
-
-def rollout_env_kwargs(args: Args) -> dict:
-    return ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
-
-
-def first_nonfinite(loss_log: torch.Tensor, n: int, first_step: int, ckpt_path: str):
-    """Stop on NaN/inf: name the step and the loss term (checked once per log interval, no per-step sync)."""
-    finite = torch.isfinite(loss_log[:n])
-    if bool(finite.all()):
-        return
-    row, col = (~finite).nonzero()[0].tolist()
-    kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
-    raise SpirlError(
-        f"{LOSS_TERMS[col]} loss became {loss_log[row, col].item()} at step {first_step + row}; "
-        f"lower --lr or check the dataset's scale ({kept})"
-    )
-
-
-def resolve_config(args: Args, ckpt: dict | None) -> dict:
-    """Everything that defines the model and its training data; stored in every checkpoint.
-
-    A resumed run must match its checkpoint's env, sizes, H, |Z| and episode split (seed, validation
-    fraction); the dataset, beta and total steps default to the checkpoint's own.
-    """
-    spec = env_spec(args.env)
-    saved = ckpt["config"] if ckpt else {}
-    if ckpt is not None:
-        check_compatible(saved, args.resume, env=args.env, skill_horizon=args.skill_horizon,
-                         latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, prior_layers=args.prior_layers,
-                         seed=args.seed, val_fraction=args.val_fraction, image=args.image)  # fmt: skip
-    dataset = args.dataset or saved.get("dataset") or spec["default_dataset"]
-    if saved and saved["dataset"] != dataset:
-        print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
-    return {
-        "env": args.env, "state_dim": spec["state_dim"], "action_dim": spec["action_dim"],
-        "skill_horizon": args.skill_horizon, "latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim,
-        "prior_layers": args.prior_layers, "image": args.image, "dataset": dataset, "seed": args.seed, "val_fraction": args.val_fraction,
-        # Block stacking's state prior sees features that fit both its 5-block data and the 11-block task.
-        "state_features": "nearest_blocks" if args.env == "block_stacking" and not args.image else None,
-        "beta": args.beta if args.beta is not None else saved.get("beta", DEFAULT_BETA[args.env]),
-        "num_steps": args.num_steps if args.num_steps is not None else saved.get("num_steps", 100_000),
-        "lr": args.lr, "batch_size": args.batch_size,
-    }  # fmt: skip
-
-
-def load_windows(config: dict) -> tuple[WindowSampler, WindowSampler | None]:
-    """Episodes -> split by episode -> H-step windows (never across an episode boundary)."""
-    episodes = load_episodes(config["dataset"], config["env"])
-    train_episodes, val_episodes = split_episodes(episodes, config["val_fraction"], config["seed"])
-    observe = [None, None]
-    if config["image"] and config["env"] == "block_stacking":  # frames rendered per batch from the states
-        from envs.block_stacking import DatasetViews as BlockViews
-
-        observe = [BlockViews(), BlockViews()]
-    elif config["image"]:  # the maze's frames are rendered per batch from each episode's layout
-        from envs.maze import DatasetViews
-
-        if any(e.seed is None for e in episodes):
-            raise SpirlError(f"{config['dataset']} stores no per-episode env seeds, so its maze layouts (and images) "
-                             f"cannot be rebuilt: use data written by `python -m envs.maze_demos`")  # fmt: skip
-        observe = [DatasetViews([e.seed for e in part]) for part in (train_episodes, val_episodes)]
-    train_windows = WindowSampler(train_episodes, config["skill_horizon"], observe[0])
-    val_windows = WindowSampler(val_episodes, config["skill_horizon"], observe[1]) if val_episodes else None
-    print(f"{config['dataset']}: {len(train_episodes)} train / {len(val_episodes)} validation episodes, "
-          f"{train_windows.num_windows} train windows of H={config['skill_horizon']}")  # fmt: skip
-    return train_windows, val_windows
-
-
-def log_validation(writer, model, train_windows, val_windows, step) -> dict:
-    """Validation on held-out episodes, and the same metrics on (up to 4096) training windows."""
-    metrics = {"val": evaluate_windows(model, val_windows), "train": evaluate_windows(model, train_windows, limit=4096)}
-    for split, values in metrics.items():
-        for name, value in values.items():
-            writer.add_scalar(f"{split}/{name}", value, step)
-    return metrics
-
-
-def report(args: Args, config: dict, model, writer, metrics: dict | None, step: int) -> dict:
-    """Final figures: reconstruction and prior NLL, then (optionally) prior rollouts in the env."""
-    result = {"step": step, **(metrics or {})}
-    if metrics:
-        print(f"step {step}: reconstruction MSE train {metrics['train']['reconstruction_mse']:.5f} / "
-              f"validation {metrics['val']['reconstruction_mse']:.5f}; prior NLL train "
-              f"{metrics['train']['prior_nll']:.3f} / validation {metrics['val']['prior_nll']:.3f} nats per skill")  # fmt: skip
-    if args.prior_rollouts:
-        start = time.perf_counter()
-        rollouts = prior_rollouts(model, config["env"], args.prior_rollouts, config["seed"], rollout_env_kwargs(args))
-        writer.add_scalar(f"eval/prior_rollout_{rollouts['metric']}", rollouts["mean"], step)
-        rates = ", ".join(f"{t} {r:.0%}" for t, r in rollouts["task_rates"].items())
-        print(f"prior rollouts ({args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s): "
-              f"{rollouts['mean']:.2f} {rollouts['metric'].replace('_', ' ')} on average"
-              + (f"; per subtask: {rates}" if rates else ""))  # fmt: skip
-        result["prior_rollouts"] = rollouts
-    return result
+# ----------------------------------------------------------------------------- training loop
 
 
 def train(args: Args) -> dict:
-    check_args(args)
-    ckpt = read_checkpoint(args.resume) if args.resume else None
-    config = resolve_config(args, ckpt)
+    ckpt = runs.read_checkpoint(args.resume, "spirl_pretrain", "spirl_pretrain.py") if args.resume else None
+    args = resolve_args(args, ckpt)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(config["seed"])
-    np.random.seed(config["seed"])
-    train_windows, val_windows = load_windows(config)
+    torch.manual_seed(args.seed)
+    train_windows, val_windows = load_windows(args)
 
+    config = model_config(args)
     model = SkillModel(**config)
-    optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)
-    generator = torch.Generator().manual_seed(config["seed"])  # draws the training windows
+    if args.fused_lstm:  # speed, not part of SPiRL: the same function and gradients in one torch.lstm call each
+        model.encoder.forward, model.decoder.forward = model.encoder.forward_fused, model.decoder.forward_fused
+    optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)  # app. B.1
+    generator = torch.Generator().manual_seed(args.seed)  # draws the training windows
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -543,81 +343,208 @@ def train(args: Args) -> dict:
         torch.set_rng_state(ckpt["rng"]["torch"])
         generator.set_state(ckpt["rng"]["sampler"])
         step = ckpt["step"]
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    else:
-        run_dir = os.path.join("runs", args.run_name or f"{args.env}__spirl_pretrain__{config['seed']}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    run_dir, ckpt_path = runs.run_folder(args, "spirl_pretrain")
+    log = PretrainLogger(run_dir, args, step, resumed=ckpt is not None)
+    losses = []  # skill_prior_loss's values since the last log
 
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
+    def checkpoint():  # the losses are checked first: a model with a NaN loss is never saved
+        log.losses(losses, step)
+        rng = {"torch": torch.get_rng_state(), "sampler": generator.get_state()}
+        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng}
+        runs.save_checkpoint(ckpt_path, {"config": config, **state}, kind="spirl_pretrain")
 
-    # A resumed run hides what was logged after its checkpoint (tensorboard purges those steps).
-    writer = SummaryWriter(run_dir, purge_step=step + 1 if ckpt is not None else None)
-    writer.add_text("config", "\n".join(f"{k}: {v}" for k, v in {**asdict(args), **config}.items()))
-    num_steps, beta = config["num_steps"], config["beta"]
-    loss_log = torch.zeros(args.log_every, len(LOSS_TERMS))  # per-step losses, checked and averaged per interval
-    n_logged, interval_start, interval_step = 0, time.perf_counter(), step
-    shown, metrics = {}, None
-    # A terminal gets a live bar; a log file (nohup ... > log) gets a progress line every 30 s.
-    bar = tqdm(total=num_steps, initial=step, desc="pretrain", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
-    if val_windows is not None and step == 0:  # where training starts (evaluation draws no random numbers)
-        metrics = log_validation(writer, model, train_windows, val_windows, step)
+    # Validate where training starts, or a finished run resumed (e.g. for --prior-rollouts). Validation draws no
+    # random numbers, so a resumed run continues exactly.
+    validate_now = val_windows is not None and (step == 0 or step >= args.num_steps)
+    metrics = log.validation(model, train_windows, val_windows, step) if validate_now else None
     try:
-        while step < num_steps:
-            states, actions, observations = train_windows.sample(args.batch_size, generator)
-            losses = skill_prior_loss(model, states, actions, beta, observations)
-            optimizer.zero_grad(set_to_none=True)
-            losses[3].backward()
-            optimizer.step()
-            loss_log[n_logged] = losses.detach()
-            n_logged += 1
-            step += 1
-            bar.update(1)
+        with runs.StopRequest() as stop:
+            while step < args.num_steps and not stop.requested:
+                # ALGO LOGIC: one gradient step of eq. 4 on a batch of random H-step windows.
+                states, actions, observations = train_windows.sample(args.batch_size, generator)
+                loss = skill_prior_loss(model, states, actions, args.beta, observations)
+                optimizer.zero_grad(set_to_none=True)
+                loss[3].backward()
+                optimizer.step()
+                losses.append(loss.detach())
+                step += 1
 
-            if n_logged == args.log_every or step == num_steps:
-                first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
-                means = loss_log[:n_logged].mean(0).tolist()
-                for name, value in zip(LOSS_TERMS, means):
-                    writer.add_scalar(f"losses/{name}", value, step)
-                samples_per_s = (step - interval_step) * args.batch_size / (time.perf_counter() - interval_start)
-                writer.add_scalar("charts/samples_per_s", samples_per_s, step)
-                shown.update(rec=f"{means[0]:.4g}", kl=f"{means[1]:.3g}", prior=f"{means[2]:.3g}",
-                             samples_s=int(samples_per_s))  # fmt: skip
-                bar.set_postfix(shown, refresh=False)
-                n_logged, interval_start, interval_step = 0, time.perf_counter(), step
-            if val_windows is not None and (step % args.val_every == 0 or step == num_steps):
-                metrics = log_validation(writer, model, train_windows, val_windows, step)
-                shown.update(val_rec=f"{metrics['val']['reconstruction_mse']:.4g}")
-            if step % args.checkpoint_every == 0 or step == num_steps:
-                first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
-                save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
-    except KeyboardInterrupt:
-        first_nonfinite(loss_log, n_logged, step - n_logged + 1, ckpt_path)
-        save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
-        print(f"\ninterrupted at step {step}; checkpoint saved: continue with --resume {ckpt_path}")
-        return {"checkpoint": ckpt_path, "step": step}
+                # TRY NOT TO MODIFY: logging, validation and checkpoints.
+                if len(losses) == args.log_every:
+                    log.losses(losses, step)
+                if val_windows is not None and (step % args.val_every == 0 or step == args.num_steps):
+                    metrics = log.validation(model, train_windows, val_windows, step)
+                if step % args.checkpoint_every == 0 or step == args.num_steps:
+                    checkpoint()
+            if stop.requested and step < args.num_steps:
+                checkpoint()
+                print(f"stopped at step {step}; checkpoint saved: continue with --resume {ckpt_path}")
+                return {"checkpoint": ckpt_path, "step": step, "stopped": True}
+        if not os.path.exists(ckpt_path):  # --num-steps 0: nothing trained, nothing saved yet
+            checkpoint()
+        result = {"checkpoint": ckpt_path, **report(args, model, log, metrics, step)}
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
-        bar.close()
-        writer.flush()
-    if not os.path.exists(ckpt_path):  # --num-steps 0: nothing trained, nothing saved yet
-        save_checkpoint(ckpt_path, model, optimizer, config, step, generator)
-    if val_windows is not None and metrics is None:
-        metrics = log_validation(writer, model, train_windows, val_windows, step)
-    result = {"checkpoint": ckpt_path, **report(args, config, model, writer, metrics, step)}
-    writer.close()
+        log.close()
     print(f"checkpoint: {ckpt_path}")
     return result
 
 
-def main(argv: list[str] | None = None):
-    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        return train(args)
-    except SpirlError as e:
-        sys.exit(f"error: {e}")
+# ----------------------------------------------------------------------------- set-up, logging and checkpoints
+# Apparatus, not part of SPiRL: settings, data loading, logging, saving and loading.
+
+# A resumed run keeps its model (env, sizes, H, |Z|, image) and its episode split (seed, validation fraction).
+KEPT_ON_RESUME = ("env", "skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "image", "seed", "val_fraction")
+
+
+def resolve_args(args: Args, ckpt: dict | None) -> Args:
+    """Check the flags (one-line errors) and fill the defaults: per env from envs/registry.py, or for a resumed run
+    its own dataset, beta and total steps (and its KEPT_ON_RESUME must match)."""
+    spec = env_spec(args.env)
+    sizes = ("skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "batch_size", "log_every", "val_every")
+    runs.check_flags(args, at_least_one=sizes + ("checkpoint_every",), positive=("lr",))
+    runs.check_flags(args, non_negative=("beta", "num_steps", "prior_rollouts"))
+    if not 0 <= args.val_fraction < 1:
+        raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
+    if args.tasks and args.env != "kitchen":
+        raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.image and args.env not in ("maze", "block_stacking"):
+        raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
+    if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
+        make_env(args.env, **rollout_env_kwargs(args)).close()
+    saved = {} if ckpt is None else ckpt["config"]
+    if ckpt is not None:
+        check_compatible(saved, args.resume, **{name: getattr(args, name) for name in KEPT_ON_RESUME})
+    dataset = args.dataset or saved.get("dataset") or spec["default_dataset"]
+    if saved and saved["dataset"] != dataset:
+        print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
+    beta = saved.get("beta", spec["beta"]) if args.beta is None else args.beta
+    num_steps = saved.get("num_steps", 100_000) if args.num_steps is None else args.num_steps
+    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps)
+
+
+def model_config(args: Args) -> dict:
+    """A checkpoint's "config": what SkillModel(**config) builds, and the data and settings it was trained with."""
+    spec = env_spec(args.env)
+    # Block stacking's state prior sees features that fit both its 5-block data and the 11-block task.
+    features = "nearest_blocks" if args.env == "block_stacking" and not args.image else None
+    trained = {k: getattr(args, k) for k in KEPT_ON_RESUME + ("dataset", "beta", "num_steps", "lr", "batch_size")}
+    return dict(state_dim=spec["state_dim"], action_dim=spec["action_dim"], state_features=features, **trained)
+
+
+def rollout_env_kwargs(args: Args) -> dict:
+    return ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
+
+
+def load_windows(args: Args) -> tuple[WindowSampler, WindowSampler | None]:
+    """Episodes -> split by episode -> H-step windows (never across an episode boundary)."""
+    episodes = load_episodes(args.dataset, args.env)
+    train_episodes, val_episodes = split_episodes(episodes, args.val_fraction, args.seed)
+    observe = [None, None]
+    if args.image and args.env == "block_stacking":  # frames rendered per batch from the states
+        from envs.block_stacking import DatasetViews as BlockViews
+
+        observe = [BlockViews(), BlockViews()]
+    elif args.image:  # the maze's frames are rendered per batch from each episode's layout
+        from envs.maze import DatasetViews
+
+        if any(e.seed is None for e in episodes):
+            fix = "use data written by `python -m envs.maze_demos`"
+            raise SpirlError(f"{args.dataset} stores no per-episode env seeds to rebuild its maze layouts from: {fix}")
+        observe = [DatasetViews([e.seed for e in part]) for part in (train_episodes, val_episodes)]
+    train_windows = WindowSampler(train_episodes, args.skill_horizon, observe[0])
+    val_windows = WindowSampler(val_episodes, args.skill_horizon, observe[1]) if val_episodes else None
+    sizes = (
+        f"{len(train_episodes)} train / {len(val_episodes)} validation episodes, {train_windows.num_windows} windows"
+    )
+    print(f"{args.dataset}: {sizes} of H={args.skill_horizon} for training")
+    return train_windows, val_windows
+
+
+class PretrainLogger:
+    """Tensorboard scalars (losses/*, charts/samples_per_s, train/*, val/*) and a tqdm bar over gradient steps, as
+    envs.runs.RunLogger does over env steps. A resumed run hides what was logged after its checkpoint."""
+
+    def __init__(self, run_dir: str, args: Args, step: int, resumed: bool):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.writer = SummaryWriter(run_dir, purge_step=step + 1 if resumed else None)
+        self.writer.add_text("args", "\n".join(f"{k}: {v}" for k, v in asdict(args).items()))
+        interval = 1 if sys.stderr.isatty() else 30
+        self.bar = tqdm(total=args.num_steps, initial=step, desc="pretrain", dynamic_ncols=True, mininterval=interval)
+        self.ckpt_path, self.batch_size = os.path.join(run_dir, "checkpoint.pt"), args.batch_size
+        self.shown, self.last = {}, (time.perf_counter(), step)
+
+    def scalars(self, values: dict, step: int):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def losses(self, losses: list, step: int):
+        """Check the losses since the last log for NaN/inf (one-line error), log their means and samples/s."""
+        if not losses:
+            return
+        stacked = torch.stack(losses)
+        fix = "lower --lr or check the dataset's scale"
+        runs.check_finite(stacked, LOSS_TAGS, step - len(losses) + 1, self.ckpt_path, fix)
+        losses.clear()
+        (last_time, last_step), now = self.last, time.perf_counter()
+        samples_per_s, self.last = (step - last_step) * self.batch_size / (now - last_time), (now, step)
+        means = dict(zip(LOSS_TAGS, stacked.mean(0).tolist()))
+        self.scalars(means | {"charts/samples_per_s": samples_per_s}, step)
+        self.shown.update({tag.split("/")[1]: f"{means[tag]:.3g}" for tag in LOSS_TAGS[:3]})
+        self.shown["samples_s"] = int(samples_per_s)
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(self.shown, refresh=False)
+
+    def validation(self, model: SkillModel, train_windows, val_windows, step: int) -> dict:
+        """Validation on held-out episodes, and the same metrics on (up to 4096) training windows."""
+        val, train = evaluate_windows(model, val_windows), evaluate_windows(model, train_windows, limit=4096)
+        self.scalars({f"{split}/{k}": v for split, m in (("val", val), ("train", train)) for k, v in m.items()}, step)
+        self.shown["val_rec"] = f"{val['reconstruction_mse']:.4g}"
+        return {"val": val, "train": train}
+
+    def close(self):
+        self.bar.close()
+        self.writer.close()
+
+
+def report(args: Args, model: SkillModel, log: PretrainLogger, metrics: dict | None, step: int) -> dict:
+    """Final figures: reconstruction and prior NLL, then (optionally) prior rollouts in the env."""
+    result = {"step": step, **(metrics or {})}
+    for split, values in (metrics or {}).items():
+        mse, nll = values["reconstruction_mse"], values["prior_nll"]
+        print(f"step {step}, {split}: reconstruction MSE {mse:.5f}, prior NLL {nll:.3f} nats per skill")
+    if args.prior_rollouts:
+        start = time.perf_counter()
+        rollouts = prior_rollouts(model, args)
+        log.scalars({f"eval/prior_rollout_{rollouts['metric']}": rollouts["mean"]}, step)
+        took = f"{args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s"
+        rates = "".join(f"; {task} {rate:.0%}" for task, rate in rollouts["task_rates"].items())
+        print(f"prior rollouts ({took}): {rollouts['mean']:.2f} {rollouts['metric']} on average{rates}")
+        result["prior_rollouts"] = rollouts
+    return result
+
+
+def check_compatible(config: dict, path: str, **expected):
+    """Raise a one-line error when the checkpoint was trained for another env, size or horizon."""
+    names = dict(state_dim="state dim", action_dim="action dim")  # no flags: the env sets them
+    names |= dict(skill_horizon="--skill-horizon (H)", latent_dim="--latent-dim (|Z|)")
+    for key, want in expected.items():
+        if want is not None and config.get(key) != want:
+            name = names.get(key, f"--{key.replace('_', '-')}")
+            fix = f"use a checkpoint trained with {name} {want}, or match the checkpoint's settings"
+            raise SpirlError(f"checkpoint {path} has {name} = {config.get(key)}, not {want}: {fix}")
+
+
+def load_skill_model(path: str, **expected) -> tuple[SkillModel, dict]:
+    """Rebuild a trained SkillModel (eval mode) and its config; `expected` fields are checked (one-line error),
+    e.g. load_skill_model(path, env="kitchen", state_dim=30) in spirl_sac.py."""
+    ckpt = runs.read_checkpoint(path, "spirl_pretrain", "spirl_pretrain.py")
+    check_compatible(ckpt["config"], path, **expected)
+    model = SkillModel(**ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["config"]
 
 
 if __name__ == "__main__":
-    main()
+    runs.cli(train, Args, __doc__)

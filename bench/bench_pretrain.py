@@ -5,11 +5,12 @@
 - env: FrankaKitchen-v1 as gymnasium-robotics ships it (its class, no gym.make wrappers) vs. this
   project's envs.kitchen.KitchenEnv (30-dim state, ordered reward), random actions, one process.
 - pretraining: one gradient step of eq. 4 at batch 128 (the kitchen model: H=10, |Z|=10, 128 units,
-  6-layer prior), for this project's training step (fused LSTM forward, foreach RAdam) and for the
-  plain version of the same model (step-by-step decoder loop, embedding then LSTM, per-tensor RAdam),
-  which is the "un-tuned" reference.
+  6-layer prior, foreach RAdam), with the model's plain `forward` (embedding then LSTM; step-by-step
+  decoder loop) and with its `forward_fused` (one torch.lstm call each, spirl_pretrain.py --fused-lstm).
+  The two are timed in alternation (plain, fused, plain, fused, ...), so that the load of a shared
+  machine falls on both alike.
 - where the time goes: MuJoCo's own mj_step (40 substeps = one env step), one 128x128 @ 128x512 matmul
-  (the LSTMs' recurrent product at batch 128), and forward+backward of the two LSTMs (encoder and
+  (the LSTMs' recurrent product at batch 128), and forward+backward of the two fused LSTMs (encoder and
   decoder) next to a whole training step. Each figure is the median of several timed repeats, since these
   small-kernel timings vary by 10-20% from one repeat to the next on a shared 2-core machine.
 """
@@ -63,31 +64,31 @@ def time_breakdown(raw_env, batch_size: int, repeats: int) -> dict:
     mj_step_ms = median_ms(lambda: mujoco.mj_step(model, data, nstep=raw_env.robot_env.frame_skip), 200, repeats)
     a, w = torch.randn(batch_size, 128), torch.randn(128, 512)
     matmul_ms = median_ms(lambda: a @ w, 2000, repeats)
-    torch.manual_seed(0)
-    skills = sp.SkillModel(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=128, prior_layers=6)
+    skills = kitchen_model(fused=True)
     actions, z = torch.rand(batch_size, 10, 9) * 2 - 1, torch.randn(batch_size, 10)
 
     def lstms():
         (skills.encoder(actions)[0].sum() + skills.decoder(z).sum()).backward()
 
-    return {"mj_step_ms_per_env_step": mj_step_ms, "matmul_128x128x512_ms": matmul_ms,
-            "lstms_fwd_bwd_ms_per_train_step": median_ms(lstms, 50, repeats)}  # fmt: skip
+    return {
+        "mj_step_ms_per_env_step": mj_step_ms,
+        "matmul_128x128x512_ms": matmul_ms,
+        "lstms_fwd_bwd_ms_per_train_step": median_ms(lstms, 50, repeats),
+    }
 
 
-class PlainModel(sp.SkillModel):
-    """The same model, forwarding through the plain step-by-step definitions."""
-
-    def __init__(self, **config):
-        super().__init__(**config)
-        self.encoder.forward = self.encoder.forward_stepwise
-        self.decoder.forward = self.decoder.forward_stepwise
-
-
-def pretrain_samples_per_s(plain: bool, batch_size: int, steps: int, repeats: int) -> list[float]:
+def kitchen_model(fused: bool) -> sp.SkillModel:
     torch.manual_seed(0)
-    config = dict(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=128, prior_layers=6)
-    model = PlainModel(**config) if plain else sp.SkillModel(**config)
-    optimizer = torch.optim.RAdam(model.parameters(), lr=1e-3, foreach=not plain)
+    model = sp.SkillModel(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=128, prior_layers=6)
+    if fused:  # as spirl_pretrain.train does with --fused-lstm
+        model.encoder.forward, model.decoder.forward = model.encoder.forward_fused, model.decoder.forward_fused
+    return model
+
+
+def training_step(fused: bool, batch_size: int):
+    """One gradient step of eq. 4, as spirl_pretrain.train runs it, with the plain or the fused forward."""
+    model = kitchen_model(fused)
+    optimizer = torch.optim.RAdam(model.parameters(), lr=1e-3, foreach=True)
     states = torch.randn(batch_size, 11, 30)
     actions = torch.rand(batch_size, 10, 9) * 2 - 1
 
@@ -97,14 +98,22 @@ def pretrain_samples_per_s(plain: bool, batch_size: int, steps: int, repeats: in
         losses[3].backward()
         optimizer.step()
 
-    for _ in range(20):
-        step()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
+    return step
+
+
+def pretrain_samples_per_s(batch_size: int, steps: int, repeats: int) -> dict[str, list[float]]:
+    """Samples/s of the plain and the fused training step, `repeats` timings each, taken in alternation."""
+    steps_of = {"plain": training_step(False, batch_size), "fused": training_step(True, batch_size)}
+    for step in steps_of.values():
+        for _ in range(20):
             step()
-        rates.append(steps * batch_size / (time.perf_counter() - start))
+    rates = {name: [] for name in steps_of}
+    for _ in range(repeats):
+        for name, step in steps_of.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[name].append(steps * batch_size / (time.perf_counter() - start))
     return rates
 
 
@@ -125,14 +134,13 @@ def main():
         "raw_FrankaKitchen-v1_steps_per_s": env_steps_per_s(raw, args.env_steps),
         "KitchenEnv_steps_per_s": env_steps_per_s(ours, args.env_steps),
     }
-    for name, plain in (("plain", True), ("ours", False)):
-        rates = pretrain_samples_per_s(plain, args.batch_size, args.train_steps, args.repeats)
+    for name, rates in pretrain_samples_per_s(args.batch_size, args.train_steps, args.repeats).items():
         results[f"pretrain_{name}_samples_per_s_median"] = statistics.median(rates)
         results[f"pretrain_{name}_samples_per_s_all"] = [round(r) for r in rates]
-    results["speedup"] = results["pretrain_ours_samples_per_s_median"] / results["pretrain_plain_samples_per_s_median"]
+    results["speedup"] = results["pretrain_fused_samples_per_s_median"] / results["pretrain_plain_samples_per_s_median"]
     results.update(time_breakdown(raw, args.batch_size, args.repeats))
     results["raw_env_step_ms"] = 1e3 / results["raw_FrankaKitchen-v1_steps_per_s"]
-    results["train_step_ms"] = 1e3 * args.batch_size / results["pretrain_ours_samples_per_s_median"]
+    results["train_step_ms"] = 1e3 * args.batch_size / results["pretrain_fused_samples_per_s_median"]
 
     for key, value in results.items():
         print(f"{key:42s} {value:.3g}" if isinstance(value, float) else f"{key:42s} {value}")

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import spirl_pretrain as sp  # noqa: E402
 import spirl_sac as sac  # noqa: E402
 from envs.kitchen import _FrankaKitchenV1  # noqa: E402
+from envs.runs import save_checkpoint  # noqa: E402
 
 
 def raw_env_steps_per_s(steps: int, seed: int = 0) -> float:
@@ -52,10 +53,11 @@ def kitchen_skill_checkpoint(folder: str) -> str:
     torch.manual_seed(0)
     config = {"env": "kitchen", "state_dim": 30, "action_dim": 9, "skill_horizon": 10, "latent_dim": 10,
               "hidden_dim": 128, "prior_layers": 6, "dataset": "none (benchmark)", "seed": 0, "val_fraction": 0.0,
-              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 128}  # fmt: skip
+              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 128, "image": False,
+              "state_features": None}  # fmt: skip
     model = sp.SkillModel(**config)
     path = os.path.join(folder, "skills.pt")
-    sp.save_checkpoint(path, model, torch.optim.RAdam(model.parameters()), config, 0, torch.Generator())
+    save_checkpoint(path, {"config": config, "model": model.state_dict()}, kind="spirl_pretrain")
     return path
 
 

@@ -1,6 +1,7 @@
 """spirl_pretrain.py: the model matches its plain definition, eq. 4's terms, checkpoints, bad input."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -34,29 +35,28 @@ def tiny_dataset(tmp_path):
 
 
 def tiny_args(tmp_path, dataset, **overrides):
-    kwargs = dict(dataset=dataset, hidden_dim=32, prior_layers=2, num_steps=20, batch_size=16, log_every=5,
-                  val_every=10, checkpoint_every=10, val_fraction=0.2, run_name=str(tmp_path / "run"))
-    kwargs.update(overrides)
-    return sp.Args(**kwargs)
+    sizes = dict(hidden_dim=32, prior_layers=2, num_steps=20, batch_size=16, val_fraction=0.2)
+    every = dict(log_every=5, val_every=10, checkpoint_every=10)
+    return sp.Args(**dict(dataset=dataset, run_name=str(tmp_path / "run"), **sizes, **every) | overrides)
 
 
 def make_model(hidden_dim=32, prior_layers=2):
     torch.manual_seed(0)
-    return sp.SkillModel(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=hidden_dim,
-                         prior_layers=prior_layers)
+    return sp.SkillModel(
+        state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=hidden_dim, prior_layers=prior_layers
+    )
 
 
 # ----------------------------------------------------------------------------- the model
 
 
-def test_fused_forward_equals_plain_definition_with_gradients():
+def test_fused_forward_equals_plain_forward_with_gradients():
     model = make_model()
     actions = torch.rand(8, 10, 9) * 2 - 1
     z = torch.randn(8, 10)
-    for forward, plain, x in ((model.encoder.forward, model.encoder.forward_stepwise, actions),
-                              (model.decoder.forward, model.decoder.forward_stepwise, z)):  # fmt: skip
+    for net, x in ((model.encoder, actions), (model.decoder, z)):
         outputs = []
-        for fn in (forward, plain):
+        for fn in (net.forward_fused, net.forward):
             model.zero_grad()
             y = fn(x)
             y = torch.cat(y, -1) if isinstance(y, tuple) else y
@@ -98,8 +98,9 @@ def test_gaussian_kl_matches_torch_distributions_and_closed_form():
     mu_q, mu_p = torch.randn(5, 10), torch.randn(5, 10)
     ls_q, ls_p = torch.randn(5, 10) * 0.5, torch.randn(5, 10) * 0.5
     ours = sp.gaussian_kl(mu_q, ls_q, mu_p, ls_p)
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mu_q, ls_q.exp()),
-                                            torch.distributions.Normal(mu_p, ls_p.exp()))  # fmt: skip
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu_q, ls_q.exp()), torch.distributions.Normal(mu_p, ls_p.exp())
+    )
     torch.testing.assert_close(ours, ref)
     # KL(N(1, 1) || N(0, 1)) = 1/2 per dim; KL(N(0, e^2) || N(0, 1)) = (e^2 - 1)/2 - 1.
     zeros = torch.zeros(3)
@@ -134,13 +135,15 @@ def test_loss_terms_match_eq4_with_the_authors_scaling():
     torch.manual_seed(3)
     rec, kl, prior, total = sp.skill_prior_loss(model, states, actions, beta=0.25)
     torch.manual_seed(3)
-    mu, ls = model.encoder.forward_stepwise(actions)
+    mu, ls = model.encoder(actions)
     z = mu + ls.exp() * torch.randn_like(mu)
     q = torch.distributions.Normal(mu, ls.exp())
     mu_p, ls_p = model.skill_prior(states[:, 0])
-    torch.testing.assert_close(rec, 0.5 * ((model.decoder.forward_stepwise(z) - actions) ** 2).mean())
+    torch.testing.assert_close(rec, 0.5 * ((model.decoder(z) - actions) ** 2).mean())
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, torch.distributions.Normal(0, 1)).mean())
-    torch.testing.assert_close(prior, torch.distributions.kl_divergence(q, torch.distributions.Normal(mu_p, ls_p.exp())).mean())
+    torch.testing.assert_close(
+        prior, torch.distributions.kl_divergence(q, torch.distributions.Normal(mu_p, ls_p.exp())).mean()
+    )
     torch.testing.assert_close(total, rec + 0.25 * kl + prior)
 
 
@@ -150,10 +153,10 @@ def test_loss_terms_match_eq4_with_the_authors_scaling():
 def test_checkpoint_round_trip_and_metadata(tmp_path, tiny_dataset):
     result = sp.train(tiny_args(tmp_path, tiny_dataset))
     model, config = sp.load_skill_model(result["checkpoint"], env="kitchen", state_dim=30, skill_horizon=10)
-    assert config == {**config, "env": "kitchen", "state_dim": 30, "action_dim": 9, "skill_horizon": 10,
-                      "latent_dim": 10, "hidden_dim": 32, "prior_layers": 2, "beta": 5e-4, "dataset": tiny_dataset}
+    sizes = dict(env="kitchen", state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=32)
+    assert config == config | sizes | dict(prior_layers=2, image=False, beta=5e-4, dataset=tiny_dataset)
     ckpt = torch.load(result["checkpoint"], weights_only=True)
-    assert ckpt["step"] == 20
+    assert ckpt["step"] == 20 and ckpt["kind"] == "spirl_pretrain"
     fresh = sp.SkillModel(**config)
     fresh.load_state_dict(ckpt["model"])
     fresh.eval()
@@ -166,12 +169,32 @@ def test_checkpoint_round_trip_and_metadata(tmp_path, tiny_dataset):
 def test_resume_continues_exactly(tmp_path, tiny_dataset):
     straight = sp.train(tiny_args(tmp_path / "a", tiny_dataset, num_steps=20))
     sp.train(tiny_args(tmp_path / "b", tiny_dataset, num_steps=10))
-    resumed = sp.train(tiny_args(tmp_path / "c", tiny_dataset, num_steps=20, resume=str(tmp_path / "b" / "run" / "checkpoint.pt")))
+    resumed = sp.train(
+        tiny_args(tmp_path / "c", tiny_dataset, num_steps=20, resume=str(tmp_path / "b" / "run" / "checkpoint.pt"))
+    )
     assert resumed["checkpoint"] == str(tmp_path / "b" / "run" / "checkpoint.pt")
     a = torch.load(straight["checkpoint"], weights_only=True)["model"]
     b = torch.load(resumed["checkpoint"], weights_only=True)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_ctrl_c_stops_at_the_next_step_with_a_checkpoint_that_resumes(tmp_path, tiny_dataset, monkeypatch, capsys):
+    loss, calls = sp.skill_prior_loss, []
+
+    def interrupted_at_step_7(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(sp, "skill_prior_loss", interrupted_at_step_7)
+    stopped = sp.train(tiny_args(tmp_path, tiny_dataset, num_steps=20))
+    assert stopped["stopped"] and stopped["step"] == 7
+    assert torch.load(stopped["checkpoint"], weights_only=True)["step"] == 7
+    assert f"continue with --resume {stopped['checkpoint']}" in capsys.readouterr().out
+    monkeypatch.setattr(sp, "skill_prior_loss", loss)
+    assert sp.train(tiny_args(tmp_path, tiny_dataset, num_steps=None, resume=stopped["checkpoint"]))["step"] == 20
 
 
 def test_resume_without_num_steps_keeps_the_runs_own_total(tmp_path, tiny_dataset):
@@ -181,12 +204,15 @@ def test_resume_without_num_steps_keeps_the_runs_own_total(tmp_path, tiny_datase
     assert again["step"] == 10 and ckpt["config"]["num_steps"] == 10 and ckpt["config"]["beta"] == 0.1
 
 
-@pytest.mark.parametrize("field,value,words", [
-    ("skill_horizon", 5, "--skill-horizon (H) = 10, not 5"),
-    ("latent_dim", 4, "--latent-dim (|Z|) = 10, not 4"),
-    ("hidden_dim", 16, "--hidden-dim = 32, not 16"),
-    ("seed", 7, "--seed = 1, not 7"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("skill_horizon", 5, "--skill-horizon (H) = 10, not 5"),
+        ("latent_dim", 4, "--latent-dim (|Z|) = 10, not 4"),
+        ("hidden_dim", 16, "--hidden-dim = 32, not 16"),
+        ("seed", 7, "--seed = 1, not 7"),
+    ],
+)
 def test_resume_rejects_other_sizes(tmp_path, tiny_dataset, field, value, words):
     first = sp.train(tiny_args(tmp_path, tiny_dataset, num_steps=5))
     with pytest.raises(SpirlError, match=words.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")):
@@ -205,13 +231,16 @@ def test_checkpoint_from_another_env_or_state_dim_is_rejected(tmp_path, tiny_dat
         sp.load_skill_model(other, state_dim=30)
 
 
-def test_corrupt_or_missing_checkpoint(tmp_path):
+def test_corrupt_missing_or_foreign_checkpoint(tmp_path):
     with pytest.raises(SpirlError, match="does not exist"):
-        sp.read_checkpoint(str(tmp_path / "nope.pt"))
+        sp.load_skill_model(str(tmp_path / "nope.pt"))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint" * 10)
     with pytest.raises(SpirlError, match="corrupt or truncated"):
-        sp.read_checkpoint(str(bad))
+        sp.load_skill_model(str(bad))
+    torch.save({"format": 1, "config": {}, "model": {}}, tmp_path / "old.pt")  # no kind: not this script's
+    with pytest.raises(SpirlError, match="is not a spirl_pretrain.py checkpoint"):
+        sp.load_skill_model(str(tmp_path / "old.pt"))
 
 
 def test_nan_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path, tiny_dataset):
@@ -221,13 +250,23 @@ def test_nan_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path, t
     with pytest.raises(SpirlError) as err:
         sp.train(tiny_args(tmp_path, huge, num_steps=20, resume=good["checkpoint"]))
     message = str(err.value)
-    assert "reconstruction loss became inf at step 11" in message and "last good checkpoint kept" in message
+    assert "losses/reconstruction became inf at gradient step 11" in message
+    assert "last good checkpoint kept" in message
     assert "\n" not in message
     assert open(good["checkpoint"], "rb").read() == before
 
 
-@pytest.mark.parametrize("field,value", [("skill_horizon", 0), ("latent_dim", 0), ("batch_size", 0), ("lr", -1.0),
-                                         ("val_fraction", 1.0), ("env", "kitchn")])  # fmt: skip
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("skill_horizon", 0),
+        ("latent_dim", 0),
+        ("batch_size", 0),
+        ("lr", -1.0),
+        ("val_fraction", 1.0),
+        ("env", "kitchn"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, tiny_dataset, field, value):
     with pytest.raises(SpirlError) as err:
         sp.train(tiny_args(tmp_path, tiny_dataset, **{field: value}))
@@ -248,14 +287,22 @@ def test_horizon_longer_than_every_episode(tmp_path, tiny_dataset):
 
 def run_cli(*argv, cwd):
     env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "spirl_pretrain.py"), *argv], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "spirl_pretrain.py"), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
-    for argv, words in ((["--env", "kitchn"], "unknown env 'kitchn'"),
-                        (["--dataset", str(tmp_path / "missing.hdf5")], "does not exist"),
-                        (["--skill-horizon", "0", "--dataset", "x.hdf5"], "--skill-horizon must be at least 1")):  # fmt: skip
+    for argv, words in (
+        (["--env", "kitchn"], "unknown env 'kitchn'"),
+        (["--dataset", str(tmp_path / "missing.hdf5")], "does not exist"),
+        (["--skill-horizon", "0", "--dataset", "x.hdf5"], "--skill-horizon must be at least 1"),
+    ):
         proc = run_cli(*argv, cwd=tmp_path)
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -274,13 +321,22 @@ def test_cli_help_lists_the_paper_settings(tmp_path):
 def test_prior_rollouts_run_in_the_env(tmp_path, tiny_dataset):
     args = tiny_args(tmp_path, tiny_dataset, num_steps=5, prior_rollouts=1, tasks=("microwave", "slide cabinet"))
     rollouts = sp.train(args)["prior_rollouts"]
-    assert rollouts["metric"] == "subtasks_completed" and len(rollouts["per_episode"]) == 1 and 0 <= rollouts["mean"] <= 2
+    assert (
+        rollouts["metric"] == "subtasks_completed" and len(rollouts["per_episode"]) == 1 and 0 <= rollouts["mean"] <= 2
+    )
     assert set(rollouts["task_rates"]) == {"microwave", "slide cabinet"}
 
 
 def test_pretraining_on_real_kitchen_data_lowers_validation_error(tmp_path, kitchen_complete_path):
-    common = dict(hidden_dim=128, prior_layers=6, batch_size=64, val_fraction=0.1, log_every=50, val_every=1000,
-                  checkpoint_every=1000)  # fmt: skip
+    common = dict(
+        hidden_dim=128,
+        prior_layers=6,
+        batch_size=64,
+        val_fraction=0.1,
+        log_every=50,
+        val_every=1000,
+        checkpoint_every=1000,
+    )
     start = sp.train(tiny_args(tmp_path / "a", kitchen_complete_path, num_steps=0, **common))
     end = sp.train(tiny_args(tmp_path / "b", kitchen_complete_path, num_steps=300, **common))
     assert end["val"]["reconstruction_mse"] < 0.5 * start["val"]["reconstruction_mse"], (start, end)

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import spirl_pretrain as sp
 import spirl_sac as sac
 from envs import SpirlError
+from envs.runs import save_checkpoint
 from tests.conftest import ROOT
 from tests.test_pretrain import tiny_args, write_d4rl_file
 
@@ -24,14 +25,15 @@ def make_skill_checkpoint(path, seed=0, **config_overrides):
     torch.manual_seed(seed)
     config = {"env": "kitchen", "state_dim": STATE_DIM, "action_dim": 9, "skill_horizon": 10, "latent_dim": LATENT_DIM,
               "hidden_dim": 32, "prior_layers": 2, "dataset": "synthetic", "seed": seed, "val_fraction": 0.0,
-              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 16}  # fmt: skip
+              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 16, "image": False,
+              "state_features": None}  # fmt: skip
     model = sp.SkillModel(**config)
     model.skill_prior.train()
     with torch.no_grad():  # move the running statistics away from 0 / 1
         for _ in range(20):
             model.skill_prior(torch.randn(64, STATE_DIM) * 3 + 1)
-    optimizer = torch.optim.RAdam(model.parameters())
-    sp.save_checkpoint(str(path), model, optimizer, {**config, **config_overrides}, 0, torch.Generator())
+    payload = {"config": {**config, **config_overrides}, "model": model.state_dict()}
+    save_checkpoint(str(path), payload, kind="spirl_pretrain")
     return str(path)
 
 
