@@ -51,10 +51,24 @@ def raw_env_steps_per_s(steps: int, seed: int = 0) -> float:
 
 def kitchen_skill_checkpoint(folder: str) -> str:
     torch.manual_seed(0)
-    config = {"env": "kitchen", "state_dim": 30, "action_dim": 9, "skill_horizon": 10, "latent_dim": 10,
-              "hidden_dim": 128, "prior_layers": 6, "dataset": "none (benchmark)", "seed": 0, "val_fraction": 0.0,
-              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 128, "image": False,
-              "state_features": None}  # fmt: skip
+    config = {
+        "env": "kitchen",
+        "state_dim": 30,
+        "action_dim": 9,
+        "skill_horizon": 10,
+        "latent_dim": 10,
+        "hidden_dim": 128,
+        "prior_layers": 6,
+        "dataset": "none (benchmark)",
+        "seed": 0,
+        "val_fraction": 0.0,
+        "beta": 5e-4,
+        "num_steps": 0,
+        "lr": 1e-3,
+        "batch_size": 128,
+        "image": False,
+        "state_features": None,
+    }
     model = sp.SkillModel(**config)
     path = os.path.join(folder, "skills.pt")
     save_checkpoint(path, {"config": config, "model": model.state_dict()}, kind="spirl_pretrain")
@@ -63,8 +77,16 @@ def kitchen_skill_checkpoint(folder: str) -> str:
 
 def spirl_sac_steps_per_s(skills: str, folder: str, steps: int, **flags) -> float:
     threads = torch.get_num_threads()
-    args = sac.Args(prior_checkpoint=skills, total_env_steps=steps, warmup_transitions=200, eval_every=10**9,
-                    eval_episodes=1, checkpoint_every=10**9, run_name=os.path.join(folder, "run"), **flags)  # fmt: skip
+    args = sac.Args(
+        prior_checkpoint=skills,
+        total_env_steps=steps,
+        warmup_transitions=200,
+        eval_every=10**9,
+        eval_episodes=1,
+        checkpoint_every=10**9,
+        run_name=os.path.join(folder, "run"),
+        **flags,
+    )
     result = sac.train(args)
     torch.set_num_threads(threads)  # train() sets the learner's thread count
     return result["learning_sps"]
@@ -74,13 +96,26 @@ def update_ms(threads: int, bf16: bool, repeats: int) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = sp.SkillModel(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=128, prior_layers=6)
-    config = dict(skill_prior="learned", prior_init=True, critic_hidden=256, critic_layers=5, critic_bf16=bf16,
-                  policy_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, delta=5.0, gamma=0.99, tau=5e-3)  # fmt: skip
+    config = dict(
+        skill_prior="learned",
+        prior_init=True,
+        critic_hidden=256,
+        critic_layers=5,
+        critic_bf16=bf16,
+        policy_lr=3e-4,
+        critic_lr=3e-4,
+        alpha_lr=3e-4,
+        delta=5.0,
+        gamma=0.99,
+        tau=5e-3,
+    )
     learner = sac.build_learner(config, model.eval().requires_grad_(False), {"latent_dim": 10, "state_dim": 30})
     buffer = sac.ReplayBuffer(10_000, 30, 10)
     g = torch.Generator().manual_seed(0)
     for _ in range(10_000):
-        buffer.add(np.random.randn(30), torch.randn(10), 0.0, np.random.randn(30), False, torch.randn(20), torch.randn(20))
+        buffer.add(
+            np.random.randn(30), torch.randn(10), 0.0, np.random.randn(30), False, torch.randn(20), torch.randn(20)
+        )
 
     def step():
         sac.sac_update(learner, buffer.sample(256, g), g)
@@ -104,22 +139,31 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "sac.json"))
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    results = {"command": "python bench/bench_sac.py " + " ".join(sys.argv[1:]),
-               "machine": f"{platform.machine()}, {cores} cores, torch {torch.__version__}"}  # fmt: skip
+    results = {
+        "command": "python bench/bench_sac.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {cores} cores, torch {torch.__version__}",
+    }
     raw = [raw_env_steps_per_s(args.raw_steps)]
     with tempfile.TemporaryDirectory() as folder:
         skills = kitchen_skill_checkpoint(folder)
-        variants = {"default (overlapped, float32)": {}, "--critic-bf16": {"critic_bf16": True},
-                    "--no-overlap-updates": {"overlap_updates": False}}  # fmt: skip
+        variants = {
+            "default (overlapped, float32)": {},
+            "--critic-bf16": {"critic_bf16": True},
+            "--no-overlap-updates": {"overlap_updates": False},
+        }
         sps = {name: spirl_sac_steps_per_s(skills, folder, args.env_steps, **flags) for name, flags in variants.items()}
     raw.append(raw_env_steps_per_s(args.raw_steps))
     raw_rate = float(np.mean(raw))
     results["raw_FrankaKitchen-v1_steps_per_s"] = raw
     results["spirl_sac_steps_per_s"] = sps
     results["spirl_sac_fraction_of_raw"] = {name: rate / raw_rate for name, rate in sps.items()}
-    results["update_ms"] = {f"{threads} thread{'s' if threads > 1 else ''}, {'bf16' if bf16 else 'float32'}":
-                            update_ms(threads, bf16, args.repeats)
-                            for threads in sorted({1, cores}) for bf16 in (False, True)}  # fmt: skip
+    results["update_ms"] = {
+        f"{threads} thread{'s' if threads > 1 else ''}, {'bf16' if bf16 else 'float32'}": update_ms(
+            threads, bf16, args.repeats
+        )
+        for threads in sorted({1, cores})
+        for bf16 in (False, True)
+    }
     print(f"\nraw FrankaKitchen-v1: {raw_rate:.0f} env steps/s (before {raw[0]:.0f}, after {raw[1]:.0f})")
     for name, rate in sps.items():
         print(f"spirl_sac.py {name}: {rate:.0f} env steps/s = {rate / raw_rate:.0%} of raw")

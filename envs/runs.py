@@ -21,8 +21,18 @@ from envs.errors import SpirlError
 CHECKPOINT_FORMAT = 2
 # Settings that only steer a run (how long, how often it logs, where it writes); a resumed run may change
 # them. Every other Args field defines the experiment: a resumed run keeps its own.
-RUN_CONTROL = ("total_env_steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every", "run_name", "resume",
-               "threads", "capture_video", "device")
+RUN_CONTROL = (
+    "total_env_steps",
+    "eval_every",
+    "eval_episodes",
+    "log_every",
+    "checkpoint_every",
+    "run_name",
+    "resume",
+    "threads",
+    "capture_video",
+    "device",
+)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -51,8 +61,10 @@ def read_checkpoint(path: str, kind: str, script: str) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
         raise SpirlError(f"{path} is not a {script} checkpoint; pass runs/<run>/checkpoint.pt of a {script} run")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise SpirlError(f"{path} was written by an older version of {script} (checkpoint format "
-                         f"{ckpt.get('format')}, this one reads {CHECKPOINT_FORMAT}); start a new run")
+        raise SpirlError(
+            f"{path} was written by an older version of {script} (checkpoint format "
+            f"{ckpt.get('format')}, this one reads {CHECKPOINT_FORMAT}); start a new run"
+        )
     return ckpt
 
 
@@ -65,8 +77,10 @@ def resumed_args(args, ckpt: dict | None):
     for f in fields(args):
         given = getattr(args, f.name)
         if f.name not in RUN_CONTROL and given != getattr(defaults, f.name) and given != saved[f.name]:
-            raise SpirlError(f"--{f.name.replace('_', '-')} {given} differs from the resumed run's {saved[f.name]}; "
-                             f"drop the flag (a resumed run keeps its settings) or start a new run")
+            raise SpirlError(
+                f"--{f.name.replace('_', '-')} {given} differs from the resumed run's {saved[f.name]}; "
+                f"drop the flag (a resumed run keeps its settings) or start a new run"
+            )
     control = {name: getattr(args, name) for name in RUN_CONTROL if hasattr(args, name)}
     control["total_env_steps"] = args.total_env_steps or saved["total_env_steps"]
     return replace(type(args)(**saved), **control)
@@ -90,8 +104,9 @@ def check_finite(losses: torch.Tensor, terms: tuple[str, ...], first_step: int, 
         return
     row, col = (~finite).nonzero()[0].tolist()
     kept = f"last good checkpoint kept at {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
-    raise SpirlError(f"{terms[col]} became {losses[row, col].item()} at gradient step {first_step + row}; "
-                     f"{fix} ({kept})")
+    raise SpirlError(
+        f"{terms[col]} became {losses[row, col].item()} at gradient step {first_step + row}; {fix} ({kept})"
+    )
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -110,8 +125,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping at the end of this episode (a checkpoint will be saved); Ctrl-C again to abort",
-              file=sys.stderr)
+        print("\nstopping at the next safe point (a checkpoint will be saved); Ctrl-C again to abort", file=sys.stderr)
 
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
@@ -132,8 +146,14 @@ class RunLogger:
 
         self.writer = SummaryWriter(run_dir, purge_step=step + 1 if resumed else None)
         self.writer.add_text("args", "\n".join(f"{k}: {v}" for k, v in asdict(args).items()))
-        self.bar = tqdm(total=args.total_env_steps, initial=step, desc=os.path.basename(run_dir), unit="step",
-                        dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30)
+        self.bar = tqdm(
+            total=args.total_env_steps,
+            initial=step,
+            desc=os.path.basename(run_dir),
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1 if sys.stderr.isatty() else 30,
+        )
         # The bar shows the charts/ values of the update outputs (alpha, KL or entropy).
         self.loss_tags, self.loss_shown = loss_tags, [tag for tag in loss_tags if tag.startswith("charts/")]
         self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
@@ -191,8 +211,9 @@ class RunLogger:
         if self.learn_start is None:
             return None
         start_time, start_step, start_eval_s = self.learn_start
-        return (self.sps_last_step - start_step) / max(time.perf_counter() - start_time - (self.eval_s - start_eval_s),
-                                                       1e-9)
+        return (self.sps_last_step - start_step) / max(
+            time.perf_counter() - start_time - (self.eval_s - start_eval_s), 1e-9
+        )
 
     def close(self):
         self.bar.close()
@@ -204,8 +225,11 @@ class RunLogger:
 
 def check_flags(args, at_least_one: tuple = (), positive: tuple = (), non_negative: tuple = ()):
     """One-line errors for numeric flags out of range (None means "default" and passes)."""
-    for names, ok, need in ((at_least_one, lambda v: v >= 1, "at least 1"), (positive, lambda v: v > 0, "above 0"),
-                            (non_negative, lambda v: v >= 0, "at least 0")):
+    for names, ok, need in (
+        (at_least_one, lambda v: v >= 1, "at least 1"),
+        (positive, lambda v: v > 0, "above 0"),
+        (non_negative, lambda v: v >= 0, "at least 0"),
+    ):
         for name in names:
             value = getattr(args, name)
             if value is not None and not (ok(value) and math.isfinite(value)):

@@ -34,19 +34,40 @@ def scalars(run_dir):
 @pytest.mark.parametrize("env", ["kitchen", "maze"])
 @pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp], ids=["sac", "bc_sac", "flat_prior", "ssp"])
 def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets, tmp_path):
-    extra = {"sac": SMALL, "bc_sac": {**SMALL, "dataset": datasets[env], "bc_steps": 20},
-             "flat_prior": {**SMALL, "dataset": datasets[env], "prior_steps": 20},
-             "ssp": dict(critic_hidden=16, batch_size=16, warmup_transitions=20, eval_every=10**6, eval_episodes=1,
-                         log_every=5, threads=1)}[module.__name__.split(".")[-1]]  # fmt: skip
+    extra = {
+        "sac": SMALL,
+        "bc_sac": {**SMALL, "dataset": datasets[env], "bc_steps": 20},
+        "flat_prior": {**SMALL, "dataset": datasets[env], "prior_steps": 20},
+        "ssp": dict(
+            critic_hidden=16,
+            batch_size=16,
+            warmup_transitions=20,
+            eval_every=10**6,
+            eval_episodes=1,
+            log_every=5,
+            threads=1,
+        ),
+    }[module.__name__.split(".")[-1]]
     steps = 600 if env == "kitchen" else 2000  # kitchen episodes are 280 steps, maze episodes 2000
-    result = module.train(module.Args(env=env, total_env_steps=steps, checkpoint_every=steps // 2,
-                                      run_name=str(tmp_path / "run"), **extra))  # fmt: skip
+    result = module.train(
+        module.Args(
+            env=env, total_env_steps=steps, checkpoint_every=steps // 2, run_name=str(tmp_path / "run"), **extra
+        )
+    )
     assert result["env_steps"] >= steps and result["updates"] > 0
     logged = scalars(tmp_path / "run")
     metric = METRIC[env]
-    assert {"charts/episodic_return", f"charts/{metric}", f"charts/eval_{metric}", "charts/alpha", "losses/qf1",
-            "losses/actor"} <= logged, logged  # fmt: skip
-    resumed = module.train(module.Args(resume=result["checkpoint"], total_env_steps=2 * steps, threads=1, eval_episodes=1))
+    assert {
+        "charts/episodic_return",
+        f"charts/{metric}",
+        f"charts/eval_{metric}",
+        "charts/alpha",
+        "losses/qf1",
+        "losses/actor",
+    } <= logged, logged
+    resumed = module.train(
+        module.Args(resume=result["checkpoint"], total_env_steps=2 * steps, threads=1, eval_episodes=1)
+    )
     assert resumed["env_steps"] >= 2 * steps and resumed["updates"] > result["updates"]
     with pytest.raises(module.SpirlError, match="not a baselines"):
         module.train(module.Args(resume=result["policy"]))
@@ -138,8 +159,9 @@ def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
 
     model, skill_config = sp.load_skill_model(ssp.env_spec("maze")["default_prior"])
     torch.manual_seed(0)
-    learner = ssp.build_learner(ssp.resolve_args(ssp.Args(env="maze", critic_hidden=16)), model.requires_grad_(False),
-                                skill_config)
+    learner = ssp.build_learner(
+        ssp.resolve_args(ssp.Args(env="maze", critic_hidden=16)), model.requires_grad_(False), skill_config
+    )
     assert learner.target_entropy == -10.0  # -|Z|
     obs = torch.rand(8, 4 + sp.IMAGE_DIM)
     assert not torch.allclose(learner.policy(obs)[0], model.skill_prior(obs)[0])  # not the prior
@@ -150,8 +172,9 @@ def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
     assert z.abs().max() <= 2.0
 
 
-@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp, spirl_sac],
-                         ids=["sac", "bc_sac", "flat_prior", "ssp", "spirl_sac"])  # fmt: skip
+@pytest.mark.parametrize(
+    "module", [flat_sac, bc_sac, flat_prior, ssp, spirl_sac], ids=["sac", "bc_sac", "flat_prior", "ssp", "spirl_sac"]
+)
 def test_frozen_critic_pass_trains_only_what_made_the_action(module):
     """The actor loss goes through the critics with detached weights: the action gets the same gradient
     as through the live critics, and the critics get none."""

@@ -7,8 +7,19 @@ import sys
 import numpy as np
 import pytest
 
-from envs.block_stacking import (BLOCK_HALF, COLOURS, MAX_OPENING, REST_Z, VIEW_BELOW, VIEW_PIXELS, VIEW_SIZE, BlockStackingEnv,
-                                 blocks_stacked, render_view, tower_height)  # fmt: skip
+from envs.block_stacking import (
+    BLOCK_HALF,
+    COLOURS,
+    MAX_OPENING,
+    REST_Z,
+    VIEW_BELOW,
+    VIEW_PIXELS,
+    VIEW_SIZE,
+    BlockStackingEnv,
+    blocks_stacked,
+    render_view,
+    tower_height,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +103,9 @@ def test_training_scene_has_five_blocks_some_stacked_and_none_overlapping():
         assert obs.shape == (8 + 3 * 5,)
         yz = env.block_yz()
         stacked.append(info["blocks_stacked"])
-        close = (np.abs(yz[:, None, 0] - yz[None, :, 0]) < 2 * BLOCK_HALF) & (np.abs(yz[:, None, 1] - yz[None, :, 1]) < 2 * BLOCK_HALF - 1e-3)
+        close = (np.abs(yz[:, None, 0] - yz[None, :, 0]) < 2 * BLOCK_HALF) & (
+            np.abs(yz[:, None, 1] - yz[None, :, 1]) < 2 * BLOCK_HALF - 1e-3
+        )
         assert close.sum() == 5  # only each block with itself
     assert 0 in stacked and max(stacked) >= 1
 
@@ -120,7 +133,7 @@ def test_image_observation_shows_the_blocks_where_the_simulator_has_them():
 
 
 def test_scripted_policy_completes_stacks_from_the_collectors_start_states():
-    from envs.block_stacking_demos import scripted_episode, stacked_on
+    from envs.block_stacking_demos import scripted_episode
 
     env = BlockStackingEnv.training()
     results = [scripted_episode(env, np.random.default_rng([7, i]), 7_000 + i, max_stacks=1) for i in range(10)]
@@ -155,8 +168,11 @@ def test_collector_rejects_bad_flags_with_one_line_errors(tmp_path):
     from envs.block_stacking_demos import Args, collect
     from envs.errors import SpirlError
 
-    for bad, flag in ((dict(workers=-1), "--workers"), (dict(random_episode_fraction=1.5), "--random-episode-fraction"),
-                      (dict(episodes=0), "--episodes")):  # fmt: skip
+    for bad, flag in (
+        (dict(workers=-1), "--workers"),
+        (dict(random_episode_fraction=1.5), "--random-episode-fraction"),
+        (dict(episodes=0), "--episodes"),
+    ):
         with pytest.raises(SpirlError, match=flag):
             collect(Args(out=str(tmp_path / "x"), **bad))
     assert not (tmp_path / "x").exists()
@@ -188,25 +204,71 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
     import spirl_pretrain as sp
     import spirl_sac as sac
 
-    args = sp.Args(env="block_stacking", image=True, dataset=block_dataset, num_steps=6, batch_size=8, hidden_dim=16,
-                   prior_layers=2, val_fraction=0.2, val_every=3, log_every=3, prior_rollouts=1,
-                   run_name=str(tmp_path / "skills"))  # fmt: skip
+    args = sp.Args(
+        env="block_stacking",
+        image=True,
+        dataset=block_dataset,
+        num_steps=6,
+        batch_size=8,
+        hidden_dim=16,
+        prior_layers=2,
+        val_fraction=0.2,
+        val_every=3,
+        log_every=3,
+        prior_rollouts=1,
+        run_name=str(tmp_path / "skills"),
+    )
     result = sp.train(args)  # windows of 23-dim states with frames rendered from them
     assert result["prior_rollouts"]["metric"] == "blocks_stacked" and np.isfinite(result["val"]["prior_nll"])
-    run = sac.train(sac.Args(env="block_stacking", prior_checkpoint=result["checkpoint"], total_env_steps=1000,
-                             warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
-                             log_every=10, threads=1, run_name=str(tmp_path / "rl")))  # fmt: skip
+    run = sac.train(
+        sac.Args(
+            env="block_stacking",
+            prior_checkpoint=result["checkpoint"],
+            total_env_steps=1000,
+            warmup_transitions=20,
+            batch_size=8,
+            critic_hidden=16,
+            eval_every=10**6,
+            eval_episodes=1,
+            log_every=10,
+            threads=1,
+            run_name=str(tmp_path / "rl"),
+        )
+    )
     assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
     for checkpoint, name in ((result["checkpoint"], "prior"), (run["checkpoint"], "policy")):  # the docs' snapshots
         out = tmp_path / f"{name}.png"
-        subprocess.run([sys.executable, os.path.join(REPO, "docs", "plot_block_stacking.py"), checkpoint, "--out", str(out),
-                        "--snapshots", "3"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "docs", "plot_block_stacking.py"),
+                checkpoint,
+                "--out",
+                str(out),
+                "--snapshots",
+                "3",
+            ],
+            check=True,
+            capture_output=True,
+        )
         assert out.stat().st_size > 5000
     from baselines import ssp  # the skill-space policy without a prior, on the same decoder
 
-    run = ssp.train(ssp.Args(env="block_stacking", prior_checkpoint=result["checkpoint"], total_env_steps=1000,
-                             warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
-                             log_every=10, threads=1, run_name=str(tmp_path / "ssp")))  # fmt: skip
+    run = ssp.train(
+        ssp.Args(
+            env="block_stacking",
+            prior_checkpoint=result["checkpoint"],
+            total_env_steps=1000,
+            warmup_transitions=20,
+            batch_size=8,
+            critic_hidden=16,
+            eval_every=10**6,
+            eval_episodes=1,
+            log_every=10,
+            threads=1,
+            run_name=str(tmp_path / "ssp"),
+        )
+    )
     assert run["env_steps"] >= 1000 and run["updates"] > 0
 
 
@@ -241,13 +303,37 @@ def test_state_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
     import spirl_pretrain as sp
     import spirl_sac as sac
 
-    result = sp.train(sp.Args(env="block_stacking", dataset=block_dataset, num_steps=6, batch_size=8, hidden_dim=16,
-                              prior_layers=2, val_fraction=0.2, val_every=3, log_every=3, run_name=str(tmp_path / "skills")))  # fmt: skip
+    result = sp.train(
+        sp.Args(
+            env="block_stacking",
+            dataset=block_dataset,
+            num_steps=6,
+            batch_size=8,
+            hidden_dim=16,
+            prior_layers=2,
+            val_fraction=0.2,
+            val_every=3,
+            log_every=3,
+            run_name=str(tmp_path / "skills"),
+        )
+    )
     _, config = sp.load_skill_model(result["checkpoint"])
     assert config["state_features"] == "nearest_blocks" and not config["image"]
-    run = sac.train(sac.Args(env="block_stacking", prior_checkpoint=result["checkpoint"], total_env_steps=1000,
-                             warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10**6, eval_episodes=1,
-                             log_every=10, threads=1, run_name=str(tmp_path / "rl")))  # fmt: skip
+    run = sac.train(
+        sac.Args(
+            env="block_stacking",
+            prior_checkpoint=result["checkpoint"],
+            total_env_steps=1000,
+            warmup_transitions=20,
+            batch_size=8,
+            critic_hidden=16,
+            eval_every=10**6,
+            eval_episodes=1,
+            log_every=10,
+            threads=1,
+            run_name=str(tmp_path / "rl"),
+        )
+    )
     assert run["env_steps"] >= 1000 and run["updates"] > 0
 
 
@@ -268,16 +354,27 @@ def test_data_fit_baselines_run_on_the_11_block_task(name, block_dataset, tmp_pa
 
 def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior(tmp_path):
     """`python spirl_sac.py --env block_stacking` needs no --prior-checkpoint: the repo ships the image prior."""
-    import spirl_pretrain as sp
     import torch
 
+    import spirl_pretrain as sp
     import spirl_sac as sac
 
     shipped = sac.env_spec("block_stacking")["default_prior"]
     assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
     _, config = sp.load_skill_model(shipped, env="block_stacking", state_dim=41, action_dim=3, image=True)
     assert config["dataset"] == "spirl/block-stacking-scripted-v0" and config["beta"] == 1e-2
-    result = sac.train(sac.Args(env="block_stacking", total_env_steps=1000, warmup_transitions=20, batch_size=8,
-                                eval_every=10**6, eval_episodes=1, log_every=5, run_name=str(tmp_path / "run"), threads=1))  # fmt: skip
+    result = sac.train(
+        sac.Args(
+            env="block_stacking",
+            total_env_steps=1000,
+            warmup_transitions=20,
+            batch_size=8,
+            eval_every=10**6,
+            eval_episodes=1,
+            log_every=5,
+            run_name=str(tmp_path / "run"),
+            threads=1,
+        )
+    )
     assert result["env_steps"] >= 1000 and "blocks_stacked" in result["eval"]
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped

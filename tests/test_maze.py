@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from envs.maze import (
+    AGENT,
     DOWNSTREAM_GOAL,
     DOWNSTREAM_START,
-    MazeEnv,
     VIEW_CELLS,
     VIEW_PIXELS,
     WALL,
-    AGENT,
+    MazeEnv,
     cell_to_xy,
     distances_from,
     downstream_layout,
@@ -131,7 +131,11 @@ def test_episodes_do_not_depend_on_how_collection_is_split_across_workers(tmp_pa
     whole = collect_chunk(args, 0, 5)
     split = collect_chunk(args, 0, 3) + collect_chunk(args, 3, 2)
     for a, b in zip(whole, split):
-        assert a["seed"] == b["seed"] and np.array_equal(a["states"], b["states"]) and np.array_equal(a["actions"], b["actions"])
+        assert (
+            a["seed"] == b["seed"]
+            and np.array_equal(a["states"], b["states"])
+            and np.array_equal(a["actions"], b["actions"])
+        )
 
 
 def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
@@ -156,10 +160,24 @@ def save_maze_skill_model(path, latent_dim=10, hidden_dim=32, prior_layers=2, im
     import spirl_pretrain as sp
     from envs.runs import save_checkpoint
 
-    config = {"env": "maze", "state_dim": 4, "action_dim": 2, "skill_horizon": 10, "latent_dim": latent_dim,
-              "hidden_dim": hidden_dim, "prior_layers": prior_layers, "image": image, "dataset": "synthetic", "seed": 0,
-              "val_fraction": 0.0, "beta": 1e-2, "num_steps": 0, "lr": 1e-3, "batch_size": 16,
-              "state_features": None}  # fmt: skip
+    config = {
+        "env": "maze",
+        "state_dim": 4,
+        "action_dim": 2,
+        "skill_horizon": 10,
+        "latent_dim": latent_dim,
+        "hidden_dim": hidden_dim,
+        "prior_layers": prior_layers,
+        "image": image,
+        "dataset": "synthetic",
+        "seed": 0,
+        "val_fraction": 0.0,
+        "beta": 1e-2,
+        "num_steps": 0,
+        "lr": 1e-3,
+        "batch_size": 16,
+        "state_features": None,
+    }
     model = sp.SkillModel(**config)
     save_checkpoint(str(path), {"config": config, "model": model.state_dict()}, kind="spirl_pretrain")
 
@@ -170,9 +188,19 @@ def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
     import spirl_sac as sac
 
     save_maze_skill_model(tmp_path / "skills.pt")
-    args = sac.Args(env="maze", prior_checkpoint=str(tmp_path / "skills.pt"), total_env_steps=2500, warmup_transitions=20,
-                    batch_size=16, critic_hidden=32, eval_every=10_000, eval_episodes=1, log_every=5,
-                    run_name=str(tmp_path / "run"), threads=1)  # fmt: skip
+    args = sac.Args(
+        env="maze",
+        prior_checkpoint=str(tmp_path / "skills.pt"),
+        total_env_steps=2500,
+        warmup_transitions=20,
+        batch_size=16,
+        critic_hidden=32,
+        eval_every=10_000,
+        eval_episodes=1,
+        log_every=5,
+        run_name=str(tmp_path / "run"),
+        threads=1,
+    )
     result = sac.train(args)
     assert result["env_steps"] >= 2500 and 0.0 <= result["eval"]["success"] <= 1.0
     events = EventAccumulator(str(tmp_path / "run"))
@@ -194,8 +222,16 @@ def test_exploration_figure_script_writes_a_png_with_an_image_prior_and_a_flat_p
     args = flat_prior.Args(env="maze", dataset=str(maze_dataset[0]), run_name=str(tmp_path / "flat"), **small)
     flat = flat_prior.train(args)
     out = tmp_path / "exploration.png"
-    script = [sys.executable, os.path.join(ROOT, "docs", "plot_maze_exploration.py"), str(tmp_path / "skills.pt"), "--steps", "500"]
-    done = subprocess.run(script + ["--flat-prior", flat["checkpoint"], "--out", str(out)], capture_output=True, text=True)
+    script = [
+        sys.executable,
+        os.path.join(ROOT, "docs", "plot_maze_exploration.py"),
+        str(tmp_path / "skills.pt"),
+        "--steps",
+        "500",
+    ]
+    done = subprocess.run(
+        script + ["--flat-prior", flat["checkpoint"], "--out", str(out)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 10_000
     done = subprocess.run(script + ["--flat-prior", str(tmp_path / "skills.pt")], capture_output=True, text=True)
@@ -253,16 +289,36 @@ def test_image_prior_pretrains_on_planner_data_and_reports_maze_success(maze_dat
     import spirl_pretrain as sp
 
     out, _ = maze_dataset
-    args = sp.Args(env="maze", image=True, dataset=str(out), num_steps=6, batch_size=8, hidden_dim=16, prior_layers=2,
-                   val_fraction=0.2, val_every=3, log_every=3, prior_rollouts=1, run_name=str(tmp_path / "run"))  # fmt: skip
+    args = sp.Args(
+        env="maze",
+        image=True,
+        dataset=str(out),
+        num_steps=6,
+        batch_size=8,
+        hidden_dim=16,
+        prior_layers=2,
+        val_fraction=0.2,
+        val_every=3,
+        log_every=3,
+        prior_rollouts=1,
+        run_name=str(tmp_path / "run"),
+    )
     result = sp.train(args)
     assert result["prior_rollouts"]["metric"] == "success" and result["prior_rollouts"]["mean"] in (0.0, 1.0)
     assert np.isfinite(result["val"]["prior_nll"])
     model, config = sp.load_skill_model(result["checkpoint"], env="maze", image=True)
     assert config["image"] and model.skill_prior.conv is not None
     with pytest.raises(sp.SpirlError, match="--image"):  # resuming without --image is another model
-        sp.train(sp.Args(env="maze", dataset=str(out), hidden_dim=16, prior_layers=2, val_fraction=0.2,
-                         resume=result["checkpoint"]))  # fmt: skip
+        sp.train(
+            sp.Args(
+                env="maze",
+                dataset=str(out),
+                hidden_dim=16,
+                prior_layers=2,
+                val_fraction=0.2,
+                resume=result["checkpoint"],
+            )
+        )
 
 
 def test_image_prior_sees_only_the_frames():
@@ -307,10 +363,25 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
     import spirl_sac as sac
 
     save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1, image=True)
-    common = dict(warmup_transitions=20, batch_size=8, critic_hidden=16, eval_every=10_000, eval_episodes=1, log_every=5,
-                  checkpoint_every=1000, threads=1)  # fmt: skip
-    result = sac.train(sac.Args(env="maze", prior_checkpoint=str(tmp_path / "skills.pt"), total_env_steps=2000,
-                                run_name=str(tmp_path / "run"), **common))  # fmt: skip
+    common = dict(
+        warmup_transitions=20,
+        batch_size=8,
+        critic_hidden=16,
+        eval_every=10_000,
+        eval_episodes=1,
+        log_every=5,
+        checkpoint_every=1000,
+        threads=1,
+    )
+    result = sac.train(
+        sac.Args(
+            env="maze",
+            prior_checkpoint=str(tmp_path / "skills.pt"),
+            total_env_steps=2000,
+            run_name=str(tmp_path / "run"),
+            **common,
+        )
+    )
     assert result["env_steps"] >= 2000
     resumed = sac.train(sac.Args(resume=result["checkpoint"], total_env_steps=4000, **common))
     assert resumed["env_steps"] >= 4000 and resumed["updates"] > result["updates"]
@@ -318,16 +389,27 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
 
 def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path):
     """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior."""
-    import spirl_pretrain as sp
     import torch
 
+    import spirl_pretrain as sp
     import spirl_sac as sac
 
     shipped = sac.env_spec("maze")["default_prior"]
     assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
     _, config = sp.load_skill_model(shipped, env="maze", state_dim=4, action_dim=2, image=True)
     assert config["dataset"] == "spirl/maze-planner-v0" and config["beta"] == 1e-2
-    result = sac.train(sac.Args(env="maze", total_env_steps=2000, warmup_transitions=20, batch_size=8, eval_every=10_000,
-                                eval_episodes=1, log_every=5, run_name=str(tmp_path / "run"), threads=1))  # fmt: skip
+    result = sac.train(
+        sac.Args(
+            env="maze",
+            total_env_steps=2000,
+            warmup_transitions=20,
+            batch_size=8,
+            eval_every=10_000,
+            eval_episodes=1,
+            log_every=5,
+            run_name=str(tmp_path / "run"),
+            threads=1,
+        )
+    )
     assert result["env_steps"] >= 2000
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped

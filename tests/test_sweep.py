@@ -126,6 +126,7 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
     table = (tmp_path / "fig4.md").read_text()
     # 1.9 ~ 2 x 0.95 + 0.05: the last 10%
     assert "| SPiRL (ours) | 2 | 19,880 | 1.9" in table
+    assert "| SAC | 2 |" in table and "### Maze Navigation" in table
     with pytest.raises(SystemExit, match="no runs with logs"):
         plot_fig4.main([str(sweep_dir / "notes")])
 
