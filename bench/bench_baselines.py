@@ -9,7 +9,7 @@ Flat SAC does one gradient step per env step, so its update sets the pace. Sizes
   - "plain": the textbook PyTorch update (two nn.Linear critics called one after the other, three
     optimisers with a backward each, requires_grad toggled around the actor loss), written here only as
     the reference point;
-  - "compiled": torch.compile(sac_update) (mode default), measured, as the issue asks where it pays;
+  - "compiled": torch.compile(sac_update) (mode default), measured to see whether it pays;
   - the floor: the update's matrix products alone (GFLOP counted) at the rate this machine reaches
     on their dominant shape.
 - env steps/s: baselines/sac.py's training loop on FrankaKitchen-v1 while it learns (evaluations

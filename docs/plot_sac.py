@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None):
         tags = set(events.Tags()["scalars"])
     except Exception as e:  # unreadable event files
         sys.exit(f"error: cannot read the tensorboard logs in {args.run_dir} ({type(e).__name__}); {FIX}")
-    # The env's progress figure: kitchen subtasks, maze success (spirl_sac.py's PROGRESS_METRIC).
+    # The env's progress figure: kitchen subtasks, maze success (envs/registry.py's progress_metric).
     metric = next((m for m in ("subtasks_completed", "success", "blocks_stacked") if f"charts/{m}" in tags), None)
     if metric is None:
         hint = "; it is a spirl_pretrain.py run: use docs/plot_pretrain.py" if "losses/total" in tags else f"; {FIX}"

@@ -1,4 +1,4 @@
-"""baselines/ (issue 9, in progress): flat SAC, BC + SAC, the flat action prior and SSP run end to end
+"""baselines/: flat SAC, BC + SAC, the flat action prior and SSP run end to end
 on every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Block stacking (issue 10): physics, reward, image observations, the scripted data and the methods on it."""
+"""Block stacking: physics, reward, image observations, the scripted data and the methods on it."""
 
 import os
 import subprocess
