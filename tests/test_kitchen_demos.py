@@ -8,8 +8,17 @@ import pytest
 import envs.datasets as datasets
 from envs import SpirlError
 from envs.kitchen import ALL_SUBTASKS, KitchenEnv, subtasks_complete
-from envs.kitchen_demos import DOWNSTREAM_ORDER, Args, collect, completion_order, task_orders
-from envs.kitchen_scripted import SubtaskController
+from envs.kitchen_demos import (
+    DOWNSTREAM_ORDER,
+    RELAY_SEQUENCES,
+    Args,
+    chain_statistics,
+    collect,
+    completion_order,
+    episode_orders,
+    task_orders,
+)
+from envs.kitchen_scripted import SubtaskController, ready_move_blocked
 
 
 def run_controller(env, task, seed, limit=200):
@@ -56,6 +65,53 @@ def test_the_orders_are_all_choices_of_four_but_the_downstream_sequence():
         assert any(o[i : i + 2] == (first, second) for o in orders for i in range(3))
 
 
+def test_the_relay_sequences_are_d4rl_mixeds_24_with_its_bias_towards_the_downstream_chain():
+    assert len(RELAY_SEQUENCES) == 24 and len(set(RELAY_SEQUENCES)) == 23  # two folders share one sequence
+    assert all(len(set(s)) == 4 and set(s) <= set(ALL_SUBTASKS) for s in RELAY_SEQUENCES)
+    assert DOWNSTREAM_ORDER not in RELAY_SEQUENCES
+    stats = chain_statistics(list(RELAY_SEQUENCES))  # the figures of the reference notes on D4RL mixed
+    assert stats["first_microwave"] == pytest.approx(15 / 24)
+    assert stats["microwave -> kettle"] == pytest.approx(7 / 15)
+    assert stats["kettle -> bottom burner"] == pytest.approx(5 / 15)
+    assert stats["bottom burner -> light switch"] == pytest.approx(7 / 15)
+
+
+@pytest.mark.parametrize("episodes", [10, 50, 600])
+def test_relay_orders_use_every_sequence_equally_often(episodes):
+    orders = episode_orders(Args(episodes=episodes))
+    assert len(orders) == episodes and set(orders) <= set(RELAY_SEQUENCES)
+    counts = [sum(o == s for o in orders) / RELAY_SEQUENCES.count(s) for s in set(RELAY_SEQUENCES)]
+    assert max(counts) - min(counts) <= 1  # per folder: episodes // 24 or one more
+    if episodes == 600:
+        assert set(counts) == {25}
+    assert episode_orders(Args(episodes=episodes)) == orders  # seeded
+    assert episode_orders(Args(episodes=episodes, seed=1)) != orders
+
+
+def test_uniform_orders_are_still_available():
+    orders = episode_orders(Args(episodes=200, orders="uniform"))
+    assert len(orders) == 200 and set(orders) <= set(task_orders()) and len(set(orders)) > 100
+
+
+def test_chain_statistics_count_the_next_completed_subtask():
+    orders = [("microwave", "kettle"), ("microwave", "light switch", "kettle"), ("kettle", "bottom burner"),
+              ("microwave",)]
+    stats = chain_statistics(orders)
+    assert stats["first_microwave"] == 0.75
+    assert stats["microwave -> kettle"] == 0.5  # the lone microwave has no next subtask: not counted
+    assert stats["kettle -> bottom burner"] == 1.0
+    assert np.isnan(stats["bottom burner -> light switch"])
+
+
+def test_the_slide_cabinet_is_opened_right_after_the_hinge_cabinet():
+    env = KitchenEnv(tasks=["hinge cabinet", "slide cabinet"])
+    env.reset(seed=0)
+    assert not ready_move_blocked(env, "slide cabinet")
+    assert run_controller(env, "hinge cabinet", seed=0).complete
+    assert ready_move_blocked(env, "slide cabinet") and not ready_move_blocked(env, "kettle")
+    assert run_controller(env, "slide cabinet", seed=0).complete
+
+
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("demos") / "kitchen-small"
@@ -70,12 +126,18 @@ def test_generated_dataset_loads_through_the_loader_and_never_has_the_downstream
     assert sum(len(e.actions) for e in episodes) == summary["transitions"]
     for episode in episodes:
         assert episode.states.shape == (len(episode.actions) + 1, 30) and episode.actions.shape[1] == 9
-        assert len(episode.actions) <= 280
+        assert len(episode.actions) <= Args.max_episode_steps
         assert np.abs(episode.actions).max() <= 1.0
         order = completion_order(episode.states)
         assert order[:4] != DOWNSTREAM_ORDER and len(order) >= 1  # every episode demonstrates something
+    env = KitchenEnv()  # the stored env seeds give the episodes' first states again
+    assert all(np.array_equal(env.reset(seed=e.seed)[0], e.states[0]) for e in episodes)
+    for episode, order in zip(episodes, episode_orders(Args(episodes=4, seed=3))):  # done in the drawn order
+        done = [t for t in completion_order(episode.states) if t in order]
+        assert done and done == [t for t in order if t in done]
     # the documented name resolves to the repo's data directory
-    monkeypatch.setitem(datasets.LOCAL_DATASETS, "spirl/kitchen-scripted-v0", (str(out), "python -m envs.kitchen_demos"))
+    command = "python -m envs.kitchen_demos"
+    monkeypatch.setitem(datasets.LOCAL_DATASETS, "spirl/kitchen-scripted-v0", (str(out), command))
     assert len(datasets.load_episodes("spirl/kitchen-scripted-v0", "kitchen")) == 4
 
 
@@ -89,12 +151,15 @@ def test_the_collector_is_deterministic_for_a_seed(small_dataset, tmp_path):
 
 
 def test_missing_dataset_and_existing_output_are_one_line_errors(small_dataset, tmp_path, monkeypatch):
-    monkeypatch.setitem(datasets.LOCAL_DATASETS, "spirl/kitchen-scripted-v0", (str(tmp_path / "nothing"), "python -m envs.kitchen_demos"))
+    missing = (str(tmp_path / "nothing"), "python -m envs.kitchen_demos")
+    monkeypatch.setitem(datasets.LOCAL_DATASETS, "spirl/kitchen-scripted-v0", missing)
     with pytest.raises(SpirlError, match=r"not generated yet: run `python -m envs.kitchen_demos`"):
         datasets.load_episodes("spirl/kitchen-scripted-v0", "kitchen")
     out, _ = small_dataset
     with pytest.raises(SpirlError, match="--overwrite"):
         collect(Args(episodes=1, out=str(out)))
+    with pytest.raises(SpirlError, match="choose relay or uniform"):
+        episode_orders(Args(orders="alphabetical"))
 
 
 def test_completion_order_reads_the_order_off_the_states():

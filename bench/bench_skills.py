@@ -1,0 +1,261 @@
+"""Quick proxies for a kitchen skill model, measured before spending RL env steps on it.
+
+    python bench/bench_skills.py                               # shipped model, 10 episodes: 40 s on a free CPU core
+    python bench/bench_skills.py --checkpoint runs/x/checkpoint.pt --episodes 20 --out /tmp/skills.json
+
+1. window_mse: reconstruction MSE of the held-out 10-step windows (the checkpoint's val split of the dataset:
+   encode, decode the posterior mean).
+2. replay: held-out episodes replayed open-loop from their own first state (the dataset stores each episode's
+   env seed): every H-step window of the recorded actions is encoded, decoded and executed; distinct subtasks
+   completed, against the recorded actions executed the same way.
+3. oracle: the downstream task (microwave, kettle, bottom burner, light switch, ordered). Every H steps the
+   scripted controllers run H steps on the live simulator, the state is put back, and their actions are encoded,
+   decoded and executed: how far the skill space carries a perfect high-level policy. Also with the scripted
+   actions executed directly (the ceiling).
+4. prior: z ~ p_a(z|s) every H steps, decoded and executed; ordered subtasks and which subtask is done first.
+5. first_skill_logp: log p_a(z|s0) of the encoder mean of each subtask's first H scripted actions from the reset
+   state, next to the log-density of the prior's own samples there (what a typical skill gets): a skill far
+   below it is one that a policy initialised from the prior seldom samples.
+Writes bench/results/skills.json.
+
+The shipped checkpoints/kitchen-scripted-skills.pt (trained on the earlier uniform-order data), measured on the
+Relay-order data (episodes it never saw; 6 held-out ones): window MSE 0.018; replay 1.17 of 4 subtasks with
+decoded skills vs 4.0 with the recorded actions; oracle 2.0 of 4 vs 4.0 scripted; prior rollouts 0.1 (first
+subtask: none 6 of 10); first-skill log-density -3.3 (light switch) to -5.4 (slide cabinet) for burners,
+light and slide, -9.3 microwave, -11.1 hinge cabinet, -14.8 kettle, against -7.6 for the prior's own samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from envs.datasets import WindowSampler, load_episodes, split_episodes  # noqa: E402
+from envs.errors import SpirlError  # noqa: E402
+from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv, subtasks_complete  # noqa: E402
+from envs.kitchen_demos import completion_order  # noqa: E402
+from envs.kitchen_scripted import SubtaskController  # noqa: E402
+from envs.registry import ENV_SPECS, LOCAL_DATASETS  # noqa: E402
+from spirl_pretrain import evaluate_windows, gaussian_nll, load_skill_model  # noqa: E402
+
+
+@dataclass
+class Args:
+    checkpoint: str = ENV_SPECS["kitchen"]["default_prior"]
+    """kitchen skill-model checkpoint written by spirl_pretrain.py"""
+    dataset: str | None = None
+    """dataset of the held-out windows and replayed episodes (default: the checkpoint's own)"""
+    episodes: int = 10
+    """episodes for the oracle and the prior rollouts, env seeds seed .. seed + episodes - 1; also the most
+    held-out episodes replayed"""
+    seed: int = 0
+    """env seeds and prior samples"""
+    out: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "skills.json")
+    """where to write the figures"""
+
+
+class Snapshot:
+    """Everything that decides the env's next steps, to try actions and put it all back: the simulator state,
+    the last observed robot joints (FrankaKitchen-v1 adds the action to them, not to the true joints; without
+    them the scripted actions replayed after a restore completed 3.0 of 4 subtasks instead of 4.0), the
+    observation-noise generator and the episode counters."""
+
+    def __init__(self, env: KitchenEnv):
+        m, d, robot = env._sim.model, env._sim.data, env._sim.robot_env
+        self.spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        self.state = np.empty(mujoco.mj_stateSize(m, self.spec))
+        mujoco.mj_getState(m, d, self.state, self.spec)
+        self.last_qpos, self.noise = robot._last_robot_qpos.copy(), robot.np_random.bit_generator.state
+        self.env, self.t, self.counted = env, env._t, env._counted.copy()
+
+    def restore(self):
+        m, d, robot = self.env._sim.model, self.env._sim.data, self.env._sim.robot_env
+        mujoco.mj_setState(m, d, self.state, self.spec)
+        mujoco.mj_forward(m, d)  # positions and Jacobians the controllers read
+        robot._last_robot_qpos, robot.np_random.bit_generator.state = self.last_qpos.copy(), self.noise
+        self.env._t, self.env._counted = self.t, self.counted.copy()
+
+
+@torch.no_grad()
+def autoencode(model, actions: np.ndarray) -> np.ndarray:
+    """H actions -> encoder mean -> decoded H actions (clipped to the action space)."""
+    mu, _ = model.encoder(torch.as_tensor(actions, dtype=torch.float32)[None])
+    return model.decoder(mu)[0].clamp(-1, 1).numpy()
+
+
+def replay(model, episodes, H: int) -> dict:
+    """Held-out episodes from their first state: recorded actions vs their decoded skills, H steps at a time."""
+    env = KitchenEnv(max_episode_steps=10**6)
+    recorded, decoded = [], []
+    for episode in episodes:
+        T = len(episode.actions)
+        # H-step windows from the start; a last partial one is the end of the window ending at T
+        windows = [(t, 0) for t in range(0, T - H + 1, H)] + ([(T - H, H - T % H)] if T % H else [])
+        for result, execute in ((recorded, lambda a: a), (decoded, lambda a: autoencode(model, a))):
+            state, _ = env.reset(seed=episode.seed)
+            if not np.allclose(state, episode.states[0], atol=1e-5):
+                raise SpirlError("the dataset's episode seeds do not reproduce its first states: regenerate it "
+                                 "with `python -m envs.kitchen_demos --overwrite`")  # fmt: skip
+            states = [env.qpos[:STATE_DIM].copy()]
+            for t, skip in windows:
+                for action in execute(episode.actions[t : t + H])[skip:]:
+                    env.step(action)
+                    states.append(env.qpos[:STATE_DIM].copy())
+            result.append(len(completion_order(np.asarray(states))))
+    return {"episodes": len(episodes), "recorded_actions": float(np.mean(recorded)),
+            "decoded_skills": float(np.mean(decoded)), "per_episode": {"recorded": recorded, "decoded": decoded}}
+
+
+class ScriptedPlanner:
+    """The scripted controllers (without action noise) chained over the downstream task as the collector chains
+    them: each runs to its end (release, back off), then the first incomplete subtask's controller starts (the
+    same subtask again if it failed)."""
+
+    def __init__(self, env: KitchenEnv, rng: np.random.Generator):
+        self.env, self.rng, self.ctrl = env, rng, None
+
+    def act(self) -> np.ndarray:
+        if self.ctrl is None or self.ctrl.done:
+            complete = subtasks_complete(self.env.qpos[:STATE_DIM], DEFAULT_TASKS)
+            task = DEFAULT_TASKS[int(np.argmin(complete))] if not complete.all() else DEFAULT_TASKS[-1]
+            self.ctrl = SubtaskController(self.env, task, self.rng, action_noise=0.0)
+        return self.ctrl.act()
+
+
+def oracle(model, episodes: int, seed: int, H: int, decode: bool) -> dict:
+    """Closed loop at H: the scripted planner proposes H actions on the live state, the state is put back,
+    the proposal (decoded skill, or as is) is executed."""
+    env = KitchenEnv()
+    subtasks = []
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        planner, done, info = ScriptedPlanner(env, np.random.default_rng([seed, i])), False, {}
+        while not done:
+            snapshot, proposal = Snapshot(env), []
+            for _ in range(H):
+                proposal.append(planner.act())
+                env.step(proposal[-1])
+            snapshot.restore()
+            for action in autoencode(model, np.asarray(proposal)) if decode else proposal:
+                _, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+                if done:
+                    break
+        subtasks.append(info["subtasks_completed"])
+    return {"mean_subtasks": float(np.mean(subtasks)), "per_episode": subtasks}
+
+
+@torch.no_grad()
+def prior_rollouts(model, episodes: int, seed: int) -> dict:
+    env, generator = KitchenEnv(), torch.Generator().manual_seed(seed)
+    subtasks, first = [], Counter()
+    for i in range(episodes):
+        state, info = env.reset(seed=seed + i)
+        states, done = [env.qpos[:STATE_DIM].copy()], False
+        while not done:
+            mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
+            z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+            for action in model.decoder(z)[0].clamp(-1, 1).numpy():
+                state, _, terminated, truncated, info = env.step(action)
+                states.append(env.qpos[:STATE_DIM].copy())
+                done = terminated or truncated
+                if done:
+                    break
+        subtasks.append(info["subtasks_completed"])
+        order = completion_order(np.asarray(states))
+        first[order[0] if order else "none"] += 1
+    return {"mean_subtasks": float(np.mean(subtasks)), "per_episode": subtasks,
+            "first_subtask": {k: v / episodes for k, v in first.most_common()}}
+
+
+@torch.no_grad()
+def first_skill_logp(model, episodes: int, seed: int, H: int) -> dict:
+    """Per subtask: log p_a(mu_q | s0) for its first H scripted actions, mean / min / max over reset states."""
+    env, generator = KitchenEnv(), torch.Generator().manual_seed(seed)
+    logp = {task: [] for task in ALL_SUBTASKS}
+    typical = []
+    for i in range(episodes):
+        for task in ALL_SUBTASKS:
+            state, _ = env.reset(seed=seed + i)
+            ctrl = SubtaskController(env, task, np.random.default_rng([seed, i]), action_noise=0.0)
+            actions = []
+            for _ in range(H):
+                actions.append(ctrl.act())
+                env.step(actions[-1])
+            mu_q, _ = model.encoder(torch.as_tensor(np.asarray(actions), dtype=torch.float32)[None])
+            mu_p, log_sigma_p = model.skill_prior(torch.as_tensor(state)[None])
+            logp[task].append(float(-gaussian_nll(mu_q, mu_p, log_sigma_p).sum()))
+        z = mu_p + torch.exp(log_sigma_p) * torch.randn((256, mu_p.shape[1]), generator=generator)
+        typical.append(float(-gaussian_nll(z, mu_p, log_sigma_p).sum(-1).mean()))
+    def stats(values):
+        return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+    return {"prior_samples": stats(typical), **{t: stats(v) for t, v in logp.items()}}
+
+
+def describe(dataset: str) -> dict:
+    """When a local dataset was written and its description ("relay orders" or "uniform orders"; neither: the
+    data of before the Relay sequences), to tell which data the held-out windows and episodes came from."""
+    path = os.path.join(LOCAL_DATASETS.get(dataset, (dataset,))[0], "data", "metadata.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        description = json.load(f).get("description")
+    written = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path)))
+    return {"written": written, "description": description}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import tyro
+
+    args = tyro.cli(Args, args=argv)
+    if args.episodes < 1:
+        sys.exit(f"error: --episodes must be at least 1 (got {args.episodes})")
+    try:
+        model, config = load_skill_model(args.checkpoint, env="kitchen", state_dim=STATE_DIM)
+        dataset = args.dataset or config["dataset"]
+        _, held_out = split_episodes(load_episodes(dataset, "kitchen"), config["val_fraction"], config["seed"])
+        H, start = config["skill_horizon"], time.time()
+        if any(e.seed is None for e in held_out):
+            raise SpirlError(f"{dataset} stores no per-episode env seeds: regenerate it with "
+                             f"`python -m envs.kitchen_demos --overwrite`")  # fmt: skip
+    except SpirlError as e:
+        sys.exit(f"error: {e}")
+    torch.manual_seed(args.seed)
+    window_mse = evaluate_windows(model, WindowSampler(held_out, H))
+    model.eval()  # evaluate_windows leaves the model in training mode (batch-statistics BatchNorm in the prior)
+    figures = {
+        "checkpoint": args.checkpoint,
+        "dataset": dataset,
+        "dataset_info": describe(dataset),
+        "held_out_episodes": len(held_out),
+        "skill_horizon": H,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "window_mse": window_mse,
+        "replay": replay(model, held_out[: args.episodes], H),
+        "oracle": {"decoded_skills": oracle(model, args.episodes, args.seed, H, decode=True),
+                   "scripted_actions": oracle(model, args.episodes, args.seed, H, decode=False)},
+        "prior": prior_rollouts(model, args.episodes, args.seed),
+        "first_skill_logp": first_skill_logp(model, args.episodes, args.seed, H),
+    }
+    figures["seconds"] = round(time.time() - start, 1)
+    print(json.dumps(figures, indent=2))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(figures, f, indent=2)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""bench/bench_skills.py end to end on the shipped kitchen model, with one episode of each kind (about 15 s)."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+
+import bench_skills  # noqa: E402
+
+from envs.kitchen import KitchenEnv  # noqa: E402
+from envs.kitchen_demos import Args as CollectArgs  # noqa: E402
+from envs.kitchen_demos import collect
+from envs.kitchen_scripted import SubtaskController  # noqa: E402
+
+
+def test_a_snapshot_puts_the_env_back_exactly():
+    env = KitchenEnv()
+    env.reset(seed=0)
+    ctrl = SubtaskController(env, "microwave", np.random.default_rng(0), action_noise=0.0)
+    for _ in range(5):
+        env.step(ctrl.act())
+    snapshot, qpos = bench_skills.Snapshot(env), env.qpos.copy()
+    actions = [ctrl.act() for _ in range(15)]
+    first = [env.step(a)[0] for a in actions]
+    snapshot.restore()
+    assert np.array_equal(env.qpos, qpos) and env._t == 5
+    again = [env.step(a)[0] for a in actions]  # the same actions give the same observations, noise included
+    assert np.array_equal(np.asarray(again), np.asarray(first))
+
+
+@pytest.mark.skipif(not os.path.exists(bench_skills.Args.checkpoint), reason="no shipped kitchen checkpoint")
+def test_bench_skills_writes_every_figure(tmp_path):
+    data = tmp_path / "kitchen-2"
+    collect(CollectArgs(episodes=2, out=str(data), seed=5))
+    out = tmp_path / "skills.json"
+    figures = bench_skills.main(["--episodes", "1", "--dataset", str(data), "--out", str(out)])
+    assert json.loads(out.read_text()) == figures
+    assert figures["held_out_episodes"] == 1 and 0 < figures["window_mse"]["reconstruction_mse"] < 1
+    assert figures["replay"]["recorded_actions"] >= 1  # the recorded actions redo what the episode did
+    assert 0 <= figures["oracle"]["decoded_skills"]["mean_subtasks"] <= 4
+    assert figures["oracle"]["scripted_actions"]["mean_subtasks"] >= 1
+    assert sum(figures["prior"]["first_subtask"].values()) == pytest.approx(1.0)
+    assert set(figures["first_skill_logp"]) >= {"microwave", "kettle", "prior_samples"}
+    logp = figures["first_skill_logp"].values()
+    assert all(v["min"] <= v["mean"] <= v["max"] and np.isfinite(v["mean"]) for v in logp)
