@@ -4,7 +4,8 @@ Pertsch, Lee & Lim, "Accelerating Reinforcement Learning with Learned Skill Prio
 Sec. 3.2 and app. B.1. From random H-step windows (s_1..s_H+1, a_1..a_H) of the offline episodes we
 train, jointly, with eq. 4:
   - a skill encoder q(z | a_1..a_H)        (LSTM over the actions -> diagonal Gaussian over Z),
-  - a skill decoder p(a_1..a_H | z)        (LSTM unrolled H steps, z fed at every step),
+  - a skill decoder p(a_1..a_H | z)        (LSTM unrolled H steps, z fed at every step; with --closed-loop
+                                            the authors' later variant: an MLP on [s_t, z] for each a_t),
   - a skill prior   p_a(z | s_1)           (MLP with BatchNorm -> diagonal Gaussian over Z; with
                                             --image, 3 conv layers on two stacked top-down frames first),
 where the prior is fit to the *detached* posterior, so it never shapes the skill space.
@@ -24,13 +25,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from envs import SpirlError, WindowSampler, env_spec, load_episodes, make_env, runs, split_episodes
+from envs import SpirlError, WindowSampler, env_spec, make_env, runs, skill_windows
 
 
 @dataclass
@@ -48,6 +49,13 @@ class Args:
     """units of the encoder/decoder LSTMs and of each prior layer (app. B.1: 128)"""
     prior_layers: int = 6
     """hidden layers of the skill prior MLP (app. B.1: 6)"""
+    prior_input_block: bool = False
+    """the authors' prior layout (clvrai/spirl BaseProcessingNet): an input block (Linear -> LeakyReLU, no BatchNorm)
+    before the BatchNorm blocks. Off by default: measured worse here (on kitchen-complete-v0 prior NLL 5.8 vs 4.1
+    nats at 2k steps; on the scripted kitchen data the prior loss diverges within 3 steps at lr 1e-3)"""
+    closed_loop: bool = False
+    """the authors' closed-loop skill decoder (their SPiRL v2): an MLP decodes each action from [s_t, z] as the skill
+    runs, and the encoder also sees the states; default: the paper's open-loop LSTM decoder"""
     image: bool = False
     """image skill prior (maze, block stacking): p_a(z | s) sees two stacked 32 x 32 frames (maze: top-down, block
     stacking: front view) through 3 conv layers instead of the state vector (app. B.1, C)"""
@@ -119,27 +127,28 @@ def gaussian_nll(x, mu, log_sigma) -> torch.Tensor:
 
 
 class SkillEncoder(nn.Module):
-    """q(z | a_1..a_H): linear action embedding -> 1-layer LSTM -> Gaussian head at the last step."""
+    """q(z | a_1..a_H): linear action embedding -> 1-layer LSTM -> Gaussian head at the last step. With the
+    closed-loop decoder each step's input is [a_t, s_t], as in the authors' closed-loop model."""
 
-    def __init__(self, action_dim: int, latent_dim: int, hidden_dim: int):
+    def __init__(self, input_dim: int, latent_dim: int, hidden_dim: int):
         super().__init__()
-        self.embed = nn.Linear(action_dim, hidden_dim)
+        self.embed = nn.Linear(input_dim, hidden_dim)
         self.lstm = nn.LSTM(hidden_dim, hidden_dim, batch_first=True)
         self.head = nn.Linear(hidden_dim, 2 * latent_dim)
 
-    def forward(self, actions: torch.Tensor):
-        out, _ = self.lstm(self.embed(actions))
+    def forward(self, inputs: torch.Tensor):
+        out, _ = self.lstm(self.embed(inputs))
         return split_gaussian(self.head(out[:, -1]))
 
-    def forward_fused(self, actions: torch.Tensor):
+    def forward_fused(self, inputs: torch.Tensor):
         """`forward`, faster (--fused-lstm): the embedding and the LSTM's input weights are two linear maps in a
         row, applied as their product (9 -> 4*128 instead of 9 -> 128 -> 4*128)."""
         lstm = self.lstm
         w_ih = lstm.weight_ih_l0 @ self.embed.weight
         b_ih = lstm.bias_ih_l0 + lstm.weight_ih_l0 @ self.embed.bias
-        h0 = actions.new_zeros(1, actions.shape[0], lstm.hidden_size)
+        h0 = inputs.new_zeros(1, inputs.shape[0], lstm.hidden_size)
         weights = [w_ih, lstm.weight_hh_l0, b_ih, lstm.bias_hh_l0]
-        out, _, _ = torch.lstm(actions, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
+        out, _, _ = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
         return split_gaussian(self.head(out[:, -1]))
 
 
@@ -147,19 +156,26 @@ class SkillDecoder(nn.Module):
     """p(a_1..a_H | z): LSTM unrolled H steps with z an input at every step (app. B.1).
 
     As in the authors' code, each step also sees the previous predicted action (a learned vector at
-    the first step); the output is the mean action (unit-variance Gaussian, eq. 4).
+    the first step); the output is the mean action (unit-variance Gaussian, eq. 4). With
+    `learned_initial_state` the LSTM's initial (h, c) is learned too, as the authors' (else zeros).
     """
 
-    def __init__(self, action_dim: int, latent_dim: int, hidden_dim: int, skill_horizon: int):
+    closed_loop = False
+
+    def __init__(self, action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state=False):
         super().__init__()
         self.skill_horizon, self.latent_dim = skill_horizon, latent_dim
         self.first_action = nn.Parameter(torch.zeros(action_dim))
+        if learned_initial_state:
+            self.initial_state = nn.Parameter(torch.zeros(2, hidden_dim))
+        else:  # zeros, not saved (models trained before the learned state existed load unchanged)
+            self.register_buffer("initial_state", torch.zeros(2, hidden_dim), persistent=False)
         self.cell = nn.LSTMCell(latent_dim + action_dim, hidden_dim)  # input: [z, previous action]
         self.head = nn.Linear(hidden_dim, action_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         action = self.first_action.expand(z.shape[0], -1)
-        h = c = z.new_zeros(z.shape[0], self.cell.hidden_size)
+        h, c = self.initial_state[:, None].expand(-1, z.shape[0], -1)
         actions = []
         for _ in range(self.skill_horizon):
             h, c = self.cell(torch.cat([z, action], dim=-1), (h, c))
@@ -170,20 +186,57 @@ class SkillDecoder(nn.Module):
     def forward_fused(self, z: torch.Tensor) -> torch.Tensor:
         """`forward` as one fused LSTM call, faster (--fused-lstm). The fed-back action a_{t-1} = W_out h_{t-1} + b_out
         is linear in h_{t-1}, so its input term W_a a_{t-1} folds into the recurrent weights: W_hh + W_a W_out, bias
-        + W_a b_out. Only step 1 differs (it sees the learned first action and h_0 = 0): a 0/1 input corrects it."""
+        + W_a b_out. Only step 1 differs (it sees the learned first action, not W_out h_0 + b_out): a 0/1 input
+        corrects it."""
         cell, head, H = self.cell, self.head, self.skill_horizon
         w_z, w_a = cell.weight_ih.split([self.latent_dim, head.out_features], dim=1)
         first_step = torch.eye(H, 1, dtype=z.dtype).expand(z.shape[0], -1, -1)  # 1 at step 1, else 0
         inputs = torch.cat([z[:, None].expand(-1, H, -1), first_step], dim=-1)
-        w_ih = torch.cat([w_z, (w_a @ (self.first_action - head.bias))[:, None]], dim=1)
+        h0, c0 = self.initial_state[:, None, None].expand(-1, 1, z.shape[0], -1)
+        first_correction = w_a @ (self.first_action - head.bias) - w_a @ head.weight @ self.initial_state[0]
+        w_ih = torch.cat([w_z, first_correction[:, None]], dim=1)
         weights = [w_ih, cell.weight_hh + w_a @ head.weight, cell.bias_ih + w_a @ head.bias, cell.bias_hh]
-        h0 = z.new_zeros(1, z.shape[0], cell.hidden_size)
-        out, _, _ = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
+        out, _, _ = torch.lstm(inputs, (h0, c0), weights, True, 1, 0.0, self.training, False, True)
         return head(out)
 
 
+def mlp_blocks(width: int, hidden_dim: int, layers: int, input_block: bool) -> list[nn.Module]:
+    """`layers` x [Linear (no bias) -> BatchNorm -> LeakyReLU(0.2)], after an input block Linear -> LeakyReLU(0.2)
+    without BatchNorm when `input_block` (the authors' BaseProcessingNet)."""
+    blocks = [nn.Linear(width, hidden_dim), nn.LeakyReLU(0.2)] if input_block else []
+    for _ in range(layers):
+        width = hidden_dim if blocks else width
+        blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2)]
+    return blocks
+
+
+class ClosedLoopSkillDecoder(nn.Module):
+    """p(a_t | s_t, z): the authors' closed-loop decoder (their SPiRL v2): an MLP on [s_t, z] gives each of the H
+    actions from the state the skill has reached, so a skill can correct its course. Their kitchen config: an input
+    block and 5 BatchNorm blocks of 128 units, then the mean action (unit-variance Gaussian, eq. 4). Trained on the
+    data's states s_1..s_H; the RL scripts call it once per env step."""
+
+    closed_loop = True
+
+    def __init__(self, state_dim: int, action_dim: int, latent_dim: int, hidden_dim: int, skill_horizon: int):
+        super().__init__()
+        self.state_dim, self.latent_dim, self.skill_horizon = state_dim, latent_dim, skill_horizon
+        self.net = nn.Sequential(
+            *mlp_blocks(state_dim + latent_dim, hidden_dim, 5, True), nn.Linear(hidden_dim, action_dim)
+        )
+
+    def forward(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(B, H, S) states and (B, |Z|) skills -> (B, H, A) actions; or one step: (B, S), (B, |Z|) -> (B, A)."""
+        states = states[..., : self.state_dim]  # image observations: the state vector before the frames
+        if states.dim() == 2:
+            return self.net(torch.cat([states, z], dim=-1))
+        z = z[:, None].expand(-1, states.shape[1], -1)
+        return self.net(torch.cat([states, z], dim=-1).flatten(0, 1)).unflatten(0, states.shape[:2])
+
+
 class SkillPrior(nn.Module):
-    """p_a(z | s_1): `layers` x [Linear (no bias) -> BatchNorm -> LeakyReLU(0.2)] -> Gaussian head (app. B.1).
+    """p_a(z | s_1): `layers` x [Linear (no bias) -> BatchNorm -> LeakyReLU(0.2)] -> Gaussian head (app. B.1), after
+    an input block without BatchNorm when `input_block` (the authors' layout: 7 hidden linear layers for 6 blocks).
 
     With `image`, the input is an image observation [state, 2 stacked frames] and the prior sees only
     the frames, through 3 conv layers (kernel 3, stride 2, 8/16/32 channels, BatchNorm, LeakyReLU)
@@ -194,10 +247,10 @@ class SkillPrior(nn.Module):
     spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.
     """
 
-    def __init__(self, state_dim, latent_dim, hidden_dim, layers, image=False, state_features=None):
+    def __init__(self, state_dim, latent_dim, hidden_dim, layers, image=False, state_features=None, input_block=False):
         super().__init__()
         sizes = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers)
-        self.config = sizes | dict(image=image, state_features=state_features)  # for SkillPrior(**config)
+        self.config = sizes | dict(image=image, state_features=state_features, input_block=input_block)
         # "nearest_blocks" (block stacking without images): the MLP sees the gripper and the 5 blocks
         # nearest to it (envs/block_stacking.py), so the 5-block data and the 11-block task fit one net.
         self.features = None
@@ -215,11 +268,8 @@ class SkillPrior(nn.Module):
             # Channels-last layout: PyTorch's CPU convolutions with so few channels run several times faster in it.
             self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
             width = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
-        blocks = []
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2)]
-            width = hidden_dim
-        self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * latent_dim))
+        blocks = mlp_blocks(width, hidden_dim, layers, input_block)
+        self.net = nn.Sequential(*blocks, nn.Linear(hidden_dim if blocks else width, 2 * latent_dim))
 
     def forward(self, observation: torch.Tensor):
         if self.conv is None:
@@ -231,20 +281,47 @@ class SkillPrior(nn.Module):
 
 
 class SkillModel(nn.Module):
-    """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict (`rest`: the prior's
-    state_features, and the data and settings the model was trained with)."""
+    """Encoder, decoder and prior of Fig. 2, built from a checkpoint's `config` dict (`rest`: the data and settings
+    the model was trained with). `prior_input_block` and `learned_initial_state` are the authors' layout (models
+    trained before it was matched have neither)."""
 
-    def __init__(self, state_dim, action_dim, skill_horizon, latent_dim, hidden_dim, prior_layers, image=False, **rest):
+    def __init__(
+        self,
+        state_dim,
+        action_dim,
+        skill_horizon,
+        latent_dim,
+        hidden_dim,
+        prior_layers,
+        image=False,
+        state_features=None,
+        closed_loop=False,
+        prior_input_block=False,
+        learned_initial_state=False,
+        **rest,
+    ):
         super().__init__()
-        self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
-        self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon)
-        features = rest.get("state_features")
-        self.skill_prior = SkillPrior(state_dim, latent_dim, hidden_dim, prior_layers, image, features)
+        self.closed_loop = closed_loop
+        self.encoder = SkillEncoder(action_dim + (state_dim if closed_loop else 0), latent_dim, hidden_dim)
+        if closed_loop:
+            self.decoder = ClosedLoopSkillDecoder(state_dim, action_dim, latent_dim, hidden_dim, skill_horizon)
+        else:
+            self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state)
+        prior = (state_dim, latent_dim, hidden_dim, prior_layers, image, state_features, prior_input_block)
+        self.skill_prior = SkillPrior(*prior)
         for m in self.modules():  # the authors' init: Xavier-normal weights, zero biases
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+    def encode(self, states: torch.Tensor, actions: torch.Tensor):
+        """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder: (mu, log sigma)."""
+        return self.encoder(torch.cat([actions, states[:, :-1]], dim=-1) if self.closed_loop else actions)
+
+    def decode(self, z: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """The H mean actions of skill z; the closed-loop decoder reads them off the data's states s_1..s_H."""
+        return self.decoder(states[:, : self.decoder.skill_horizon], z) if self.closed_loop else self.decoder(z)
 
 
 # ----------------------------------------------------------------------------- loss (eq. 4) and evaluation
@@ -259,9 +336,9 @@ def skill_prior_loss(model: SkillModel, states, actions, beta: float, observatio
     0.5 * squared error averaged over all action elements (unit-variance Gaussian NLL up to a constant),
     and both KLs are averaged over the latent dims.
     """
-    mu_q, log_sigma_q = model.encoder(actions)
+    mu_q, log_sigma_q = model.encode(states, actions)
     z = mu_q + torch.exp(log_sigma_q) * torch.randn_like(mu_q)  # reparameterised sample of q(z|a)
-    reconstruction = 0.5 * (model.decoder(z) - actions).pow(2).mean()
+    reconstruction = 0.5 * (model.decode(z, states) - actions).pow(2).mean()
     zeros = torch.zeros_like(mu_q)
     regularization = gaussian_kl(mu_q, log_sigma_q, zeros, zeros).mean()  # KL(q || N(0, I))
     # Prior training: KL(stopgrad(q) || p_a(z | s_1)); the detach keeps the prior out of the encoder.
@@ -274,28 +351,30 @@ def skill_prior_loss(model: SkillModel, states, actions, beta: float, observatio
 @torch.no_grad()
 def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | None = None) -> dict:
     """Reconstruction MSE (decoding the posterior mean) and prior NLL of that mean (nats per skill)."""
+    training, sq_err, nll, n = model.training, 0.0, 0.0, 0
     model.eval()
-    sq_err, nll, n = 0.0, 0.0, 0
-    for _, actions, observations in windows.all_windows(batch_size=2048):
-        mu_q, _ = model.encoder(actions)
-        sq_err += (model.decoder(mu_q) - actions).pow(2).mean(dim=(1, 2)).sum()
+    for states, actions, observations in windows.all_windows(batch_size=2048):
+        mu_q, _ = model.encode(states, actions)
+        sq_err += (model.decode(mu_q, states) - actions).pow(2).mean(dim=(1, 2)).sum()
         nll += gaussian_nll(mu_q, *model.skill_prior(observations)).sum()
         n += len(actions)
         if limit is not None and n >= limit:
             break
-    model.train()
+    model.train(training)
     return {"reconstruction_mse": float(sq_err / n), "prior_nll": float(nll / n)}
+
+
+def validate(model: SkillModel, train_windows: WindowSampler, val_windows: WindowSampler) -> dict:
+    """The metrics of evaluate_windows on held-out episodes, and on (up to 4096) training windows."""
+    return {"val": evaluate_windows(model, val_windows), "train": evaluate_windows(model, train_windows, limit=4096)}
 
 
 @torch.no_grad()
 def prior_rollouts(model: SkillModel, args: Args) -> dict:
-    """Execute skills sampled from p_a(z | s) in the env (the authors' check of a learned prior).
-
-    Every H steps: z ~ p_a(z | s), decoded once into H actions executed open-loop (clipped to the
-    action space). z is sampled from the prior as is, without the tanh squashing of spirl_sac.py.
-    Returns the mean of the env's progress metric (kitchen: subtasks; maze: success) and, for the
-    kitchen, how often each subtask was completed.
-    """
+    """Execute skills sampled from p_a(z | s) in the env (the authors' check of a learned prior). Every H steps:
+    z ~ p_a(z | s) (as is, without spirl_sac.py's tanh squashing), decoded into H actions clipped to the action
+    space: at once by the open-loop decoder, step by step from the current state by the closed-loop one. Returns
+    the mean progress (kitchen: subtasks; maze: success) and, for the kitchen, how often each subtask was done."""
     model.eval()
     env = make_env(args.env, **rollout_env_kwargs(args))
     generator = torch.Generator().manual_seed(args.seed)
@@ -306,8 +385,10 @@ def prior_rollouts(model: SkillModel, args: Args) -> dict:
         while not done:
             mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
             z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
-            for action in model.decoder(z)[0].clamp(-1, 1).numpy():
-                state, _, terminated, truncated, info = env.step(action)
+            actions = None if model.closed_loop else model.decoder(z)[0]
+            for t in range(model.decoder.skill_horizon):
+                action = actions[t] if actions is not None else model.decoder(torch.as_tensor(state)[None], z)[0]
+                state, _, terminated, truncated, info = env.step(action.clamp(-1, 1).numpy())
                 done = terminated or truncated
                 if done:
                     break
@@ -328,12 +409,15 @@ def train(args: Args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    train_windows, val_windows = load_windows(args)
+    data = (args.dataset, args.env, args.skill_horizon, args.val_fraction, args.seed, args.image)
+    train_windows, val_windows = skill_windows(*data)
 
     config = model_config(args)
     model = SkillModel(**config)
     if args.fused_lstm:  # speed, not part of SPiRL: the same function and gradients in one torch.lstm call each
-        model.encoder.forward, model.decoder.forward = model.encoder.forward_fused, model.decoder.forward_fused
+        model.encoder.forward = model.encoder.forward_fused
+        if not args.closed_loop:
+            model.decoder.forward = model.decoder.forward_fused
     optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)  # app. B.1
     generator = torch.Generator().manual_seed(args.seed)  # draws the training windows
     step = 0
@@ -344,7 +428,7 @@ def train(args: Args) -> dict:
         generator.set_state(ckpt["rng"]["sampler"])
         step = ckpt["step"]
     run_dir, ckpt_path = runs.run_folder(args, "spirl_pretrain")
-    log = PretrainLogger(run_dir, args, step, resumed=ckpt is not None)
+    log = runs.PretrainLogger(run_dir, args, step, resumed=ckpt is not None, loss_tags=LOSS_TAGS)
     losses = []  # skill_prior_loss's values since the last log
 
     def checkpoint():  # the losses are checked first: a model with a NaN loss is never saved
@@ -356,7 +440,7 @@ def train(args: Args) -> dict:
     # Validate where training starts, or a finished run resumed (e.g. for --prior-rollouts). Validation draws no
     # random numbers, so a resumed run continues exactly.
     validate_now = val_windows is not None and (step == 0 or step >= args.num_steps)
-    metrics = log.validation(model, train_windows, val_windows, step) if validate_now else None
+    metrics = log.validation(lambda: validate(model, train_windows, val_windows), step) if validate_now else None
     try:
         with runs.StopRequest() as stop:
             while step < args.num_steps and not stop.requested:
@@ -373,7 +457,7 @@ def train(args: Args) -> dict:
                 if len(losses) == args.log_every:
                     log.losses(losses, step)
                 if val_windows is not None and (step % args.val_every == 0 or step == args.num_steps):
-                    metrics = log.validation(model, train_windows, val_windows, step)
+                    metrics = log.validation(lambda: validate(model, train_windows, val_windows), step)
                 if step % args.checkpoint_every == 0 or step == args.num_steps:
                     checkpoint()
             if stop.requested and step < args.num_steps:
@@ -393,7 +477,8 @@ def train(args: Args) -> dict:
 # Apparatus, not part of SPiRL: settings, data loading, logging, saving and loading.
 
 # A resumed run keeps its model (env, sizes, H, |Z|, image) and its episode split (seed, validation fraction).
-KEPT_ON_RESUME = ("env", "skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "image", "seed", "val_fraction")
+KEPT_ON_RESUME = ("env", "skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "image", "closed_loop")
+KEPT_ON_RESUME += ("prior_input_block", "seed", "val_fraction")
 
 
 def resolve_args(args: Args, ckpt: dict | None) -> Args:
@@ -407,6 +492,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.closed_loop and "data_state_dims" in spec:
+        raise SpirlError(f"--closed-loop needs the same state in the data and the task; --env {args.env}'s differ")
     if args.image and args.env not in ("maze", "block_stacking"):
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
@@ -428,87 +515,16 @@ def model_config(args: Args) -> dict:
     # Block stacking's state prior sees features that fit both its 5-block data and the 11-block task.
     features = "nearest_blocks" if args.env == "block_stacking" and not args.image else None
     trained = {k: getattr(args, k) for k in KEPT_ON_RESUME + ("dataset", "beta", "num_steps", "lr", "batch_size")}
-    return dict(state_dim=spec["state_dim"], action_dim=spec["action_dim"], state_features=features, **trained)
+    # The open-loop decoder's initial LSTM state is learned, as the authors' (models trained before had zeros).
+    sizes = dict(state_dim=spec["state_dim"], action_dim=spec["action_dim"])
+    return dict(**sizes, state_features=features, learned_initial_state=not args.closed_loop, **trained)
 
 
 def rollout_env_kwargs(args: Args) -> dict:
     return ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
 
 
-def load_windows(args: Args) -> tuple[WindowSampler, WindowSampler | None]:
-    """Episodes -> split by episode -> H-step windows (never across an episode boundary)."""
-    episodes = load_episodes(args.dataset, args.env)
-    train_episodes, val_episodes = split_episodes(episodes, args.val_fraction, args.seed)
-    observe = [None, None]
-    if args.image and args.env == "block_stacking":  # frames rendered per batch from the states
-        from envs.block_stacking import DatasetViews as BlockViews
-
-        observe = [BlockViews(), BlockViews()]
-    elif args.image:  # the maze's frames are rendered per batch from each episode's layout
-        from envs.maze import DatasetViews
-
-        if any(e.seed is None for e in episodes):
-            fix = "use data written by `python -m envs.maze_demos`"
-            raise SpirlError(f"{args.dataset} stores no per-episode env seeds to rebuild its maze layouts from: {fix}")
-        observe = [DatasetViews([e.seed for e in part]) for part in (train_episodes, val_episodes)]
-    train_windows = WindowSampler(train_episodes, args.skill_horizon, observe[0])
-    val_windows = WindowSampler(val_episodes, args.skill_horizon, observe[1]) if val_episodes else None
-    sizes = (
-        f"{len(train_episodes)} train / {len(val_episodes)} validation episodes, {train_windows.num_windows} windows"
-    )
-    print(f"{args.dataset}: {sizes} of H={args.skill_horizon} for training")
-    return train_windows, val_windows
-
-
-class PretrainLogger:
-    """Tensorboard scalars (losses/*, charts/samples_per_s, train/*, val/*) and a tqdm bar over gradient steps, as
-    envs.runs.RunLogger does over env steps. A resumed run hides what was logged after its checkpoint."""
-
-    def __init__(self, run_dir: str, args: Args, step: int, resumed: bool):
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
-        self.writer = SummaryWriter(run_dir, purge_step=step + 1 if resumed else None)
-        self.writer.add_text("args", "\n".join(f"{k}: {v}" for k, v in asdict(args).items()))
-        interval = 1 if sys.stderr.isatty() else 30
-        self.bar = tqdm(total=args.num_steps, initial=step, desc="pretrain", dynamic_ncols=True, mininterval=interval)
-        self.ckpt_path, self.batch_size = os.path.join(run_dir, "checkpoint.pt"), args.batch_size
-        self.shown, self.last = {}, (time.perf_counter(), step)
-
-    def scalars(self, values: dict, step: int):
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
-
-    def losses(self, losses: list, step: int):
-        """Check the losses since the last log for NaN/inf (one-line error), log their means and samples/s."""
-        if not losses:
-            return
-        stacked = torch.stack(losses)
-        fix = "lower --lr or check the dataset's scale"
-        runs.check_finite(stacked, LOSS_TAGS, step - len(losses) + 1, self.ckpt_path, fix)
-        losses.clear()
-        (last_time, last_step), now = self.last, time.perf_counter()
-        samples_per_s, self.last = (step - last_step) * self.batch_size / (now - last_time), (now, step)
-        means = dict(zip(LOSS_TAGS, stacked.mean(0).tolist()))
-        self.scalars(means | {"charts/samples_per_s": samples_per_s}, step)
-        self.shown.update({tag.split("/")[1]: f"{means[tag]:.3g}" for tag in LOSS_TAGS[:3]})
-        self.shown["samples_s"] = int(samples_per_s)
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(self.shown, refresh=False)
-
-    def validation(self, model: SkillModel, train_windows, val_windows, step: int) -> dict:
-        """Validation on held-out episodes, and the same metrics on (up to 4096) training windows."""
-        val, train = evaluate_windows(model, val_windows), evaluate_windows(model, train_windows, limit=4096)
-        self.scalars({f"{split}/{k}": v for split, m in (("val", val), ("train", train)) for k, v in m.items()}, step)
-        self.shown["val_rec"] = f"{val['reconstruction_mse']:.4g}"
-        return {"val": val, "train": train}
-
-    def close(self):
-        self.bar.close()
-        self.writer.close()
-
-
-def report(args: Args, model: SkillModel, log: PretrainLogger, metrics: dict | None, step: int) -> dict:
+def report(args: Args, model: SkillModel, log: runs.PretrainLogger, metrics: dict | None, step: int) -> dict:
     """Final figures: reconstruction and prior NLL, then (optionally) prior rollouts in the env."""
     result = {"step": step, **(metrics or {})}
     for split, values in (metrics or {}).items():

@@ -54,17 +54,27 @@ class Args:
     prior_lr: float = 1e-3
     """Adam learning rate of the action prior"""
     hidden: int = 128
-    """units per layer of the policy and of each critic (app. B.2: they mirror the skill prior, 128)"""
+    """units per policy layer: the authors' BC model (clvrai/spirl spirl/models/bc_mdl.py, BCMdl nz_mid 128), which
+    their prior_initialized configs (spirl/configs/rl/<env>/prior_initialized/) initialise the policy from"""
     layers: int = 6
-    """hidden layers of the policy and of each critic (app. B.2: as the skill prior, 6)"""
+    """hidden linear layers of the policy: BCMdl's n_processing_layers 5, which their BaseProcessingNet builds as an
+    input block + 5 blocks"""
+    batch_norm: bool = True
+    """BatchNorm in the policy's blocks after the input block, as BCMdl (normalization 'batch'); its statistics are
+    fit with the data and stay frozen during RL (eval mode, as the authors' no_batchnorm_update)"""
+    critic_hidden: int = 256
+    """units per layer of each critic (the prior_initialized configs keep base_conf.py's MLPCritic: nz_mid 256)"""
+    critic_layers: int = 3
+    """hidden linear layers of each critic (base_conf.py's MLPCritic n_layers 2, an input block + 2 blocks)"""
     gamma: float = 0.99
     """discount per env step (app. B.2)"""
     tau: float = 5e-3
     """target-network update rate (Alg. 1 line 13)"""
     batch_size: int = 256
-    """transitions per gradient step (app. B.2)"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions (app. B.2)"""
+    """transitions per gradient step (app. B.2; the authors' batch_size 256)"""
+    buffer_size: int | None = None
+    """replay capacity in transitions; default per env (ENV_DEFAULTS: the authors' capacity, kitchen and block
+    stacking 1e5, maze 1e6)"""
     warmup_steps: int = 5_000
     """env steps collected with the (prior-initialised) policy before the first update (app. B.2: 5e3)"""
     policy_lr: float = 3e-4
@@ -92,6 +102,17 @@ class Args:
 
 
 MAX_KL = 100.0  # as spirl_sac.py: the authors clamp their divergence estimate to +-100
+# Per-env defaults (flags left at None), from the authors' configs (clvrai/spirl
+# spirl/configs/rl/{kitchen,maze,block_stacking}/base_conf.py, which the prior_initialized configs extend): replay
+# capacity 1e5 in the kitchen and block stacking, 1e6 in the maze. The policy's and critics' sizes are the same in
+# every env. In the maze and block stacking the authors' BC model is ImageBCMdl (a conv encoder on two frames
+# before the same MLP); here the policy sees the state (block stacking: the nearest blocks' features).
+ENV_DEFAULTS = {
+    "kitchen": dict(buffer_size=100_000),
+    "maze": dict(buffer_size=1_000_000),
+    "block_stacking": dict(buffer_size=100_000),
+}
+
 # The values sac_update returns, and where each is logged.
 LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/kl_to_prior")
 
@@ -130,11 +151,17 @@ class TwinCritic(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian.
+    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian, `layers`
+    hidden linear layers of `hidden` units. With batch_norm, the layout of the authors' BC model (BCMdl, their
+    BaseProcessingNet): an input block Linear -> LeakyReLU, then `layers` - 1 blocks Linear (no bias) -> BatchNorm
+    -> LeakyReLU. Its statistics come from the data fit; in RL the policy is in eval mode, so they stay as fit (as
+    the authors' no_batchnorm_update) and pi(a | s) does not depend on the rest of the batch.
     On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
     task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks: bool = False):
+    def __init__(
+        self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks=False, batch_norm=False
+    ):
         super().__init__()
         self.features = None
         if nearest_blocks:
@@ -143,14 +170,18 @@ class GaussianPolicy(nn.Module):
 
             self.features, state_dim = features, FEATURE_DIM
         blocks, width = [], state_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+        for i in range(layers):
+            if batch_norm and i > 0:  # BCMdl's blocks after its input block
+                blocks += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2)]
+            else:
+                blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
             width = hidden
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * action_dim))
         for m in self.modules():  # Xavier-normal weights, zero biases (the authors' init)
             if isinstance(m, nn.Linear):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
         mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
@@ -158,9 +189,11 @@ class GaussianPolicy(nn.Module):
 
 
 def make_policy(args: Args) -> GaussianPolicy:
-    """pi(a | s) for this env, freshly initialised; on block stacking it sees the nearest blocks."""
+    """pi(a | s) for this env, freshly initialised (in train mode); on block stacking it sees the nearest blocks."""
     spec, nearest_blocks = env_spec(args.env), args.env == "block_stacking"
-    return GaussianPolicy(spec["state_dim"], spec["action_dim"], args.hidden, args.layers, nearest_blocks)
+    return GaussianPolicy(
+        spec["state_dim"], spec["action_dim"], args.hidden, args.layers, nearest_blocks, args.batch_norm
+    )
 
 
 # ----------------------------------------------------------------------------- losses
@@ -248,10 +281,10 @@ def build_learner(args: Args, action_prior: GaussianPolicy) -> Learner:
     """pi initialised as a copy of the prior (the authors' set-up), two critics and their targets, alpha = 1."""
     spec = env_spec(args.env)
     state_dim, action_dim = spec["state_dim"], spec["action_dim"]
-    policy = make_policy(args)
+    policy = make_policy(args).eval()  # in eval mode, --batch-norm's statistics stay as fit
     policy.load_state_dict(action_prior.state_dict())
-    critic = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
-    critic_target = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
+    critic = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
+    critic_target = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
@@ -285,7 +318,7 @@ def fit_action_prior(args: Args) -> tuple[GaussianPolicy, dict]:
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
     prior = make_policy(args)
-    # Adam, not spirl_pretrain.py's RAdam: this MLP has no BatchNorm, so raw maze coordinates give NLL
+    # Adam, not spirl_pretrain.py's RAdam: without BatchNorm (--no-batch-norm) raw maze coordinates give NLL
     # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
     optimizer = torch.optim.Adam(prior.parameters(), lr=args.prior_lr)
     generator = torch.Generator().manual_seed(args.seed)
@@ -302,7 +335,7 @@ def fit_action_prior(args: Args) -> tuple[GaussianPolicy, dict]:
         raise SpirlError(f"the action prior's NLL became {final}; lower --prior-lr or check the dataset")
     pairs = f"{len(states)} (state, action) pairs of {args.dataset}"
     print(f"action prior: {args.prior_steps} steps on {pairs}, NLL {final:.3f} per action dim")
-    return prior, {"prior_nll": final, "pairs": len(states)}
+    return prior.eval(), {"prior_nll": final, "pairs": len(states)}
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -471,14 +504,18 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    sizes = ("hidden", "layers", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
+    sizes = ("hidden", "layers", "critic_hidden", "critic_layers", "batch_size", "buffer_size")
+    sizes += ("eval_every", "eval_episodes", "log_every")
     runs.check_flags(args, at_least_one=sizes, positive=("delta", "policy_lr", "critic_lr", "alpha_lr", "tau"))
     runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_steps", "total_env_steps"))
     runs.check_flags(args, at_least_one=("prior_batch_size",), positive=("prior_lr",), non_negative=("prior_steps",))
+    if args.batch_norm and args.prior_batch_size < 2:
+        raise SpirlError("--batch-norm needs --prior-batch-size of at least 2 (or --no-batch-norm)")
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
-    return replace(args, dataset=args.dataset or spec["default_dataset"], total_env_steps=total)
+    env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
+    return replace(args, dataset=args.dataset or spec["default_dataset"], total_env_steps=total, **env_defaults)
 
 
 if __name__ == "__main__":

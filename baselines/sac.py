@@ -41,20 +41,27 @@ class Args:
     """entropy of pi(a | s) that alpha is tuned towards (default: SAC's heuristic -|A|)"""
     total_env_steps: int | None = None
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
-    hidden: int = 128
-    """units per layer of the policy and of each critic (app. B.2: they mirror the skill prior, 128)"""
-    layers: int = 6
-    """hidden layers of the policy and of each critic (app. B.2: as the skill prior, 6)"""
+    hidden: int = 256
+    """units per policy layer (the authors' flat SAC, clvrai/spirl spirl/configs/rl/<env>/base_conf.py: MLPPolicy
+    nz_mid 256)"""
+    layers: int | None = None
+    """hidden linear layers of the policy; default per env (ENV_DEFAULTS: the authors' MLPPolicy n_layers, which their
+    BaseProcessingNet builds as an input block + n_layers blocks: kitchen and block stacking 5 -> 6, maze 2 -> 3)"""
+    critic_hidden: int = 256
+    """units per layer of each critic (the authors' MLPCritic nz_mid 256, every env)"""
+    critic_layers: int = 3
+    """hidden linear layers of each critic (the authors' MLPCritic n_layers 2 -> 3, every env)"""
     gamma: float = 0.99
     """discount per env step (app. B.2)"""
     tau: float = 5e-3
     """target-network update rate (Alg. 1 line 13)"""
     batch_size: int = 256
-    """transitions per gradient step (app. B.2)"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions (app. B.2)"""
+    """transitions per gradient step (app. B.2; the authors' batch_size 256)"""
+    buffer_size: int | None = None
+    """replay capacity in transitions; default per env (ENV_DEFAULTS: the authors' capacity, kitchen and block
+    stacking 1e5, maze 1e6)"""
     warmup_steps: int = 5_000
-    """env steps with uniform random actions before the first update (app. B.2: 5e3)"""
+    """env steps with uniform random actions before the first update (app. B.2; the authors' n_warmup_steps 5e3)"""
     policy_lr: float = 3e-4
     """Adam learning rate of the policy (Alg. 1 lambda_pi)"""
     critic_lr: float = 3e-4
@@ -78,6 +85,16 @@ class Args:
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
 
+
+# Per-env defaults (flags left at None), from the authors' flat SAC configs (clvrai/spirl
+# spirl/configs/rl/{kitchen,maze,block_stacking}/base_conf.py): MLPPolicy n_layers 5 in the kitchen and block
+# stacking, 2 in the maze (hidden linear layers: n_layers + 1, see `layers`); replay capacity 1e5 in the kitchen
+# and block stacking, 1e6 in the maze.
+ENV_DEFAULTS = {
+    "kitchen": dict(layers=6, buffer_size=100_000),
+    "maze": dict(layers=3, buffer_size=1_000_000),
+    "block_stacking": dict(layers=6, buffer_size=100_000),
+}
 
 # The values sac_update returns, and where each is logged.
 LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/entropy")
@@ -117,11 +134,17 @@ class TwinCritic(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian.
+    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian, `layers`
+    hidden linear layers of `hidden` units. With batch_norm, the layout of the authors' BC model (BCMdl, their
+    BaseProcessingNet): an input block Linear -> LeakyReLU, then `layers` - 1 blocks Linear (no bias) -> BatchNorm
+    -> LeakyReLU. Its statistics come from the data fit; in RL the policy is in eval mode, so they stay as fit (as
+    the authors' no_batchnorm_update) and pi(a | s) does not depend on the rest of the batch.
     On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
     task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks: bool = False):
+    def __init__(
+        self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks=False, batch_norm=False
+    ):
         super().__init__()
         self.features = None
         if nearest_blocks:
@@ -130,14 +153,18 @@ class GaussianPolicy(nn.Module):
 
             self.features, state_dim = features, FEATURE_DIM
         blocks, width = [], state_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+        for i in range(layers):
+            if batch_norm and i > 0:  # BCMdl's blocks after its input block
+                blocks += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2)]
+            else:
+                blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
             width = hidden
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * action_dim))
         for m in self.modules():  # Xavier-normal weights, zero biases (the authors' init)
             if isinstance(m, nn.Linear):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
         mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
@@ -229,8 +256,8 @@ def build_learner(args: Args) -> Learner:
     spec = env_spec(args.env)
     state_dim, action_dim = spec["state_dim"], spec["action_dim"]
     policy = GaussianPolicy(state_dim, action_dim, args.hidden, args.layers)
-    critic = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
-    critic_target = TwinCritic(state_dim, action_dim, args.hidden, args.layers)
+    critic = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
+    critic_target = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
@@ -413,14 +440,16 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    sizes = ("hidden", "layers", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
+    sizes = ("hidden", "layers", "critic_hidden", "critic_layers", "batch_size", "buffer_size")
+    sizes += ("eval_every", "eval_episodes", "log_every")
     runs.check_flags(args, at_least_one=sizes, positive=("policy_lr", "critic_lr", "alpha_lr", "tau"))
     runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_steps", "total_env_steps"))
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     target_entropy = -float(spec["action_dim"]) if args.target_entropy is None else args.target_entropy  # -|A|
-    return replace(args, target_entropy=target_entropy, total_env_steps=total)
+    env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
+    return replace(args, target_entropy=target_entropy, total_env_steps=total, **env_defaults)
 
 
 if __name__ == "__main__":

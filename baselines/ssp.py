@@ -46,7 +46,7 @@ class Args:
     total_env_steps: int | None = None
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     critic_layers: int | None = None
-    """hidden layers of each critic (default per env from the authors' configs: kitchen 5, maze and block stacking 2)"""
+    """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
     critic_hidden: int = 256
     """units per critic layer (authors: 256)"""
     gamma: float = 0.99
@@ -303,22 +303,24 @@ class ReplayBuffer:
 
 
 @torch.no_grad()
-def choose_skill(policy: SkillPrior, decoder, state: np.ndarray, generator, deterministic: bool = False):
-    """Alg. 1 line 5: z ~ pi(z | s) (its mean when deterministic), decoded once into H actions."""
+def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic: bool = False) -> torch.Tensor:
+    """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic."""
     mu, log_sigma = policy(torch.as_tensor(state)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
-    skill = squash(u)[0]
-    actions = decoder(skill[None])[0].clamp(-1.0, 1.0)  # decoder mean; the env's action box is [-1, 1]
-    return skill, actions.numpy()
+    return squash(u)[0]
 
 
-def execute_skill(env, actions: np.ndarray):
-    """Alg. 1 line 6: run the H decoded actions open-loop; the high-level reward is their summed reward.
-
-    An episode that ends inside the skill returns the partial sum and where it ended."""
+@torch.no_grad()
+def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
+    """Alg. 1 line 6: run skill z for H env steps; the high-level reward is the sum of their rewards. The paper's
+    open-loop decoder gives all H actions from z at once, the closed-loop one (the authors' SPiRL v2) each action
+    from z and the current state; the decoder's mean action is clipped to the env's box [-1, 1]. An episode that
+    ends inside the skill returns the partial sum and where it ended."""
+    actions = None if decoder.closed_loop else decoder(skill[None])[0]
     reward_sum, steps = 0.0, 0
-    for action in actions:
-        state, reward, terminated, truncated, info = env.step(action)
+    for t in range(decoder.skill_horizon):
+        action = actions[t] if actions is not None else decoder(torch.as_tensor(state)[None], skill[None])[0]
+        state, reward, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0).numpy())
         reward_sum += reward
         steps += 1
         if terminated or truncated:
@@ -334,8 +336,8 @@ def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict) -> dict:
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            _, actions = choose_skill(policy, decoder, state, None, deterministic=True)
-            state, reward, terminated, truncated, _, info = execute_skill(env, actions)
+            skill = choose_skill(policy, state, None, deterministic=True)
+            state, reward, terminated, truncated, _, info = execute_skill(env, decoder, skill, state)
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
@@ -450,9 +452,10 @@ def train(args: Args) -> dict:
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
-                    skill, actions = choose_skill(learner.policy, decoder, state, act_gen)
+                    skill = choose_skill(learner.policy, state, act_gen)
                     with overlap.during_env_step(learning):  # a no-op without --overlap-updates
-                        next_state, reward, terminated, truncated, steps, info = execute_skill(env, actions)
+                        outcome = execute_skill(env, decoder, skill, state)
+                    next_state, reward, terminated, truncated, steps, info = outcome
                     # A time-limit truncation is not a termination: the Q-target still bootstraps there.
                     buffer.add(state, skill, reward, next_state, terminated)
                     if learning and not args.overlap_updates:

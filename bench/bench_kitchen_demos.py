@@ -78,8 +78,13 @@ def run(env, ctrl, limit: int = 200):
 
 
 def episodes(args: Args) -> dict:
-    collect_args = CollectArgs(episodes=args.episodes, orders=args.orders, seed=args.seed,
-                               action_noise=args.action_noise, max_episode_steps=args.max_episode_steps)
+    collect_args = CollectArgs(
+        episodes=args.episodes,
+        orders=args.orders,
+        seed=args.seed,
+        action_noise=args.action_noise,
+        max_episode_steps=args.max_episode_steps,
+    )
     env, orders = KitchenEnv(max_episode_steps=args.max_episode_steps), episode_orders(collect_args)
     start, eps = time.time(), []
     for i in range(args.episodes):
@@ -107,8 +112,12 @@ def main():
     import tyro
 
     args = tyro.cli(Args)
-    figures = {"orders": args.orders, "action_noise": args.action_noise, "max_episode_steps": args.max_episode_steps,
-               "attempts": args.attempts}
+    figures = {
+        "orders": args.orders,
+        "action_noise": args.action_noise,
+        "max_episode_steps": args.max_episode_steps,
+        "attempts": args.attempts,
+    }
     if args.attempts:
         figures["subtask_success"] = subtask_success(args)
     figures["collector"] = episodes(args)

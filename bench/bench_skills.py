@@ -87,33 +87,64 @@ class Snapshot:
 
 
 @torch.no_grad()
-def autoencode(model, actions: np.ndarray) -> np.ndarray:
-    """H actions -> encoder mean -> decoded H actions (clipped to the action space)."""
-    mu, _ = model.encoder(torch.as_tensor(actions, dtype=torch.float32)[None])
-    return model.decoder(mu)[0].clamp(-1, 1).numpy()
+def encode(model, states, actions) -> torch.Tensor:
+    """The encoder mean z of one window: H actions and the H + 1 states around them (the closed-loop model's
+    encoder reads the states too)."""
+    states = torch.as_tensor(np.asarray(states), dtype=torch.float32)[None]
+    return model.encode(states, torch.as_tensor(np.asarray(actions), dtype=torch.float32)[None])[0][0]
+
+
+@torch.no_grad()
+def run_skill(env, model, z: torch.Tensor, observation, steps: int, skip: int = 0):
+    """Execute skill z in the env from `observation` as spirl_sac.py does (open-loop: all actions decoded from z at
+    once; closed-loop: each from z and the current observation), its actions skip..steps-1. Returns (noise-free
+    states reached, done, info, last observation)."""
+    actions = None if model.closed_loop else model.decoder(z[None])[0]
+    reached, done, info = [], False, {}
+    for t in range(skip, steps):
+        now = torch.as_tensor(observation)[None]
+        action = actions[t] if actions is not None else model.decoder(now, z[None])[0]
+        observation, _, terminated, truncated, info = env.step(action.clamp(-1, 1).numpy())
+        reached.append(env.qpos[:STATE_DIM].copy())
+        done = terminated or truncated
+        if done:
+            break
+    return reached, done, info, observation
 
 
 def replay(model, episodes, H: int) -> dict:
-    """Held-out episodes from their first state: recorded actions vs their decoded skills, H steps at a time."""
+    """Held-out episodes from their first state: recorded actions vs their skills (each H-step window encoded with
+    its recorded states, then run by the decoder), H steps at a time."""
     env = KitchenEnv(max_episode_steps=10**6)
     recorded, decoded = [], []
     for episode in episodes:
         T = len(episode.actions)
         # H-step windows from the start; a last partial one is the end of the window ending at T
         windows = [(t, 0) for t in range(0, T - H + 1, H)] + ([(T - H, H - T % H)] if T % H else [])
-        for result, execute in ((recorded, lambda a: a), (decoded, lambda a: autoencode(model, a))):
-            state, _ = env.reset(seed=episode.seed)
-            if not np.allclose(state, episode.states[0], atol=1e-5):
-                raise SpirlError("the dataset's episode seeds do not reproduce its first states: regenerate it "
-                                 "with `python -m envs.kitchen_demos --overwrite`")  # fmt: skip
+        for result, as_skills in ((recorded, False), (decoded, True)):
+            observation, _ = env.reset(seed=episode.seed)
+            if not np.allclose(observation, episode.states[0], atol=1e-5):
+                raise SpirlError(
+                    "the dataset's episode seeds do not reproduce its first states: regenerate it "
+                    "with `python -m envs.kitchen_demos --overwrite`"
+                )
             states = [env.qpos[:STATE_DIM].copy()]
             for t, skip in windows:
-                for action in execute(episode.actions[t : t + H])[skip:]:
+                if as_skills:
+                    z = encode(model, episode.states[t : t + H + 1], episode.actions[t : t + H])
+                    reached, _, _, observation = run_skill(env, model, z, observation, H, skip)
+                    states += reached
+                    continue
+                for action in episode.actions[t + skip : t + H]:
                     env.step(action)
                     states.append(env.qpos[:STATE_DIM].copy())
             result.append(len(completion_order(np.asarray(states))))
-    return {"episodes": len(episodes), "recorded_actions": float(np.mean(recorded)),
-            "decoded_skills": float(np.mean(decoded)), "per_episode": {"recorded": recorded, "decoded": decoded}}
+    return {
+        "episodes": len(episodes),
+        "recorded_actions": float(np.mean(recorded)),
+        "decoded_skills": float(np.mean(decoded)),
+        "per_episode": {"recorded": recorded, "decoded": decoded},
+    }
 
 
 class ScriptedPlanner:
@@ -133,21 +164,24 @@ class ScriptedPlanner:
 
 
 def oracle(model, episodes: int, seed: int, H: int, decode: bool) -> dict:
-    """Closed loop at H: the scripted planner proposes H actions on the live state, the state is put back,
-    the proposal (decoded skill, or as is) is executed."""
+    """Closed loop at H: the scripted planner proposes H actions on the live state, the state is put back, the
+    proposal is executed (as a skill: encoded with the states it visited and run by the decoder; or as is)."""
     env = KitchenEnv()
     subtasks = []
     for i in range(episodes):
-        env.reset(seed=seed + i)
+        observation, _ = env.reset(seed=seed + i)
         planner, done, info = ScriptedPlanner(env, np.random.default_rng([seed, i])), False, {}
         while not done:
-            snapshot, proposal = Snapshot(env), []
+            snapshot, proposal, visited = Snapshot(env), [], [observation]
             for _ in range(H):
                 proposal.append(planner.act())
-                env.step(proposal[-1])
+                visited.append(env.step(proposal[-1])[0])
             snapshot.restore()
-            for action in autoencode(model, np.asarray(proposal)) if decode else proposal:
-                _, _, terminated, truncated, info = env.step(action)
+            if decode:
+                _, done, info, observation = run_skill(env, model, encode(model, visited, proposal), observation, H)
+                continue
+            for action in proposal:
+                observation, _, terminated, truncated, info = env.step(action)
                 done = terminated or truncated
                 if done:
                     break
@@ -160,22 +194,21 @@ def prior_rollouts(model, episodes: int, seed: int) -> dict:
     env, generator = KitchenEnv(), torch.Generator().manual_seed(seed)
     subtasks, first = [], Counter()
     for i in range(episodes):
-        state, info = env.reset(seed=seed + i)
+        observation, info = env.reset(seed=seed + i)
         states, done = [env.qpos[:STATE_DIM].copy()], False
         while not done:
-            mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
-            z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
-            for action in model.decoder(z)[0].clamp(-1, 1).numpy():
-                state, _, terminated, truncated, info = env.step(action)
-                states.append(env.qpos[:STATE_DIM].copy())
-                done = terminated or truncated
-                if done:
-                    break
+            mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+            z = (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+            reached, done, info, observation = run_skill(env, model, z, observation, model.decoder.skill_horizon)
+            states += reached
         subtasks.append(info["subtasks_completed"])
         order = completion_order(np.asarray(states))
         first[order[0] if order else "none"] += 1
-    return {"mean_subtasks": float(np.mean(subtasks)), "per_episode": subtasks,
-            "first_subtask": {k: v / episodes for k, v in first.most_common()}}
+    return {
+        "mean_subtasks": float(np.mean(subtasks)),
+        "per_episode": subtasks,
+        "first_subtask": {k: v / episodes for k, v in first.most_common()},
+    }
 
 
 @torch.no_grad()
@@ -188,15 +221,16 @@ def first_skill_logp(model, episodes: int, seed: int, H: int) -> dict:
         for task in ALL_SUBTASKS:
             state, _ = env.reset(seed=seed + i)
             ctrl = SubtaskController(env, task, np.random.default_rng([seed, i]), action_noise=0.0)
-            actions = []
+            actions, visited = [], [state]
             for _ in range(H):
                 actions.append(ctrl.act())
-                env.step(actions[-1])
-            mu_q, _ = model.encoder(torch.as_tensor(np.asarray(actions), dtype=torch.float32)[None])
+                visited.append(env.step(actions[-1])[0])
+            mu_q = encode(model, visited, actions)[None]
             mu_p, log_sigma_p = model.skill_prior(torch.as_tensor(state)[None])
             logp[task].append(float(-gaussian_nll(mu_q, mu_p, log_sigma_p).sum()))
         z = mu_p + torch.exp(log_sigma_p) * torch.randn((256, mu_p.shape[1]), generator=generator)
         typical.append(float(-gaussian_nll(z, mu_p, log_sigma_p).sum(-1).mean()))
+
     def stats(values):
         return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
@@ -227,13 +261,14 @@ def main(argv: list[str] | None = None) -> dict:
         _, held_out = split_episodes(load_episodes(dataset, "kitchen"), config["val_fraction"], config["seed"])
         H, start = config["skill_horizon"], time.time()
         if any(e.seed is None for e in held_out):
-            raise SpirlError(f"{dataset} stores no per-episode env seeds: regenerate it with "
-                             f"`python -m envs.kitchen_demos --overwrite`")  # fmt: skip
+            raise SpirlError(
+                f"{dataset} stores no per-episode env seeds: regenerate it with "
+                f"`python -m envs.kitchen_demos --overwrite`"
+            )
     except SpirlError as e:
         sys.exit(f"error: {e}")
     torch.manual_seed(args.seed)
-    window_mse = evaluate_windows(model, WindowSampler(held_out, H))
-    model.eval()  # evaluate_windows leaves the model in training mode (batch-statistics BatchNorm in the prior)
+    window_mse = evaluate_windows(model, WindowSampler(held_out, H))  # in eval mode, as it found the model
     figures = {
         "checkpoint": args.checkpoint,
         "dataset": dataset,
@@ -244,8 +279,10 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "window_mse": window_mse,
         "replay": replay(model, held_out[: args.episodes], H),
-        "oracle": {"decoded_skills": oracle(model, args.episodes, args.seed, H, decode=True),
-                   "scripted_actions": oracle(model, args.episodes, args.seed, H, decode=False)},
+        "oracle": {
+            "decoded_skills": oracle(model, args.episodes, args.seed, H, decode=True),
+            "scripted_actions": oracle(model, args.episodes, args.seed, H, decode=False),
+        },
         "prior": prior_rollouts(model, args.episodes, args.seed),
         "first_skill_logp": first_skill_logp(model, args.episodes, args.seed, H),
     }

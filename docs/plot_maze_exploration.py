@@ -97,7 +97,8 @@ def flat_prior_actions(path: str):
     if settings.get("env") != "maze":
         raise SpirlError(f"--flat-prior {path} is a flat prior for --env {settings.get('env')}; {fix}")
     try:
-        prior = flat_prior.GaussianPolicy(4, 2, settings["hidden"], settings["layers"])
+        batch_norm = settings.get("batch_norm", False)  # absent in checkpoints from before the option
+        prior = flat_prior.GaussianPolicy(4, 2, settings["hidden"], settings["layers"], batch_norm=batch_norm).eval()
         prior.load_state_dict(ckpt["learner"]["action_prior"])
     except (KeyError, RuntimeError, TypeError) as e:
         raise SpirlError(f"--flat-prior {path} holds no usable action prior ({type(e).__name__}); {fix}") from None

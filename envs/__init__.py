@@ -7,7 +7,7 @@
 Minari dataset id, a local Minari directory or a D4RL hdf5 file.
 """
 
-from envs.datasets import Episode, WindowSampler, load_episodes, split_episodes
+from envs.datasets import Episode, WindowSampler, load_episodes, skill_windows, split_episodes
 from envs.errors import SpirlError
 from envs.registry import ENV_NAMES, env_spec, make_env
 
@@ -19,5 +19,6 @@ __all__ = [
     "env_spec",
     "load_episodes",
     "make_env",
+    "skill_windows",
     "split_episodes",
 ]

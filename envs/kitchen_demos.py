@@ -65,15 +65,40 @@ DOWNSTREAM_ORDER = tuple(DEFAULT_TASKS)
 # folder of kitchen_demos_multitask/ (friday_* and postcorl_*; bottomknob = bottom burner, topknob = top
 # burner, switch = light switch, slide = slide cabinet, hinge = hinge cabinet). Two folders share
 # microwave_bottomknob_switch_slide, so it appears twice, as its episodes would in D4RL mixed.
-_M, _K, _B, _T, _L, _S, _H = ("microwave", "kettle", "bottom burner", "top burner", "light switch",
-                              "slide cabinet", "hinge cabinet")
+_M, _K, _B, _T, _L, _S, _H = (
+    "microwave",
+    "kettle",
+    "bottom burner",
+    "top burner",
+    "light switch",
+    "slide cabinet",
+    "hinge cabinet",
+)
 RELAY_SEQUENCES = (
-    (_K, _B, _H, _S), (_K, _B, _L, _S), (_K, _L, _H, _S), (_K, _T, _B, _S), (_K, _T, _L, _S),
-    (_M, _B, _H, _S), (_M, _B, _L, _S), (_M, _K, _B, _H), (_M, _K, _B, _S), (_M, _K, _H, _S),
-    (_M, _K, _L, _S), (_M, _K, _T, _H), (_M, _K, _T, _L), (_M, _T, _B, _H), (_M, _T, _B, _S),
+    (_K, _B, _H, _S),
+    (_K, _B, _L, _S),
+    (_K, _L, _H, _S),
+    (_K, _T, _B, _S),
+    (_K, _T, _L, _S),
+    (_M, _B, _H, _S),
+    (_M, _B, _L, _S),
+    (_M, _K, _B, _H),
+    (_M, _K, _B, _S),
+    (_M, _K, _H, _S),
+    (_M, _K, _L, _S),
+    (_M, _K, _T, _H),
+    (_M, _K, _T, _L),
+    (_M, _T, _B, _H),
+    (_M, _T, _B, _S),
     (_T, _B, _L, _S),  # the 16 friday_* folders, then the 8 postcorl_* ones
-    (_K, _B, _L, _H), (_K, _T, _B, _H), (_K, _T, _B, _L), (_M, _B, _L, _S), (_M, _K, _L, _H),
-    (_M, _L, _H, _S), (_M, _T, _B, _L), (_M, _T, _L, _H),
+    (_K, _B, _L, _H),
+    (_K, _T, _B, _H),
+    (_K, _T, _B, _L),
+    (_M, _B, _L, _S),
+    (_M, _K, _L, _H),
+    (_M, _L, _H, _S),
+    (_M, _T, _B, _L),
+    (_M, _T, _L, _H),
 )
 # The downstream chain's consecutive pairs, whose frequencies in the data bias a learned prior towards
 # the downstream task (see `chain_statistics`).
@@ -113,8 +138,9 @@ def task_orders() -> list[tuple[str, ...]]:
     from 64% to 68%, then the hinge-then-top-burner orders from 74% to 86% (100 episodes each). The
     downstream task contains none of the three, so this leaves its skills and their pairs untouched.
     """
+
     def allowed(order):
-        after_hinge = order[order.index("hinge cabinet"):] if "hinge cabinet" in order else ()
+        after_hinge = order[order.index("hinge cabinet") :] if "hinge cabinet" in order else ()
         return order != DOWNSTREAM_ORDER and "slide cabinet" not in after_hinge and "top burner" not in after_hinge
 
     return [order for order in itertools.permutations(ALL_SUBTASKS, 4) if allowed(order)]
@@ -157,8 +183,11 @@ def completion_order(states: np.ndarray) -> tuple[str, ...]:
     """Subtasks in the order they first became complete along an episode's states (read off the data;
     a subtask already complete in the first state is not counted)."""
     complete = subtasks_complete(states, ALL_SUBTASKS)  # (T + 1, 7)
-    first = {t: int(np.argmax(complete[:, i])) for i, t in enumerate(ALL_SUBTASKS)
-             if complete[:, i].any() and not complete[0, i]}
+    first = {
+        t: int(np.argmax(complete[:, i]))
+        for i, t in enumerate(ALL_SUBTASKS)
+        if complete[:, i].any() and not complete[0, i]
+    }
     return tuple(sorted(first, key=first.get))
 
 
@@ -170,8 +199,9 @@ def collect_episode(env: KitchenEnv, order, rng: np.random.Generator, env_seed: 
     terminated = truncated = False
     tempo = rng.uniform(1.0 - args.tempo, 1.0 + args.tempo)  # one operator's pace for the whole episode
     for task in order:
-        ctrl = SubtaskController(env, task, rng, jitter=args.jitter, action_noise=args.action_noise,
-                                 speed_range=(0.8 * tempo, 1.2 * tempo))
+        ctrl = SubtaskController(
+            env, task, rng, jitter=args.jitter, action_noise=args.action_noise, speed_range=(0.8 * tempo, 1.2 * tempo)
+        )
         while not ctrl.done and not (terminated or truncated):
             action = ctrl.act().astype(np.float32)
             state, reward, terminated, truncated, _ = env.step(action)
@@ -209,11 +239,17 @@ def collect(args: Args) -> dict:
         rng = np.random.default_rng([args.seed, i])
         episodes.append(collect_episode(env, orders[i], rng, args.seed * 1_000_003 + i, args))
         steps = sum(len(e["actions"]) for e in episodes)
-        bar.set_postfix(all4=f"{np.mean([e['completed'] == 4 for e in episodes]):.0%}",
-                        steps_per_s=f"{steps / (time.time() - start):.0f}")
+        bar.set_postfix(
+            all4=f"{np.mean([e['completed'] == 4 for e in episodes]):.0%}",
+            steps_per_s=f"{steps / (time.time() - start):.0f}",
+        )
     seconds = time.time() - start
     write_minari(
-        args.out, episodes, f"spirl/{DATASET_NAME}", KitchenEnv(), args.seed,
+        args.out,
+        episodes,
+        f"spirl/{DATASET_NAME}",
+        KitchenEnv(),
+        args.seed,
         algorithm="scripted DLS-IK controllers (envs/kitchen_scripted.py)",
         description=f"Franka kitchen, 4 subtasks per episode ({args.orders} orders), never the downstream order "
         "microwave -> kettle -> bottom burner -> light switch. Observations: 30-dim state.",
@@ -234,7 +270,8 @@ def collect(args: Args) -> dict:
         f"wrote {args.out}: {summary['episodes']} episodes, {summary['transitions']} transitions, "
         f"{summary['all_four_completed']:.1%} complete all 4 subtasks, length mean {summary['mean_length']:.0f} "
         f"max {summary['max_length']}; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} env steps/s)\n"
-        + "downstream chain: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if "->" in k or "first" in k)
+        + "downstream chain: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if "->" in k or "first" in k)
     )
     return summary
 

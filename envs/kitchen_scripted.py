@@ -224,7 +224,10 @@ class SubtaskController:
         self.waypoints = SUBTASK_PLANS[task](self)
         if ready and not ready_move_blocked(env, task):
             posture = np.clip(READY_POSTURES[task] + rng.normal(0.0, 0.05, 7), self.arm.lower, self.arm.upper)
-            is_ready = lambda: np.abs(posture - env.qpos[:7]).max() < READY_TOLERANCE
+
+            def is_ready():
+                return np.abs(posture - env.qpos[:7]).max() < READY_TOLERANCE
+
             self.waypoints.insert(0, Waypoint(None, None, OPEN, is_ready, 40, posture=posture))
         self.index, self.steps_here, self.steps, self.retries = 0, 0, 0, 1
         self._target = None
@@ -279,9 +282,23 @@ def hand(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     return yaw_m @ pitch_m @ axis_rotation(np.array([0.0, 1.0, 0.0]), roll) @ FORWARD_GRIP
 
 
-def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal: float, grasp, lead: float,
-               yaw=0.0, pitch=0.0, roll=0.0, turn: float = 1.0, grip: float = CLOSE, max_steps: int = 70,
-               speed: float = 0.6, approach: float = 0.1, approach_steps: int = 20):
+def articulate(
+    ctrl: SubtaskController,
+    handle_site: str,
+    joint_name: str,
+    goal: float,
+    grasp,
+    lead: float,
+    yaw=0.0,
+    pitch=0.0,
+    roll=0.0,
+    turn: float = 1.0,
+    grip: float = CLOSE,
+    max_steps: int = 70,
+    speed: float = 0.6,
+    approach: float = 0.1,
+    approach_steps: int = 20,
+):
     """Waypoints for an articulated object: approach the handle from `approach` m behind along the hand's
     pointing direction, grasp it (grip=CLOSE) or just touch it (grip=OPEN), carry the grasp point
     along the object's joint with a lead of `lead` (rad or m) until the joint passes `goal`, release
@@ -289,7 +306,10 @@ def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal:
     object has not moved 12 steps into the operation (the grasp missed), the hand goes back to the
     pre-grasp pose and tries once more, as a teleoperator would."""
     joint = ObjectJoint(ctrl.env, joint_name)
-    handle = lambda: site_position(ctrl.env, handle_site)
+
+    def handle():
+        return site_position(ctrl.env, handle_site)
+
     rot = hand(yaw + ctrl.rng.normal(0, 0.05), pitch + ctrl.rng.normal(0, 0.05), roll)
     at = ctrl.offset(*grasp, jitter=ctrl.jitter / 3)
     pre = at - approach * rot[:, 2] + ctrl.offset(0, 0, 0)
@@ -317,8 +337,16 @@ def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal:
         start,
         Waypoint(lambda: handle() + at, lambda: rot, OPEN, ctrl.reached(0.015), approach_steps, 0.6),
         Waypoint(lambda: handle() + at, lambda: rot, grip, ctrl.after(4), 4),
-        Waypoint(lambda: moving_target()[0], lambda: moving_target()[1], grip,
-                 lambda: direction * (goal - joint.value) <= 0, max_steps, speed, stalled=stalled, retry=start),
+        Waypoint(
+            lambda: moving_target()[0],
+            lambda: moving_target()[1],
+            grip,
+            lambda: direction * (goal - joint.value) <= 0,
+            max_steps,
+            speed,
+            stalled=stalled,
+            retry=start,
+        ),
         Waypoint(lambda: ctrl.arm.position, lambda: ctrl.arm.orientation, OPEN, ctrl.after(2), 2),
         Waypoint(back_off, lambda: ctrl.arm.orientation, OPEN, ctrl.reached(0.03), 30),
     ]
@@ -327,11 +355,17 @@ def articulate(ctrl: SubtaskController, handle_site: str, joint_name: str, goal:
 def move_kettle(ctrl: SubtaskController):
     """Waypoints for the kettle: grasp the left post of its handle (a vertical bar, like the D4RL
     teleoperators), lift, carry it to the top-left burner, set it down, release, back off."""
-    handle = lambda: site_position(ctrl.env, "kettle_site")
+
+    def handle():
+        return site_position(ctrl.env, "kettle_site")
+
     # Set down a little right of the goal's centre (still on the burner), as the teleoperators did:
     # the wrist then clears the microwave.
     kettle_goal = SUBTASK_GOALS["kettle"][:3] + np.array([0.05, 0.0, 0.0])
-    kettle = lambda: ctrl.env.qpos[23:26].copy()
+
+    def kettle():
+        return ctrl.env.qpos[23:26].copy()
+
     rot = hand(-0.45 + ctrl.rng.normal(0, 0.05), -0.15 + ctrl.rng.normal(0, 0.05))
     at = ctrl.offset(-0.09, -0.01, -0.08, jitter=ctrl.jitter / 3)  # the post below the handle's left end
     pre = at - 0.1 * rot[:, 2] + ctrl.offset(0, 0, 0)
@@ -364,14 +398,26 @@ def move_kettle(ctrl: SubtaskController):
 
 
 SUBTASK_PLANS = {
-    "microwave": lambda c: articulate(c, "microhandle_site", "microwave", -0.65, (0, -0.01, 0.07), lead=0.1, yaw=0.25, turn=-0.4),
-    "hinge cabinet": lambda c: articulate(c, "hinge_site2", "right_hinge_cabinet", 1.3, (0, -0.01, -0.12), lead=0.15, turn=0.3, pitch=-0.1),
-    "slide cabinet": lambda c: articulate(c, "slide_site", "slide_cabinet", 0.3, (0, -0.01, -0.05), lead=0.08, yaw=-0.5, pitch=0.5, speed=0.8),
+    "microwave": lambda c: articulate(
+        c, "microhandle_site", "microwave", -0.65, (0, -0.01, 0.07), lead=0.1, yaw=0.25, turn=-0.4
+    ),
+    "hinge cabinet": lambda c: articulate(
+        c, "hinge_site2", "right_hinge_cabinet", 1.3, (0, -0.01, -0.12), lead=0.15, turn=0.3, pitch=-0.1
+    ),
+    "slide cabinet": lambda c: articulate(
+        c, "slide_site", "slide_cabinet", 0.3, (0, -0.01, -0.05), lead=0.08, yaw=-0.5, pitch=0.5, speed=0.8
+    ),
     # Knobs: grasp the bar's upper half, whose twist carries the hand away (+x) from the light switch
     # housing and the open hinge door (the lower half drives the wrist into them, and on the top knob
     # the fingers then catch the bottom knob's bar).
-    "bottom burner": lambda c: articulate(c, "knob2_site", "knob_Joint_2", -0.75, (0, -0.03, 0.025), lead=0.8, yaw=-0.15, approach_steps=10),
-    "top burner": lambda c: articulate(c, "knob4_site", "knob_Joint_4", -0.75, (0, -0.03, 0.025), lead=0.8, yaw=-0.15, approach_steps=10),
+    "bottom burner": lambda c: articulate(
+        c, "knob2_site", "knob_Joint_2", -0.75, (0, -0.03, 0.025), lead=0.8, yaw=-0.15, approach_steps=10
+    ),
+    "top burner": lambda c: articulate(
+        c, "knob4_site", "knob_Joint_4", -0.75, (0, -0.03, 0.025), lead=0.8, yaw=-0.15, approach_steps=10
+    ),
     "kettle": move_kettle,
-    "light switch": lambda c: articulate(c, "light_site", "light_switch", -0.55, (0, -0.01, 0.02), lead=0.3, grip=OPEN, yaw=-0.1, pitch=0.2, turn=0),
+    "light switch": lambda c: articulate(
+        c, "light_site", "light_switch", -0.55, (0, -0.01, 0.02), lead=0.3, grip=OPEN, yaw=-0.1, pitch=0.2, turn=0
+    ),
 }

@@ -27,7 +27,9 @@ LOCAL_DATASETS = {
 #   charts/<name> and charts/eval_<name>: the y-axes of the paper's Fig. 4;
 # - delta: the target divergence of SPiRL's alpha tuning (app. B.2: kitchen 5, maze 1, block stacking 5);
 # - beta: the weight of the embedding regulariser in eq. 4 (app. B.1: kitchen 5e-4, maze and block stacking 1e-2);
-# - critic_layers: hidden layers of the skill-space critics in the authors' configs (kitchen 5, else 2);
+# - critic_layers: hidden linear layers of the skill-space critics. The authors' kitchen config has n_layers = 5,
+#   which their BaseProcessingNet builds as an input block + 5 blocks: 6 hidden layers. Maze and block stacking
+#   keep 2 (their n_layers = 2 would be 3 by the same count) until those envs' results are rerun;
 # - default_dataset: what spirl_pretrain.py reads when --dataset is not given;
 # - default_prior: the skill-model checkpoint shipped in the repo, used when --prior-checkpoint is not given.
 ENV_SPECS = {
@@ -38,7 +40,7 @@ ENV_SPECS = {
         "progress_metric": "subtasks_completed",
         "delta": 5.0,
         "beta": 5e-4,
-        "critic_layers": 5,
+        "critic_layers": 6,
         # Scripted demonstrations in the spirit of D4RL "mixed", generated offline; the
         # paper's own data stays available as --dataset D4RL/kitchen/mixed-v2 (needs internet).
         "default_dataset": "spirl/kitchen-scripted-v0",

@@ -220,6 +220,55 @@ class RunLogger:
         self.writer.close()
 
 
+class PretrainLogger:
+    """Tensorboard scalars (losses/*, charts/samples_per_s, train/*, val/*) and a tqdm bar over gradient steps, as
+    envs.runs.RunLogger does over env steps. A resumed run hides what was logged after its checkpoint."""
+
+    def __init__(self, run_dir: str, args, step: int, resumed: bool, loss_tags: tuple[str, ...]):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.writer = SummaryWriter(run_dir, purge_step=step + 1 if resumed else None)
+        self.writer.add_text("args", "\n".join(f"{k}: {v}" for k, v in asdict(args).items()))
+        interval = 1 if sys.stderr.isatty() else 30
+        self.bar = tqdm(total=args.num_steps, initial=step, desc="pretrain", dynamic_ncols=True, mininterval=interval)
+        self.ckpt_path, self.batch_size = os.path.join(run_dir, "checkpoint.pt"), args.batch_size
+        self.shown, self.last, self.loss_tags = {}, (time.perf_counter(), step), loss_tags
+
+    def scalars(self, values: dict, step: int):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def losses(self, losses: list, step: int):
+        """Check the losses since the last log for NaN/inf (one-line error), log their means and samples/s."""
+        if not losses:
+            return
+        stacked = torch.stack(losses)
+        fix = "lower --lr or check the dataset's scale"
+        check_finite(stacked, self.loss_tags, step - len(losses) + 1, self.ckpt_path, fix)
+        losses.clear()
+        (last_time, last_step), now = self.last, time.perf_counter()
+        samples_per_s, self.last = (step - last_step) * self.batch_size / (now - last_time), (now, step)
+        means = dict(zip(self.loss_tags, stacked.mean(0).tolist()))
+        self.scalars(means | {"charts/samples_per_s": samples_per_s}, step)
+        self.shown.update({tag.split("/")[1]: f"{means[tag]:.3g}" for tag in self.loss_tags[:3]})
+        self.shown["samples_s"] = int(samples_per_s)
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(self.shown, refresh=False)
+
+    def validation(self, validate, step: int) -> dict:
+        """Run `validate()` (-> {"val": metrics, "train": metrics}) and log it as val/* and train/*."""
+        metrics = validate()
+        val, train = metrics["val"], metrics["train"]
+        self.scalars({f"{split}/{k}": v for split, m in (("val", val), ("train", train)) for k, v in m.items()}, step)
+        self.shown["val_rec"] = f"{val['reconstruction_mse']:.4g}"
+        return metrics
+
+    def close(self):
+        self.bar.close()
+        self.writer.close()
+
+
 # ----------------------------------------------------------------------------- flags and learner state
 
 

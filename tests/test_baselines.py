@@ -14,7 +14,16 @@ from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixtur
 from tests.test_pretrain import write_d4rl_file
 
 SMALL = dict(
-    hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50, threads=1
+    hidden=16,
+    layers=2,
+    critic_hidden=16,
+    critic_layers=2,
+    batch_size=16,
+    warmup_steps=200,
+    eval_every=10**6,
+    eval_episodes=1,
+    log_every=50,
+    threads=1,
 )
 METRIC = {"kitchen": "subtasks_completed", "maze": "success"}
 
@@ -83,11 +92,15 @@ def test_flat_prior_kl_matches_the_closed_form_on_gaussians():
 
 
 def test_flat_prior_policy_starts_as_the_prior_and_its_update_uses_the_kl(datasets):
-    args = flat_prior.Args(env="kitchen", dataset=datasets["kitchen"], prior_steps=30, hidden=16, layers=2)
+    args = flat_prior.Args(env="kitchen", dataset=datasets["kitchen"], prior_steps=30, hidden=16, layers=3)
     args = flat_prior.resolve_args(args)
     prior, fit = flat_prior.fit_action_prior(args)
     assert np.isfinite(fit["prior_nll"])
     learner = flat_prior.build_learner(args, prior)
+    norms = [m for m in learner.policy.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 2 and not any(m.training for m in norms)  # BCMdl's layout; frozen statistics in RL
+    fit_stats = [m.running_mean.clone() for m in norms]
+    assert not all(torch.equal(mean, torch.zeros_like(mean)) for mean in fit_stats)  # the statistics are the fit's
     states = torch.randn(32, 30)
     _, kl = learner.sample_action(states)
     assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)  # pi = p at the start
@@ -95,6 +108,7 @@ def test_flat_prior_policy_starts_as_the_prior_and_its_update_uses_the_kl(datase
     batch = (states, torch.rand(32, 9) * 2 - 1, torch.rand(32), torch.randn(32, 30), torch.zeros(32))
     losses = flat_prior.sac_update(learner, batch, torch.Generator().manual_seed(0))
     assert losses[flat_prior.LOSS_TAGS.index("charts/kl_to_prior")] > 0.01 and torch.isfinite(losses).all()
+    assert all(torch.equal(m.running_mean, mean) for m, mean in zip(norms, fit_stats))
 
 
 def test_bc_loss_falls_on_the_real_kitchen_data(kitchen_complete_path):
@@ -108,11 +122,42 @@ def test_bc_loss_falls_on_the_real_kitchen_data(kitchen_complete_path):
             return float(bc_sac.gaussian_nll(actions, *policy(states)).mean())
 
     torch.manual_seed(0)
-    untrained = bc_sac.GaussianPolicy(30, 9, args.hidden, args.layers)
+    untrained = bc_sac.GaussianPolicy(30, 9, args.hidden, args.layers, batch_norm=args.batch_norm).eval()
     torch.manual_seed(0)
     policy, fit = bc_sac.behavioural_cloning(args)
     assert nll(policy) < nll(untrained) - 0.5, (nll(untrained), nll(policy))
     assert fit["pairs"] == len(states)
+
+
+def sizes(args):
+    return (args.hidden, args.layers, args.critic_hidden, args.critic_layers, args.buffer_size)
+
+
+def test_flat_baseline_sizes_default_to_the_authors_configs_per_env(datasets):
+    """flat SAC: MLPPolicy 256 x (n_layers 5 -> 6; maze 2 -> 3), MLPCritic 256 x (2 -> 3), replay 1e5 (maze 1e6);
+    BC + SAC and the flat prior: the BC model's 128 x (5 -> 6) with BatchNorm, the same critics and replay."""
+    want = {
+        flat_sac: {"kitchen": (256, 6, 256, 3, 10**5), "maze": (256, 3, 256, 3, 10**6)},
+        bc_sac: {"kitchen": (128, 6, 256, 3, 10**5), "maze": (128, 6, 256, 3, 10**6)},
+        flat_prior: {"kitchen": (128, 6, 256, 3, 10**5), "maze": (128, 6, 256, 3, 10**6)},
+    }
+    for module, per_env in want.items():
+        for env, expected in (per_env | {"block_stacking": per_env["kitchen"]}).items():
+            args = module.resolve_args(module.Args(env=env))
+            assert sizes(args) == expected, (module.__name__, env)
+            assert getattr(args, "batch_norm", False) == (module is not flat_sac)
+        given = module.resolve_args(module.Args(env="maze", layers=4, buffer_size=500, critic_layers=1))
+        assert sizes(given) == (given.hidden, 4, 256, 1, 500)  # a flag given wins over the env's default
+    # The networks have those sizes: `layers` hidden linear layers (+ the head), `layers` - 1 BatchNorm blocks.
+    args = bc_sac.resolve_args(bc_sac.Args(env="kitchen", dataset=datasets["kitchen"], critic_hidden=32))
+    learner = bc_sac.build_learner(args, bc_sac.make_policy(args))
+    linears = [m for m in learner.policy.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [128] * 6 + [18]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in learner.policy.modules()) == 5
+    assert [tuple(w.shape[1:]) for w in learner.critic.weights] == [(39, 32), (32, 32), (32, 32), (32, 1)]
+    learner = flat_sac.build_learner(flat_sac.resolve_args(flat_sac.Args(env="maze")))
+    assert [m.out_features for m in learner.policy.modules() if isinstance(m, torch.nn.Linear)] == [256] * 3 + [4]
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in learner.policy.modules())
 
 
 def test_flat_sac_entropy_target_defaults_to_minus_the_action_dims():

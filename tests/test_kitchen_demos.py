@@ -58,7 +58,7 @@ def test_the_orders_are_all_choices_of_four_but_the_downstream_sequence():
     # hinge before slide: 120 of the 840 choices; hinge before top burner: 120; before both: 32
     assert len(orders) == 7 * 6 * 5 * 4 - 1 - (120 + 120 - 32) == 631 and len(set(orders)) == 631
     for o in orders:  # the open hinge door blocks the slide cabinet and the top knob
-        assert not ("hinge cabinet" in o and {"slide cabinet", "top burner"} & set(o[o.index("hinge cabinet"):]))
+        assert not ("hinge cabinet" in o and {"slide cabinet", "top burner"} & set(o[o.index("hinge cabinet") :]))
     assert DOWNSTREAM_ORDER == ("microwave", "kettle", "bottom burner", "light switch")
     assert DOWNSTREAM_ORDER not in orders
     for first, second in itertools.pairwise(DOWNSTREAM_ORDER):  # each of its pairs still appears
@@ -94,8 +94,12 @@ def test_uniform_orders_are_still_available():
 
 
 def test_chain_statistics_count_the_next_completed_subtask():
-    orders = [("microwave", "kettle"), ("microwave", "light switch", "kettle"), ("kettle", "bottom burner"),
-              ("microwave",)]
+    orders = [
+        ("microwave", "kettle"),
+        ("microwave", "light switch", "kettle"),
+        ("kettle", "bottom burner"),
+        ("microwave",),
+    ]
     stats = chain_statistics(orders)
     assert stats["first_microwave"] == 0.75
     assert stats["microwave -> kettle"] == 0.5  # the lone microwave has no next subtask: not counted

@@ -40,18 +40,20 @@ def tiny_args(tmp_path, dataset, **overrides):
     return sp.Args(**dict(dataset=dataset, run_name=str(tmp_path / "run"), **sizes, **every) | overrides)
 
 
-def make_model(hidden_dim=32, prior_layers=2):
+def make_model(hidden_dim=32, prior_layers=2, **layout):
     torch.manual_seed(0)
-    return sp.SkillModel(
-        state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=hidden_dim, prior_layers=prior_layers
-    )
+    sizes = dict(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=hidden_dim)
+    return sp.SkillModel(prior_layers=prior_layers, **sizes, **layout)
 
 
 # ----------------------------------------------------------------------------- the model
 
 
-def test_fused_forward_equals_plain_forward_with_gradients():
-    model = make_model()
+@pytest.mark.parametrize("learned_initial_state", [False, True])
+def test_fused_forward_equals_plain_forward_with_gradients(learned_initial_state):
+    model = make_model(learned_initial_state=learned_initial_state)
+    with torch.no_grad():  # a learned initial state away from zero, as after training
+        model.decoder.initial_state.normal_()
     actions = torch.rand(8, 10, 9) * 2 - 1
     z = torch.randn(8, 10)
     for net, x in ((model.encoder, actions), (model.decoder, z)):
@@ -68,6 +70,26 @@ def test_fused_forward_equals_plain_forward_with_gradients():
         assert len(g1) == len(g2) > 0
         for a, b in zip(g1, g2):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_closed_loop_model_decodes_each_action_from_its_state():
+    """The closed-loop decoder (the authors' SPiRL v2): action t depends on s_t and z only; the encoder sees the states
+    too; the prior gets the authors' input block without BatchNorm."""
+    model = make_model(closed_loop=True, prior_input_block=True).eval()
+    states, actions, z = torch.randn(4, 11, 30), torch.rand(4, 10, 9) * 2 - 1, torch.randn(4, 10)
+    decoded = model.decode(z, states)
+    assert decoded.shape == (4, 10, 9)
+    torch.testing.assert_close(decoded[:, 3], model.decoder(states[:, 3], z))  # one step at a time, as in the env
+    moved = states.clone()
+    moved[:, 3] += 1.0
+    changed = (model.decode(z, moved) - decoded).abs().amax(dim=(0, 2))
+    assert changed[3] > 0 and changed[torch.arange(10) != 3].max() == 0
+    assert not torch.equal(model.encode(moved, actions)[0], model.encode(states, actions)[0])
+    layers = [m for m in model.skill_prior.net if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))]
+    assert isinstance(layers[0], torch.nn.Linear) and isinstance(layers[1], torch.nn.Linear)  # no BatchNorm first
+    losses = sp.skill_prior_loss(model.train(), states, actions, beta=5e-4)
+    losses[3].backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
 
 
 def test_decoder_feeds_back_its_previous_action():
@@ -338,6 +360,6 @@ def test_pretraining_on_real_kitchen_data_lowers_validation_error(tmp_path, kitc
         checkpoint_every=1000,
     )
     start = sp.train(tiny_args(tmp_path / "a", kitchen_complete_path, num_steps=0, **common))
-    end = sp.train(tiny_args(tmp_path / "b", kitchen_complete_path, num_steps=300, **common))
+    end = sp.train(tiny_args(tmp_path / "b", kitchen_complete_path, num_steps=1000, **common))
     assert end["val"]["reconstruction_mse"] < 0.5 * start["val"]["reconstruction_mse"], (start, end)
     assert end["val"]["prior_nll"] < start["val"]["prior_nll"], (start, end)

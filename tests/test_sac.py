@@ -23,16 +23,30 @@ STATE_DIM, LATENT_DIM = 30, 10
 def make_skill_checkpoint(path, seed=0, **config_overrides):
     """A small skill model with non-trivial BatchNorm statistics, saved as spirl_pretrain.py does."""
     torch.manual_seed(seed)
-    config = {"env": "kitchen", "state_dim": STATE_DIM, "action_dim": 9, "skill_horizon": 10, "latent_dim": LATENT_DIM,
-              "hidden_dim": 32, "prior_layers": 2, "dataset": "synthetic", "seed": seed, "val_fraction": 0.0,
-              "beta": 5e-4, "num_steps": 0, "lr": 1e-3, "batch_size": 16, "image": False,
-              "state_features": None}  # fmt: skip
+    config = {
+        "env": "kitchen",
+        "state_dim": STATE_DIM,
+        "action_dim": 9,
+        "skill_horizon": 10,
+        "latent_dim": LATENT_DIM,
+        "hidden_dim": 32,
+        "prior_layers": 2,
+        "dataset": "synthetic",
+        "seed": seed,
+        "val_fraction": 0.0,
+        "beta": 5e-4,
+        "num_steps": 0,
+        "lr": 1e-3,
+        "batch_size": 16,
+        "image": False,
+        "state_features": None,
+    } | config_overrides
     model = sp.SkillModel(**config)
     model.skill_prior.train()
     with torch.no_grad():  # move the running statistics away from 0 / 1
         for _ in range(20):
-            model.skill_prior(torch.randn(64, STATE_DIM) * 3 + 1)
-    payload = {"config": {**config, **config_overrides}, "model": model.state_dict()}
+            model.skill_prior(torch.randn(64, config["state_dim"]) * 3 + 1)
+    payload = {"config": config, "model": model.state_dict()}
     save_checkpoint(str(path), payload, kind="spirl_pretrain")
     return str(path)
 
@@ -51,15 +65,32 @@ def make_learner(skill_ckpt, seed=0, **overrides):
 
 def random_batch(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, STATE_DIM, generator=g), torch.rand(n, LATENT_DIM, generator=g) * 4 - 2,
-            torch.rand(n, generator=g), torch.randn(n, STATE_DIM, generator=g), (torch.rand(n, generator=g) < 0.2).float(),
-            None, None)  # fmt: skip
+    return (
+        torch.randn(n, STATE_DIM, generator=g),
+        torch.rand(n, LATENT_DIM, generator=g) * 4 - 2,
+        torch.rand(n, generator=g),
+        torch.randn(n, STATE_DIM, generator=g),
+        (torch.rand(n, generator=g) < 0.2).float(),
+        None,
+        None,
+    )
 
 
 def sac_args(tmp_path, skill_ckpt, **overrides):
-    kwargs = dict(prior_checkpoint=skill_ckpt, total_env_steps=600, warmup_transitions=20, batch_size=16,
-                  critic_layers=1, critic_hidden=32, eval_every=10_000, eval_episodes=1, log_every=5,
-                  checkpoint_every=300, run_name=str(tmp_path / "sac_run"), threads=1)  # fmt: skip
+    kwargs = dict(
+        prior_checkpoint=skill_ckpt,
+        total_env_steps=600,
+        warmup_transitions=20,
+        batch_size=16,
+        critic_layers=1,
+        critic_hidden=32,
+        eval_every=10_000,
+        eval_episodes=1,
+        log_every=5,
+        checkpoint_every=300,
+        run_name=str(tmp_path / "sac_run"),
+        threads=1,
+    )
     kwargs.update(overrides)
     return sac.Args(**kwargs)
 
@@ -94,8 +125,9 @@ def test_analytic_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
     mu, log_sigma, prior_mu, prior_log_sigma = (torch.randn(32, LATENT_DIM, generator=g) for _ in range(4))
     d = torch.distributions
-    want = d.kl_divergence(d.Independent(d.Normal(mu, log_sigma.exp()), 1),
-                           d.Independent(d.Normal(prior_mu, prior_log_sigma.exp()), 1))  # fmt: skip
+    want = d.kl_divergence(
+        d.Independent(d.Normal(mu, log_sigma.exp()), 1), d.Independent(d.Normal(prior_mu, prior_log_sigma.exp()), 1)
+    )
     got = sac.kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
     assert got.shape == (32,)
     below = want < sac.MAX_KL  # the authors' clamp at 100 applies above
@@ -202,16 +234,46 @@ class ScriptedEnv(gym.Env):
         return state, self.reward, done and not self.truncate, done and self.truncate, {"subtasks_completed": 1}
 
 
+class ZeroDecoder:
+    """An open-loop decoder stand-in: H zero actions for any skill."""
+
+    closed_loop, skill_horizon = False, 10
+
+    def __call__(self, z):
+        return torch.zeros(len(z), self.skill_horizon, 9)
+
+
 def test_execute_skill_stops_where_the_episode_ends():
     env = ScriptedEnv(length=4)
-    env.reset()
-    state, reward, terminated, truncated, steps, _ = sac.execute_skill(env, np.zeros((10, 9), np.float32))
+    state, _ = env.reset()
+    state, reward, terminated, truncated, steps, _ = sac.execute_skill(
+        env, ZeroDecoder(), torch.zeros(LATENT_DIM), state
+    )
     assert (reward, terminated, truncated, steps, state[0]) == (4.0, True, False, 4, 4.0)
 
 
+def test_closed_loop_skills_decode_each_action_from_the_state_reached(tmp_path):
+    """With the authors' closed-loop decoder, action t is decoded from the env's state after t steps."""
+    model, _ = sp.load_skill_model(make_skill_checkpoint(tmp_path / "cl.pt", closed_loop=True))
+    seen = []
+
+    class Recording(ScriptedEnv):
+        def step(self, action):
+            seen.append(action)
+            return super().step(action)
+
+    env, z = Recording(length=40), torch.randn(LATENT_DIM)
+    state, _ = env.reset()
+    sac.execute_skill(env, model.decoder, z, state)
+    states = torch.stack([torch.full((STATE_DIM,), float(t)) for t in range(10)])  # ScriptedEnv's states
+    want = model.decoder(states, z.expand(10, -1)).clamp(-1, 1)
+    torch.testing.assert_close(torch.as_tensor(np.stack(seen)), want.detach())
+
+
 @pytest.mark.parametrize("truncate", [False, True])
-def test_episode_ending_mid_skill_is_stored_with_partial_sum_and_right_terminal(tmp_path, skill_ckpt, monkeypatch,
-                                                                                truncate):  # fmt: skip
+def test_episode_ending_mid_skill_is_stored_with_partial_sum_and_right_terminal(
+    tmp_path, skill_ckpt, monkeypatch, truncate
+):
     monkeypatch.setattr(sac, "make_env", lambda name, **kw: ScriptedEnv(length=15, truncate=truncate))
     sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=30, warmup_transitions=1000, checkpoint_every=10**6))
     replay = torch.load(tmp_path / "sac_run" / "checkpoint.pt", weights_only=True)["replay"]
@@ -233,15 +295,31 @@ def scalars(run_dir):
 def test_smoke_pretrain_then_sac_in_the_kitchen(tmp_path):
     dataset = write_d4rl_file(tmp_path / "tiny.hdf5")
     pretrained = sp.train(tiny_args(tmp_path, dataset, num_steps=30))["checkpoint"]
-    result = sac.train(sac_args(tmp_path, pretrained, total_env_steps=2000, warmup_transitions=50,
-                                eval_every=1000, log_every=10))  # fmt: skip
+    result = sac.train(
+        sac_args(tmp_path, pretrained, total_env_steps=2000, warmup_transitions=50, eval_every=1000, log_every=10)
+    )
     assert result["env_steps"] >= 2000 and result["updates"] > 100
     logged = scalars(tmp_path / "sac_run")
-    for tag in ("charts/episodic_return", "charts/subtasks_completed", "charts/eval_subtasks_completed",
-                "charts/alpha", "charts/kl_to_prior", "losses/qf1", "losses/qf2", "losses/actor", "losses/alpha"):  # fmt: skip
+    for tag in (
+        "charts/episodic_return",
+        "charts/subtasks_completed",
+        "charts/eval_subtasks_completed",
+        "charts/alpha",
+        "charts/kl_to_prior",
+        "losses/qf1",
+        "losses/qf2",
+        "losses/actor",
+        "losses/alpha",
+    ):
         assert tag in logged and all(np.isfinite(logged[tag])), tag
     assert all(a != 1.0 for a in logged["charts/alpha"])  # alpha is tuned from its start at 1
     assert os.path.isfile(result["policy"])
+
+
+def test_spirl_sac_runs_on_a_closed_loop_skill_model(tmp_path):
+    closed_loop = make_skill_checkpoint(tmp_path / "cl.pt", closed_loop=True, prior_input_block=True)
+    result = sac.train(sac_args(tmp_path, closed_loop, total_env_steps=600, warmup_transitions=20))
+    assert result["env_steps"] >= 600 and result["updates"] > 0
 
 
 def test_resume_continues_exactly(tmp_path, skill_ckpt):
@@ -279,9 +357,12 @@ def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
 
 
 def test_overlapped_and_strict_updates_both_learn_deterministically(tmp_path, skill_ckpt):
-    results = [sac.train(sac_args(tmp_path, skill_ckpt, run_name=str(tmp_path / name), overlap_updates=overlap,
-                                  total_env_steps=400))
-               for name, overlap in (("o1", True), ("o2", True), ("s1", False))]  # fmt: skip
+    results = [
+        sac.train(
+            sac_args(tmp_path, skill_ckpt, run_name=str(tmp_path / name), overlap_updates=overlap, total_env_steps=400)
+        )
+        for name, overlap in (("o1", True), ("o2", True), ("s1", False))
+    ]
     ckpts = [torch.load(r["checkpoint"], weights_only=True)["learner"]["critic"] for r in results]
     assert all(torch.equal(ckpts[0][k], ckpts[1][k]) for k in ckpts[0])  # the thread changes nothing run to run
     assert results[0]["updates"] == results[2]["updates"]
@@ -317,12 +398,20 @@ def test_nan_loss_names_the_step_and_the_term(tmp_path, skill_ckpt, monkeypatch)
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--delta", "0",
-                          "--prior-checkpoint", "x.pt"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--delta", "0", "--prior-checkpoint", "x.pt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: --delta must be above 0")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--prior-checkpoint", "missing.pt"],
-                         cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "spirl_sac.py"), "--prior-checkpoint", "missing.pt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.stderr.startswith("error: checkpoint missing.pt does not exist")
 
 
