@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,9 +49,8 @@ class Args:
     prior_layers: int = 6
     """hidden layers of the skill prior MLP (app. B.1: 6)"""
     prior_input_block: bool = False
-    """the authors' prior layout (clvrai/spirl BaseProcessingNet): an input block (Linear -> LeakyReLU, no BatchNorm)
-    before the BatchNorm blocks. Off by default: measured worse here (on kitchen-complete-v0 prior NLL 5.8 vs 4.1
-    nats at 2k steps; on the scripted kitchen data the prior loss diverges within 3 steps at lr 1e-3)"""
+    """the authors' prior layout: an input block (Linear -> LeakyReLU) before the BatchNorm blocks. Off: measured worse
+    here (kitchen-complete-v0: prior NLL 5.8 vs 4.1 at 2k steps; scripted kitchen data: diverges at lr 1e-3)"""
     closed_loop: bool = False
     """the authors' closed-loop skill decoder (their SPiRL v2): an MLP decodes each action from [s_t, z] as the skill
     runs, and the encoder also sees the states; default: the paper's open-loop LSTM decoder"""
@@ -500,7 +498,7 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         make_env(args.env, **rollout_env_kwargs(args)).close()
     saved = {} if ckpt is None else ckpt["config"]
     if ckpt is not None:
-        check_compatible(saved, args.resume, **{name: getattr(args, name) for name in KEPT_ON_RESUME})
+        runs.check_compatible(saved, args.resume, **{name: getattr(args, name) for name in KEPT_ON_RESUME})
     dataset = args.dataset or saved.get("dataset") or spec["default_dataset"]
     if saved and saved["dataset"] != dataset:
         print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
@@ -520,7 +518,7 @@ def model_config(args: Args) -> dict:
     return dict(**sizes, state_features=features, learned_initial_state=not args.closed_loop, **trained)
 
 
-def rollout_env_kwargs(args: Args) -> dict:
+def rollout_env_kwargs(args: Args) -> dict:  # the downstream env of --prior-rollouts
     return ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
 
 
@@ -531,32 +529,18 @@ def report(args: Args, model: SkillModel, log: runs.PretrainLogger, metrics: dic
         mse, nll = values["reconstruction_mse"], values["prior_nll"]
         print(f"step {step}, {split}: reconstruction MSE {mse:.5f}, prior NLL {nll:.3f} nats per skill")
     if args.prior_rollouts:
-        start = time.perf_counter()
-        rollouts = prior_rollouts(model, args)
+        result["prior_rollouts"] = rollouts = prior_rollouts(model, args)
         log.scalars({f"eval/prior_rollout_{rollouts['metric']}": rollouts["mean"]}, step)
-        took = f"{args.prior_rollouts} episodes, {time.perf_counter() - start:.0f}s"
         rates = "".join(f"; {task} {rate:.0%}" for task, rate in rollouts["task_rates"].items())
-        print(f"prior rollouts ({took}): {rollouts['mean']:.2f} {rollouts['metric']} on average{rates}")
-        result["prior_rollouts"] = rollouts
+        print(f"prior rollouts ({args.prior_rollouts} episodes): {rollouts['mean']:.2f} {rollouts['metric']}{rates}")
     return result
-
-
-def check_compatible(config: dict, path: str, **expected):
-    """Raise a one-line error when the checkpoint was trained for another env, size or horizon."""
-    names = dict(state_dim="state dim", action_dim="action dim")  # no flags: the env sets them
-    names |= dict(skill_horizon="--skill-horizon (H)", latent_dim="--latent-dim (|Z|)")
-    for key, want in expected.items():
-        if want is not None and config.get(key) != want:
-            name = names.get(key, f"--{key.replace('_', '-')}")
-            fix = f"use a checkpoint trained with {name} {want}, or match the checkpoint's settings"
-            raise SpirlError(f"checkpoint {path} has {name} = {config.get(key)}, not {want}: {fix}")
 
 
 def load_skill_model(path: str, **expected) -> tuple[SkillModel, dict]:
     """Rebuild a trained SkillModel (eval mode) and its config; `expected` fields are checked (one-line error),
     e.g. load_skill_model(path, env="kitchen", state_dim=30) in spirl_sac.py."""
     ckpt = runs.read_checkpoint(path, "spirl_pretrain", "spirl_pretrain.py")
-    check_compatible(ckpt["config"], path, **expected)
+    runs.check_compatible(ckpt["config"], path, **expected)
     model = SkillModel(**ckpt["config"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt["config"]

@@ -5,10 +5,10 @@
 - raw: FrankaKitchen-v1 as gymnasium-robotics ships it (its class, no gym.make wrappers), random
   actions, measured before and after the spirl_sac.py runs (the mean of the two is the reference).
 - spirl_sac.py: env steps/s of its training loop while it learns (one gradient step per high-level
-  transition, evaluations excluded), with the kitchen's sizes (prior 6 x 128, critics 5 x 256,
+  transition, evaluations excluded), with the kitchen's sizes (prior 6 x 128, critics 6 x 256,
   batch 256). The skill model is freshly initialised (speed does not depend on its training) and the
   warm-up is shortened to 200 transitions so that the timed part is the learning phase. Variants: the
-  default (updates overlapped with the env, float32), --critic-bf16, and --no-overlap-updates.
+  default (Algorithm 1's strict order, float32), --overlap-updates, and --overlap-updates --critic-bf16.
 - gradient step: median ms of one `sac_update` (Alg. 1 lines 9-13) at those sizes, on 1 thread (what
   the overlapped loop uses on 2 cores) and on all cores, float32 and bf16 critics.
 """
@@ -96,20 +96,11 @@ def update_ms(threads: int, bf16: bool, repeats: int) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = sp.SkillModel(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=10, hidden_dim=128, prior_layers=6)
-    config = dict(
-        skill_prior="learned",
-        prior_init=True,
-        critic_hidden=256,
-        critic_layers=5,
-        critic_bf16=bf16,
-        policy_lr=3e-4,
-        critic_lr=3e-4,
-        alpha_lr=3e-4,
-        delta=5.0,
-        gamma=0.99,
-        tau=5e-3,
-    )
-    learner = sac.build_learner(config, model.eval().requires_grad_(False), {"latent_dim": 10, "state_dim": 30})
+    args = sac.Args(critic_layers=6, delta=5.0)
+    learner = sac.build_learner(args, model.eval().requires_grad_(False), {"latent_dim": 10, "state_dim": 30})
+    if bf16:
+        sac.use_bf16(learner.critic)
+        sac.use_bf16(learner.critic_target)
     buffer = sac.ReplayBuffer(10_000, 30, 10)
     g = torch.Generator().manual_seed(0)
     for _ in range(10_000):
@@ -147,9 +138,9 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         skills = kitchen_skill_checkpoint(folder)
         variants = {
-            "default (overlapped, float32)": {},
-            "--critic-bf16": {"critic_bf16": True},
-            "--no-overlap-updates": {"overlap_updates": False},
+            "default (strict order, float32)": {},
+            "--overlap-updates": {"overlap_updates": True},
+            "--overlap-updates --critic-bf16": {"overlap_updates": True, "critic_bf16": True},
         }
         sps = {name: spirl_sac_steps_per_s(skills, folder, args.env_steps, **flags) for name, flags in variants.items()}
     raw.append(raw_env_steps_per_s(args.raw_steps))

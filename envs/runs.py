@@ -269,6 +269,18 @@ class PretrainLogger:
         self.writer.close()
 
 
+def check_compatible(config: dict, path: str, **expected):
+    """A one-line error when a skill-model checkpoint (spirl_pretrain.py's `config`) was trained for another env,
+    size or horizon than `expected`."""
+    names = dict(state_dim="state dim", action_dim="action dim")  # no flags: the env sets them
+    names |= dict(skill_horizon="--skill-horizon (H)", latent_dim="--latent-dim (|Z|)")
+    for key, want in expected.items():
+        if want is not None and config.get(key) != want:
+            name = names.get(key, f"--{key.replace('_', '-')}")
+            fix = f"use a checkpoint trained with {name} {want}, or match the checkpoint's settings"
+            raise SpirlError(f"checkpoint {path} has {name} = {config.get(key)}, not {want}: {fix}")
+
+
 # ----------------------------------------------------------------------------- flags and learner state
 
 
