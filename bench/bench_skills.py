@@ -186,7 +186,9 @@ def oracle(model, episodes: int, seed: int, H: int, decode: bool) -> dict:
                 if done:
                     break
         subtasks.append(info["subtasks_completed"])
-    return {"mean_subtasks": float(np.mean(subtasks)), "per_episode": subtasks}
+    # The task is ordered: an episode that completed k subtasks stopped at the (k+1)-th (or finished all).
+    stopped = Counter(DEFAULT_TASKS[k] if k < len(DEFAULT_TASKS) else "all done" for k in subtasks)
+    return {"mean_subtasks": float(np.mean(subtasks)), "per_episode": subtasks, "stopped_at": dict(stopped)}
 
 
 @torch.no_grad()

@@ -43,6 +43,7 @@ def test_bench_skills_writes_every_figure(tmp_path):
     assert figures["replay"]["recorded_actions"] >= 1  # the recorded actions redo what the episode did
     assert 0 <= figures["oracle"]["decoded_skills"]["mean_subtasks"] <= 4
     assert figures["oracle"]["scripted_actions"]["mean_subtasks"] >= 1
+    assert sum(figures["oracle"]["scripted_actions"]["stopped_at"].values()) == 1
     assert sum(figures["prior"]["first_subtask"].values()) == pytest.approx(1.0)
     assert set(figures["first_skill_logp"]) >= {"microwave", "kettle", "prior_samples"}
     logp = figures["first_skill_logp"].values()
