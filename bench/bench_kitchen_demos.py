@@ -1,4 +1,4 @@
-"""Benchmark of the scripted kitchen demonstrations (issue 3's quality bars; not a timed test).
+"""Benchmark of the scripted kitchen demonstrations (their quality figures; not a timed test).
 
     python bench/bench_kitchen_demos.py                  # 100 attempts per subtask, 96 episodes
     python bench/bench_kitchen_demos.py --attempts 0 --episodes 240 --action-noise 0.02   # 2 min

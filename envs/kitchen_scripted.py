@@ -1,4 +1,4 @@
-"""Scripted controllers for the seven FrankaKitchen-v1 subtasks (offline demonstrations, issue 3).
+"""Scripted controllers for the seven FrankaKitchen-v1 subtasks (for the offline demonstrations).
 
 The paper's kitchen prior is learned from D4RL "mixed", teleoperated data that needs a download. These
 controllers produce demonstrations of the same kind in the same simulator, acting only through the

@@ -1,4 +1,4 @@
-"""Scripted kitchen demonstrations (issue 3): controllers in the real simulator, the collector, the dataset."""
+"""Scripted kitchen demonstrations: controllers in the real simulator, the collector, the dataset."""
 
 import itertools
 
