@@ -229,7 +229,7 @@ class Learner:
 
 @torch.no_grad()
 def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
-    """r + gamma [min_i Q_target_i(s', a') - alpha log pi(a' | s')], a' ~ pi(.|s'): SAC's soft target.
+    """r + gamma [min_i Q_target_i(s', a') - alpha log pi(a' | s')], a' ~ pi(.|s'): SAC's soft target (eq. 2).
 
     A true termination stops the bootstrap; a time-limit truncation does not (it was stored with terminal = 0)."""
     next_actions, next_log_prob = learner.sample_action(next_states, generator)
