@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs.datasets import WindowSampler, load_episodes, split_episodes  # noqa: E402
 from envs.errors import SpirlError  # noqa: E402
-from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv, subtasks_complete  # noqa: E402
+from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv  # noqa: E402
 from envs.kitchen_demos import completion_order  # noqa: E402
 from envs.kitchen_scripted import SubtaskController  # noqa: E402
 from envs.registry import ENV_SPECS, LOCAL_DATASETS  # noqa: E402
@@ -157,8 +157,9 @@ class ScriptedPlanner:
 
     def act(self) -> np.ndarray:
         if self.ctrl is None or self.ctrl.done:
-            complete = subtasks_complete(self.env.qpos[:STATE_DIM], DEFAULT_TASKS)
-            task = DEFAULT_TASKS[int(np.argmin(complete))] if not complete.all() else DEFAULT_TASKS[-1]
+            # the first subtask the env has not counted (one counted but since knocked out of place is not redone)
+            left = [t for t in DEFAULT_TASKS if t not in self.env.completed_tasks]
+            task = left[0] if left else DEFAULT_TASKS[-1]
             self.ctrl = SubtaskController(self.env, task, self.rng, action_noise=0.0)
         return self.ctrl.act()
 

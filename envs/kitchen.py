@@ -126,10 +126,15 @@ class KitchenEnv(gym.Env):
         """The simulator's noise-free joint positions (first 30 = the noise-free state)."""
         return self._sim.data.qpos
 
+    @property
+    def completed_tasks(self) -> tuple[str, ...]:
+        """The subtasks counted as completed this episode (they stay counted if the object moves away)."""
+        return tuple(t for t, c in zip(self.tasks, self._counted) if c)
+
     def _info(self) -> dict:
         return {
             "subtasks_completed": int(self._counted.sum()),
-            "completed_tasks": tuple(t for t, c in zip(self.tasks, self._counted) if c),
+            "completed_tasks": self.completed_tasks,
         }
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

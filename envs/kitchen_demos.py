@@ -21,15 +21,16 @@ Observations are the paper's 30-dim state; actions are the 9-dim joint velocitie
 (noise included); each episode's env seed is stored, so env.reset(seed=...) gives its first state again.
 
 Measured with bench/bench_kitchen_demos.py --attempts 0 --episodes 240 (relay orders, 10 episodes per
-sequence), and the dataset itself (`python -m envs.kitchen_demos`: 600 episodes, 123,673 transitions, mean
-length 206, 4.5 min in one process on a shared CPU):
+sequence; with the controllers before the microwave, kettle and bottom burner fixes of kitchen_scripted.py),
+and the dataset itself (`python -m envs.kitchen_demos`, the current controllers: 600 episodes, 122,494
+transitions, mean length 204, 4.3 min in one process on a shared CPU):
 
     action noise, episode limit   all 4 done  truncated  first microwave  mw -> kettle  kettle -> bb  bb -> light
     0.01, 280 steps                     0.87       0.10             0.61          0.46          0.31         0.51
     0.02, 280 steps                     0.84       0.11             0.61          0.46          0.32         0.51
     0.01, 320 steps                     0.90       0.03             0.61          0.46          0.31         0.50
     0.02, 320 steps                     0.89       0.04             0.61          0.46          0.32         0.49
-    the dataset (0.01, 320 steps)       0.92       -                0.62          0.45          0.33         0.49
+    the dataset (0.01, 320 steps)       0.95       -                0.62          0.46          0.33         0.50
     D4RL mixed                          -          -               (0.62)        (0.47)        (0.33)       (0.47)
 
 The chain figures do not move with the noise: the sequences set them, and a failed subtask only drops a

@@ -41,6 +41,15 @@ def test_a_scripted_controller_completes_its_subtask_in_the_real_env(task):
     assert not subtasks_complete(env.qpos[:30], others).any()
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_controllers_chain_the_downstream_task_and_each_object_stays_in_place(seed):
+    env = KitchenEnv()  # microwave, kettle, bottom burner, light switch
+    env.reset(seed=seed)
+    for task in DOWNSTREAM_ORDER:
+        assert run_controller(env, task, seed=seed).complete, task
+    assert subtasks_complete(env.qpos[:30], DOWNSTREAM_ORDER).all()  # e.g. the kettle not turned off its goal
+
+
 def test_actions_stay_in_the_action_space_and_the_simulator_is_only_read():
     env = KitchenEnv(tasks=["microwave"])
     env.reset(seed=1)
