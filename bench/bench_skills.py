@@ -13,7 +13,10 @@
    decoded and executed: how far the skill space carries a perfect high-level policy. Also with the scripted
    actions executed directly (the ceiling).
 4. prior: z ~ p_a(z|s) every H steps, decoded and executed; ordered subtasks and which subtask is done first.
-5. first_skill_logp: log p_a(z|s0) of the encoder mean of each subtask's first H scripted actions from the reset
+5. prior_next_subtask: the scripted controllers do the task's first k subtasks (k = 1, 2, 3), then prior samples
+   run for 120 env steps: how often they do subtask k + 1 (the chain's next step, which the RL must find), and how
+   often another subtask instead.
+6. first_skill_logp: log p_a(z|s0) of the encoder mean of each subtask's first H scripted actions from the reset
    state, next to the log-density of the prior's own samples there (what a typical skill gets): a skill far
    below it is one that a policy initialised from the prior seldom samples.
 Writes bench/results/skills.json.
@@ -42,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs.datasets import WindowSampler, load_episodes, split_episodes  # noqa: E402
 from envs.errors import SpirlError  # noqa: E402
-from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv  # noqa: E402
+from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv, subtasks_complete  # noqa: E402
 from envs.kitchen_demos import completion_order  # noqa: E402
 from envs.kitchen_scripted import SubtaskController  # noqa: E402
 from envs.registry import ENV_SPECS, LOCAL_DATASETS  # noqa: E402
@@ -215,6 +218,40 @@ def prior_rollouts(model, episodes: int, seed: int) -> dict:
 
 
 @torch.no_grad()
+def prior_next_subtask(model, episodes: int, seed: int, steps: int = 120) -> dict:
+    """Does the prior carry on along the downstream chain? For k = 1, 2, 3: the scripted controllers (noise-free)
+    do the task's first k subtasks, then skills sampled from p_a(z|s) run for `steps` env steps. Per k: the share of
+    episodes in which subtask k + 1 got done (what a policy initialised from the prior must stumble on for the RL to
+    learn it), and the share in which some other, not yet done subtask got done instead."""
+    env, generator = KitchenEnv(max_episode_steps=10**6), torch.Generator().manual_seed(seed)
+    H, figures = model.decoder.skill_horizon, {}
+    for k in range(1, len(DEFAULT_TASKS)):
+        nxt, other = [], []
+        for i in range(episodes):
+            observation, _ = env.reset(seed=seed + i)
+            rng = np.random.default_rng([seed, i])
+            for task in DEFAULT_TASKS[:k]:
+                ctrl = SubtaskController(env, task, rng, action_noise=0.0)
+                while not ctrl.done:
+                    observation = env.step(ctrl.act())[0]
+            before = subtasks_complete(env.qpos[:STATE_DIM], ALL_SUBTASKS)
+            reached = []
+            for _ in range(steps // H):
+                mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+                z = (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+                states, _, _, observation = run_skill(env, model, z, observation, H)
+                reached += states
+            done = subtasks_complete(np.asarray(reached), ALL_SUBTASKS).any(0) & ~before
+            nxt.append(bool(done[ALL_SUBTASKS.index(DEFAULT_TASKS[k])]))
+            other.append(bool(np.delete(done, ALL_SUBTASKS.index(DEFAULT_TASKS[k])).any()))
+        figures[f"after {DEFAULT_TASKS[k - 1]}"] = {
+            f"next ({DEFAULT_TASKS[k]})": float(np.mean(nxt)),
+            "another": float(np.mean(other)),
+        }
+    return figures
+
+
+@torch.no_grad()
 def first_skill_logp(model, episodes: int, seed: int, H: int) -> dict:
     """Per subtask: log p_a(mu_q | s0) for its first H scripted actions, mean / min / max over reset states."""
     env, generator = KitchenEnv(), torch.Generator().manual_seed(seed)
@@ -287,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
             "scripted_actions": oracle(model, args.episodes, args.seed, H, decode=False),
         },
         "prior": prior_rollouts(model, args.episodes, args.seed),
+        "prior_next_subtask": prior_next_subtask(model, args.episodes, args.seed),
         "first_skill_logp": first_skill_logp(model, args.episodes, args.seed, H),
     }
     figures["seconds"] = round(time.time() - start, 1)

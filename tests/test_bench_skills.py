@@ -45,6 +45,8 @@ def test_bench_skills_writes_every_figure(tmp_path):
     assert figures["oracle"]["scripted_actions"]["mean_subtasks"] >= 1
     assert sum(figures["oracle"]["scripted_actions"]["stopped_at"].values()) == 1
     assert sum(figures["prior"]["first_subtask"].values()) == pytest.approx(1.0)
+    assert list(figures["prior_next_subtask"]) == ["after microwave", "after kettle", "after bottom burner"]
+    assert all(0 <= v <= 1 for probe in figures["prior_next_subtask"].values() for v in probe.values())
     assert set(figures["first_skill_logp"]) >= {"microwave", "kettle", "prior_samples"}
     logp = figures["first_skill_logp"].values()
     assert all(v["min"] <= v["mean"] <= v["max"] and np.isfinite(v["mean"]) for v in logp)
