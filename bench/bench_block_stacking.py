@@ -5,8 +5,9 @@
 - raw env steps/s: uniform random actions in the 11-block task and the 5-block training scene, with
   and without image observations (one process).
 - the scripted policy: 100 episodes from the collector's start states (seeds 0-99 of the collector's
-  own index scheme, --seed 12345), each planning 1 to 3 stacking steps: the share it completes, and
-  the share of single stacking steps (pick, carry, place) that succeed, with its env steps/s.
+  own index scheme, --seed 12345), each carrying 2 table blocks onto the scene's tower (the collector's
+  default): the share it completes, the share of single stacking steps (pick, carry, place) that
+  succeed, and the tower levels the placed blocks landed at, with its env steps/s.
 - generation: `python -m envs.block_stacking_demos --episodes 500` on every core, episodes and env
   steps per second as the collector reports them.
 """
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs.block_stacking import BlockStackingEnv  # noqa: E402
-from envs.block_stacking_demos import Args, collect, scripted_episode  # noqa: E402
+from envs.block_stacking_demos import Args, collect, scripted_episode, tower  # noqa: E402
 
 
 def raw_steps_per_s(env: BlockStackingEnv, steps: int = 2000, seed: int = 0) -> float:
@@ -44,10 +45,15 @@ def raw_steps_per_s(env: BlockStackingEnv, steps: int = 2000, seed: int = 0) -> 
 def scripted_success(episodes: int = 100, seed: int = 12345) -> dict:
     env = BlockStackingEnv.training()
     completed, planned_steps, done_steps, steps, start = 0, 0, 0, 0, time.perf_counter()
+    levels = np.zeros(5, int)  # placed blocks by the tower level they landed at (base: 0)
     for i in range(episodes):
         rng = np.random.default_rng([seed, i])
         rng.random()  # the collector's first draw (random-action or scripted episode)
-        episode = scripted_episode(env, rng, seed * 1_000_003 + i, max_stacks=3)
+        env_seed = seed * 1_000_003 + i
+        env.reset(seed=env_seed)
+        height = len(tower(env.block_yz()))
+        episode = scripted_episode(env, rng, env_seed, stacks=Args.stacks)
+        levels[height : height + episode["stacks"]] += 1
         completed += episode["terminated"]
         done_steps += episode["stacks"]
         planned_steps += episode["stacks"] + (not episode["terminated"])  # a failed episode failed one step
@@ -56,6 +62,7 @@ def scripted_success(episodes: int = 100, seed: int = 12345) -> dict:
         "episodes": episodes,
         "completed": completed / episodes,
         "stacking_steps_succeeded": done_steps / planned_steps,
+        "placement_levels_1_to_4": (levels[1:] / levels.sum()).round(3).tolist(),
         "env_steps_per_s": steps / (time.perf_counter() - start),
     }
 

@@ -185,11 +185,15 @@ def nearest_blocks(states):
 
 VIEW_PIXELS = 32
 VIEW_SIZE = 0.64  # metres across the view: 2 cm per pixel, a block 4 x 4 pixels
+# Each block is drawn with a dark rim this wide (m) inside its outline, so that stacked blocks stay apart in the
+# image (the authors' lit camera shows their edges; without it a tower was one flat orange bar).
+BLOCK_EDGE = 0.01
 VIEW_BELOW = 0.1  # the view's centre is this far below the gripper (the authors' camera looks slightly down)
 COLOURS = {  # RGB
     "background": (200, 215, 235),
     "table": (110, 110, 110),
     "barrier": (40, 40, 40),
+    "block_edge": (110, 45, 10),
     "block": (220, 110, 30),
     "gripper": (40, 60, 160),
 }
@@ -221,6 +225,7 @@ def render_views(states: np.ndarray, half_length: float) -> np.ndarray:
         return np.clip(cover_z.transpose(0, 2, 1) @ cover_y, 0, 1)
 
     s, finger_w, finger_h = BLOCK_HALF, 0.02, 2 * BLOCK_HALF - 0.005
+    e = BLOCK_EDGE
     ones = np.ones((b, 1))
     fingers_and_palm = (
         np.hstack([y_g - opening / 2 - finger_w, y_g + opening / 2, y_g - MAX_OPENING / 2 - 0.02]),
@@ -233,7 +238,11 @@ def render_views(states: np.ndarray, half_length: float) -> np.ndarray:
     layers = [  # painter's order: later layers cover earlier ones
         ("table", boxes(-half_length * ones, half_length * ones, (TABLE_TOP - 1.0) * ones, TABLE_TOP * ones)),
         ("barrier", boxes(barrier_y0, barrier_y1, TABLE_TOP * np.ones((1, 2)), (TABLE_TOP + 1.0) * np.ones((1, 2)))),
-        ("block", boxes(blocks[:, :, 1] - s, blocks[:, :, 1] + s, blocks[:, :, 2] - s, blocks[:, :, 2] + s)),
+        ("block_edge", boxes(blocks[:, :, 1] - s, blocks[:, :, 1] + s, blocks[:, :, 2] - s, blocks[:, :, 2] + s)),
+        (
+            "block",
+            boxes(blocks[:, :, 1] - s + e, blocks[:, :, 1] + s - e, blocks[:, :, 2] - s + e, blocks[:, :, 2] + s - e),
+        ),
         ("gripper", boxes(*fingers_and_palm)),
     ]
     image = np.empty((b, 3, VIEW_PIXELS, VIEW_PIXELS), np.float32)
@@ -272,9 +281,15 @@ class DatasetViews:
 # ----------------------------------------------------------------------------- the env
 
 
+# Block centres on the training table at least this far apart: the open gripper (0.18 m wide) fits down beside
+# every block. At a block width plus 4 cm (0.12 m), the fingers now and then landed on the neighbour of the block
+# to grasp.
+MIN_GAP = 0.15
+
+
 class BlockStackingEnv(gym.Env):
     """The downstream scene by default (11 blocks in a row on a 2.4 m table, 1000 steps);
-    `BlockStackingEnv.training()` is the 5-block scene of the data (random placements and stacks,
+    `BlockStackingEnv.training()` is the 5-block scene of the data (one tower of 1 to 3 blocks, the rest on the table,
     250 steps). Observation: the state, or with `image=True` the state followed by two stacked
     front views (previous, current), flattened: 8 + 3 n + 2 * 3 * 32 * 32 values in [0, 1] for pixels."""
 
@@ -317,21 +332,19 @@ class BlockStackingEnv(gym.Env):
     # ---- layouts
 
     def _training_layout(self) -> np.ndarray:
-        """(n, 2) block (y, z): 0 to 2 blocks stacked on others (the authors pre-stack 0-2), the rest
-        on the table, at least a block width plus 4 cm apart and 12 cm from the barriers."""
+        """(n, 2) block (y, z): one tower, a base block with 0 to 2 blocks already stacked on it, and the rest on
+        the table, 12 cm from the barriers and MIN_GAP apart. As the authors' data (their
+        FixedSizeSingleTowerBlockTaskGenerator): the episode then carries table blocks onto this tower."""
         rng, n = self.np_random, self.n_blocks
         n_stacked = int(rng.integers(0, 3))
         n_ground = n - n_stacked
         limit = self.half_length - 0.12  # the open gripper (0.18 m wide) can centre on every block
-        while True:  # rejection sampling of well-separated positions (a few tries at most)
-            ys = np.sort(rng.uniform(-limit, limit, n_ground))
-            if np.all(np.diff(ys) > 2 * BLOCK_HALF + 0.04):
-                break
-        yz = np.column_stack([ys, np.full(n_ground, REST_Z)])
-        for _ in range(n_stacked):  # each on top of a random existing column
-            base = yz[rng.integers(len(yz))]
-            top = yz[np.isclose(yz[:, 0], base[0])][:, 1].max()
-            yz = np.vstack([yz, [base[0], top + 2 * BLOCK_HALF]])
+        # Uniform over the placements with all gaps >= MIN_GAP: sorted uniform draws on a line shortened by the
+        # gaps, then the gaps put back.
+        ys = np.sort(rng.uniform(-limit, limit - MIN_GAP * (n_ground - 1), n_ground)) + MIN_GAP * np.arange(n_ground)
+        base = ys[rng.integers(n_ground)]
+        tower = [[base, REST_Z + 2 * BLOCK_HALF * (k + 1)] for k in range(n_stacked)]
+        yz = np.vstack([np.column_stack([ys, np.full(n_ground, REST_Z)]), np.reshape(tower, (-1, 2))])
         return yz[rng.permutation(n)]
 
     def _set_layout(self, block_yz: np.ndarray):

@@ -1,21 +1,22 @@
-"""Block-stacking training data: a scripted, noisy stacking policy in the 5-block scene.
+"""Block-stacking training data: a scripted, noisy stacking policy in the 5-block scene, built as the authors' was.
 
     python -m envs.block_stacking_demos      # the paper's 37,000 episodes -> data/block-stacking-scripted-v0
     python -m envs.block_stacking_demos --episodes 200 --out /tmp/bs-small --random-episode-fraction 0.5
 
-Each episode starts from a random training scene (envs/block_stacking.py: 5 blocks, 0-2 of them
-already stacked) and plans 1 to 3 stacking steps ("up to three stacks per episode"). A step picks a
-block with nothing on it, carries it and puts it on top of another column:
-open, up to a safe height, across, down, close, up, across, down onto the column, open, up. The
-policy is closed-loop: it steers to the current waypoint at up to full speed and moves on within
-1 cm. Noise, as the authors had it, comes from pseudo-random subgoals: one between every two
-waypoints of a move, at 20-80% of the way and up to 20% of the distance to the side, kept above
-the blocks, and one random waypoint in the workspace between stacking steps. An episode ends when
-its plan is done (each carried block resting on its column, the gripper open above it) or after
-250 steps; only completed episodes are kept. `--random-episode-fraction` mixes in that fraction of
-episodes of uniform random actions, 250 steps each, kept regardless (the sub-optimal data of
-Table 1: 0, 0.5, 0.75). Episode i uses the generator seeded (seed, i) and env seed
-seed * 1000003 + i, so the data does not depend on --workers.
+One tower per episode, as the authors' task generator (clvrai/spirl FixedSizeSingleTowerBlockTaskGenerator,
+summarised in ../shared/reference/original-spirl.md): the training scene (envs/block_stacking.py) starts with a
+base block carrying 0 to 2 blocks, the rest on the table; each of the episode's --stacks stacking steps (the
+authors: 2) carries a table block onto the tower's current top. No pickup is ever from a tower and nothing else
+is moved, so new blocks land at levels 1 to 4 with probabilities 1/6, 1/3, 1/3, 1/6. A step: open, up to the
+carry height, across, down, close, up, across, down onto the tower, open, up. The carry height is fixed
+(CARRY_Z, the authors': a held block clears a 5-block tower). The policy is closed-loop: it steers to the current
+waypoint at up to full speed and moves on within 1 cm. Noise, as the authors had it, comes from pseudo-random
+subgoals: one between every two waypoints of a move, at 20-80% of the way and up to 20% of the distance to the
+side, kept above the blocks. An episode ends when its plan is done (each carried block resting on the tower, the
+gripper open above it) or after 250 steps; only completed episodes are kept. `--random-episode-fraction` mixes
+in that fraction of episodes of uniform random actions, 250 steps each, kept regardless (the sub-optimal data of
+Table 1: 0, 0.5, 0.75). Episode i uses the generator seeded (seed, i) and env seed seed * 1000003 + i, so the
+data does not depend on --workers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.block_stacking import BLOCK_HALF, GRIPPER_Z_RANGE, BlockStackingEnv, supported_heights
+from envs.block_stacking import (
+    BLOCK_HALF,
+    REST_Z,
+    TABLE_TOP,
+    TRAIN_HALF_LENGTH,
+    BlockStackingEnv,
+    supported_heights,
+)
 from envs.datasets import worker_pool, write_minari
 from envs.errors import SpirlError
 from envs.registry import LOCAL_DATASETS
@@ -35,7 +43,12 @@ from envs.registry import LOCAL_DATASETS
 DATASET_ID = "spirl/block-stacking-scripted-v0"
 REACHED = 0.01  # m: a waypoint counts as reached this close
 STEP_GAIN = 1 / 0.05  # full speed (5 cm per step) until 5 cm from the waypoint, then proportional
-CLEARANCE = 0.12  # m above the highest block top the gripper carries a block across
+# The grip point's height while carrying, the authors' (table + 0.32 + 0.2 m): a held block's bottom is 8 cm
+# above a 5-block tower, the tallest these episodes build.
+CARRY_Z = TABLE_TOP + 0.52
+# Subgoals stay this far from the table's centre line: the palm (0.18 m wide) then clears the barriers. A subgoal
+# beyond it could not be reached and stalled the episode until its step limit (9 of 100 episodes).
+Y_LIMIT = TRAIN_HALF_LENGTH - 0.1
 GRIP_STEPS = 3  # env steps to close or open the fingers
 
 
@@ -50,8 +63,9 @@ class Args:
     random_episode_fraction: float = 0.0
     """fraction of the episodes that are uniform random actions instead of the scripted policy
     (sub-optimal data, Table 1)"""
-    max_stacks: int = 3
-    """stacking steps planned per episode: 1 to this many"""
+    stacks: int = 2
+    """stacking steps per episode, each carrying a table block onto the tower (the authors: 2; 1 to 3, fewer when
+    the scene runs out of table blocks)"""
     overwrite: bool = False
     """replace an existing dataset at --out"""
     workers: int = 0
@@ -61,12 +75,15 @@ class Args:
 # ----------------------------------------------------------------------------- the scripted policy
 
 
-def column_tops(block_yz: np.ndarray) -> list[int]:
-    """Indices of the blocks with nothing on them (each column's top block)."""
-    dy = np.abs(block_yz[:, None, 0] - block_yz[None, :, 0])
-    dz = block_yz[None, :, 1] - block_yz[:, None, 1]
-    covered = ((dy < 2 * BLOCK_HALF) & (dz > BLOCK_HALF)).any(1)
-    return [i for i in range(len(block_yz)) if not covered[i]]
+def tower(block_yz: np.ndarray) -> list[int]:
+    """The training scene's tower, bottom to top: the base block and the blocks stacked on it (the block with the
+    most blocks above it; at reset with nothing stacked, any table block could be the base: the lowest index)."""
+    same_column = np.abs(block_yz[:, None, 0] - block_yz[None, :, 0]) < BLOCK_HALF
+    on_table = np.abs(block_yz[:, 1] - REST_Z) < BLOCK_HALF / 2
+    heights = (same_column & ~on_table[None, :]).sum(1) * on_table  # blocks above each table block
+    base = int(np.argmax(heights))
+    column = np.flatnonzero(same_column[base])
+    return [int(i) for i in column[np.argsort(block_yz[column, 1])]]
 
 
 def with_subgoals(start: np.ndarray, waypoints: list, rng: np.random.Generator, floor: float) -> list:
@@ -80,6 +97,7 @@ def with_subgoals(start: np.ndarray, waypoints: list, rng: np.random.Generator, 
             side = np.array([-diff[1], diff[0]]) / length
             sub = here[:2] + rng.uniform(0.2, 0.8) * diff + rng.uniform(-0.2, 0.2) * length * side
             sub[1] = max(sub[1], min(floor, max(here[1], target[1])))
+            sub[0] = np.clip(sub[0], -Y_LIMIT, Y_LIMIT)
             out.append(np.array([*sub, target[2]]))
         out.append(target)
         here = target
@@ -87,21 +105,21 @@ def with_subgoals(start: np.ndarray, waypoints: list, rng: np.random.Generator, 
 
 
 def plan_stack(state: np.ndarray, source: int, target: int, rng: np.random.Generator) -> list:
-    """Waypoints (y, z, grip) that move block `source` onto block `target`, with subgoals. A waypoint
-    with a 4th entry holds still for that many steps (closing or opening the fingers)."""
+    """Waypoints (y, z, grip) that move block `source` onto block `target` at the carry height CARRY_Z, with
+    subgoals. A waypoint with a 4th entry holds still for that many steps (closing or opening the fingers)."""
     blocks = state[8:].reshape(-1, 3)[:, 1:]
-    safe = min(blocks[:, 1].max() + BLOCK_HALF + CLEARANCE + BLOCK_HALF, GRIPPER_Z_RANGE[1] - 0.02)
     (ys, zs), (yt, zt) = blocks[source], blocks[target]
     here = np.array([state[1], state[2], 1.0])
-    approach = [np.array([state[1], safe, 1.0]), np.array([ys, safe, 1.0]), np.array([ys, zs, 1.0])]
-    carry = [np.array([ys, safe, 0.0]), np.array([yt, safe, 0.0]), np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 0.0])]
-    floor = safe - 0.02
+    approach = [np.array([state[1], CARRY_Z, 1.0]), np.array([ys, CARRY_Z, 1.0]), np.array([ys, zs, 1.0])]
+    put = zt + 2 * BLOCK_HALF + 0.003
+    carry = [np.array([ys, CARRY_Z, 0.0]), np.array([yt, CARRY_Z, 0.0]), np.array([yt, put, 0.0])]
+    floor = CARRY_Z - 0.02
     return [
         *with_subgoals(here, approach, rng, floor),
         np.array([ys, zs, 0.0, GRIP_STEPS]),
         *with_subgoals(approach[-1], carry, rng, floor),
-        np.array([yt, zt + 2 * BLOCK_HALF + 0.003, 1.0, GRIP_STEPS]),
-        np.array([yt, safe, 1.0]),
+        np.array([yt, put, 1.0, GRIP_STEPS]),
+        np.array([yt, CARRY_Z, 1.0]),
     ]
 
 
@@ -117,29 +135,24 @@ def stacked_on(block_yz: np.ndarray, top: int, bottom: int) -> bool:
     return dy < BLOCK_HALF and abs(dz - 2 * BLOCK_HALF) < 0.01 and not np.isnan(supported_heights(block_yz)[top])
 
 
-def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: int, max_stacks: int) -> dict:
+def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: int, stacks: int) -> dict:
     """One episode of the scripted policy; "terminated" is True when its whole plan succeeded."""
     state, _ = env.reset(seed=env_seed)
     states, actions, rewards = [state], [], []
-    # Each stacking step joins two columns, so at most (columns - 1) steps fit the scene.
-    n_stacks, done_stacks = min(int(rng.integers(1, max_stacks + 1)), len(column_tops(env.block_yz())) - 1), 0
-    plan, k, hold, pair = [], 0, 0, None
+    column = tower(env.block_yz())
+    table = [i for i in range(env.n_blocks) if i not in column]
+    sources = [int(i) for i in rng.permutation(table)[:stacks]]  # table blocks, each carried onto the tower top
+    plan, k, hold, done_stacks = [], 0, 0, 0
     while len(actions) < env.max_episode_steps:
         if k == len(plan):  # the current stacking step is over: check it, then plan the next one
-            if pair is not None:
-                if not stacked_on(env.block_yz(), *pair):
+            if plan:
+                if not stacked_on(env.block_yz(), sources[done_stacks], column[-1]):
                     break  # a failed stacking step fails the episode
+                column.append(sources[done_stacks])
                 done_stacks += 1
-            if done_stacks == n_stacks:
+            if done_stacks == len(sources):
                 break
-            tops = column_tops(env.block_yz())
-            source, target = rng.choice(tops, 2, replace=False)
-            pair, k, hold = (int(source), int(target)), 0, 0
-            plan = plan_stack(state, *pair, rng)
-            if done_stacks > 0 and rng.random() < 0.5:  # a random detour between stacking steps
-                limit = env.half_length - 0.1
-                y, z = rng.uniform(-limit, limit), rng.uniform(plan[0][1], GRIPPER_Z_RANGE[1] - 0.05)
-                plan.insert(0, np.array([y, z, 1.0]))
+            plan, k, hold = plan_stack(state, sources[done_stacks], column[-1], rng), 0, 0
         waypoint = plan[k]
         action = steer(state, waypoint)
         state, reward, _, _, _ = env.step(action)
@@ -156,7 +169,7 @@ def scripted_episode(env: BlockStackingEnv, rng: np.random.Generator, env_seed: 
         "states": np.asarray(states, np.float32),
         "actions": np.asarray(actions, np.float32),
         "rewards": np.asarray(rewards, np.float32),
-        "terminated": done_stacks == n_stacks and done_stacks > 0,
+        "terminated": done_stacks == len(sources) and done_stacks > 0,
         "seed": env_seed,
         "stacks": done_stacks,
         "random": False,
@@ -199,7 +212,7 @@ def collect_chunk(args: Args, first: int, count: int) -> tuple[list[dict], dict]
         if rng.random() < args.random_episode_fraction:
             episode = random_episode(env, rng, env_seed)
         else:
-            episode = scripted_episode(env, rng, env_seed, args.max_stacks)
+            episode = scripted_episode(env, rng, env_seed, args.stacks)
             counts["scripted"] += 1
             counts["failed"] += not episode["terminated"]
         counts["steps"] += len(episode["actions"])
@@ -211,8 +224,8 @@ def collect_chunk(args: Args, first: int, count: int) -> tuple[list[dict], dict]
 def collect(args: Args) -> dict:
     from tqdm import tqdm
 
-    if args.episodes < 1 or args.max_stacks < 1:
-        raise SpirlError(f"--episodes and --max-stacks must be at least 1 (got {args.episodes}, {args.max_stacks})")
+    if args.episodes < 1 or not 1 <= args.stacks <= 3:
+        raise SpirlError(f"--episodes must be at least 1 and --stacks 1 to 3 (got {args.episodes}, {args.stacks})")
     if not 0.0 <= args.random_episode_fraction <= 1.0:
         raise SpirlError(f"--random-episode-fraction must be in [0, 1] (got {args.random_episode_fraction})")
     if os.path.exists(args.out) and not args.overwrite:
@@ -239,7 +252,7 @@ def collect(args: Args) -> dict:
     seconds = time.time() - start
     algorithm = "scripted stacking policy with random subgoals (envs/block_stacking_demos.py)"
     description = (
-        f"Block stacking, 5 blocks, 1-{args.max_stacks} stacking steps per episode; random-action "
+        f"Block stacking, 5 blocks, one tower, {args.stacks} stacking steps per episode; random-action "
         f"episode fraction {args.random_episode_fraction}. Observations: the 23-dim state."
     )
     env = BlockStackingEnv.training()

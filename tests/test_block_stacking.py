@@ -129,19 +129,47 @@ def test_image_observation_shows_the_blocks_where_the_simulator_has_them():
         assert is_block[int(row), int(col)], (row, col)
     r, c = np.nonzero(is_block)  # and every block-coloured pixel lies on some block
     on_a_block = (np.abs(c[:, None] + 0.5 - cols[None]) <= half) & (np.abs(r[:, None] + 0.5 - rows[None]) <= half)
-    assert on_a_block.any(1).all() and len(r) >= 2 * 9
+    assert on_a_block.any(1).all() and len(r) >= 2 * 4  # each block's face inside its dark rim
 
 
-def test_scripted_policy_completes_stacks_from_the_collectors_start_states():
-    from envs.block_stacking_demos import scripted_episode
+def test_stacked_blocks_stay_apart_in_the_image():
+    """A tower of three is three blocks in the frame, not one bar: a dark rim row between each two."""
+    env = BlockStackingEnv.training()
+    env.reset(seed=0)
+    state = env.state()
+    blocks = state[8:].reshape(-1, 3)
+    blocks[:, 1] = [-0.3, 0.0, 0.0, 0.0, 0.3]
+    blocks[:, 2] = [0.84, 0.84, 0.92, 1.0, 0.84]
+    state[1:3] = [0.0, 1.2]
+    frame = render_view(state, env.half_length).astype(float)
+    column = frame[:, :, 16]  # the tower's centre column, top row first
+    face = np.abs(column - np.array(COLOURS["block"])[:, None]).max(0) < 1
+    runs = np.flatnonzero(np.diff(face.astype(int)) == 1)  # rows where a block face starts
+    assert len(runs) == 3
+
+
+def test_scripted_policy_carries_table_blocks_onto_the_one_tower_as_the_authors_data():
+    from envs.block_stacking import REST_Z
+    from envs.block_stacking_demos import scripted_episode, tower
 
     env = BlockStackingEnv.training()
-    results = [scripted_episode(env, np.random.default_rng([7, i]), 7_000 + i, max_stacks=1) for i in range(10)]
-    assert sum(r["terminated"] for r in results) >= 8, [r["stacks"] for r in results]
-    for r in results:
+    results = []
+    for i in range(10):
+        env.reset(seed=7_000 + i)
+        start = env.block_yz()
+        column = tower(start)  # the training scene: one tower of 1 to 3 blocks, every other block on the table
+        assert 1 <= len(column) <= 3 and np.allclose(
+            start[[b for b in range(5) if b not in column], 1], REST_Z, atol=1e-3
+        )
+        results.append((len(column), scripted_episode(env, np.random.default_rng([7, i]), 7_000 + i, stacks=2)))
+    assert sum(r["terminated"] for _, r in results) >= 8, [r["stacks"] for _, r in results]
+    for height, r in results:
         if r["terminated"]:
-            final = r["states"][-1]
-            assert blocks_stacked(final[8:].reshape(-1, 3)[:, 1:]) >= 1 and final[7] > 0.1  # a stack, fingers open
+            first, final = (r["states"][t][8:].reshape(-1, 3)[:, 1:] for t in (0, -1))
+            assert blocks_stacked(final) == height - 1 + 2  # the tower grew by the two carried blocks
+            assert r["states"][-1][7] > 0.1  # and the fingers are open above it
+            moved = np.abs(final - first).max(1) > 0.01
+            assert moved.sum() == 2 and np.allclose(first[moved, 1], REST_Z, atol=1e-3)  # two table blocks moved
             assert len(r["actions"]) < 250 and len(r["states"]) == len(r["actions"]) + 1
 
 
