@@ -1,7 +1,10 @@
-"""Quick proxies for a kitchen skill model, measured before spending RL env steps on it.
+"""Quick proxies for a skill model, measured before spending RL env steps on it (kitchen and block stacking).
 
-    python bench/bench_skills.py                               # shipped model, 10 episodes: 40 s on a free CPU core
+    python bench/bench_skills.py                               # shipped kitchen model, 10 episodes: ~1.5 min
     python bench/bench_skills.py --checkpoint runs/x/checkpoint.pt --episodes 20 --out /tmp/skills.json
+    python bench/bench_skills.py --checkpoint checkpoints/block-stacking-image-skills.pt --episodes 20
+
+Kitchen:
 
 1. window_mse: reconstruction MSE of the held-out 10-step windows (the checkpoint's val split of the dataset:
    encode, decode the posterior mean).
@@ -19,13 +22,14 @@
 6. first_skill_logp: log p_a(z|s0) of the encoder mean of each subtask's first H scripted actions from the reset
    state, next to the log-density of the prior's own samples there (what a typical skill gets): a skill far
    below it is one that a policy initialised from the prior seldom samples.
-Writes bench/results/skills.json.
+Writes bench/results/skills.json; the shipped model's figures are in docs/kitchen.md.
 
-The shipped checkpoints/kitchen-scripted-skills.pt (trained on the earlier uniform-order data), measured on the
-Relay-order data (episodes it never saw; 6 held-out ones): window MSE 0.018; replay 1.17 of 4 subtasks with
-decoded skills vs 4.0 with the recorded actions; oracle 2.0 of 4 vs 4.0 scripted; prior rollouts 0.1 (first
-subtask: none 6 of 10); first-skill log-density -3.3 (light switch) to -5.4 (slide cabinet) for burners,
-light and slide, -9.3 microwave, -11.1 hinge cabinet, -14.8 kettle, against -7.6 for the prior's own samples.
+Block stacking (writes bench/results/skills_block_stacking.json; docs/block_stacking.md):
+1. probes: the prior in set situations of the 11-block task: holding a block 12-22 cm above a 1-, 2- or 3-block
+   tower (placed on it after 20 and 40 steps?); open above a 2- or 3-block tower (its top block taken off within 40
+   steps? the tower still whole after 20 and 40 steps?). A prior that stacks places and leaves towers alone.
+2. prior_rollouts: whole episodes of prior skills; the highest tower at reset and at the end, in the 5-block
+   scene of the data and in the 11-block task.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from envs.block_stacking import BLOCK_HALF, REST_Z, BlockStackingEnv, blocks_stacked, supported_heights  # noqa: E402
 from envs.datasets import WindowSampler, load_episodes, split_episodes  # noqa: E402
 from envs.errors import SpirlError  # noqa: E402
 from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv, subtasks_complete  # noqa: E402
@@ -51,20 +56,24 @@ from envs.kitchen_scripted import SubtaskController  # noqa: E402
 from envs.registry import ENV_SPECS, LOCAL_DATASETS  # noqa: E402
 from spirl_pretrain import evaluate_windows, gaussian_nll, load_skill_model  # noqa: E402
 
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+KITCHEN_RESULTS = os.path.join(RESULTS, "skills.json")
+BLOCK_RESULTS = os.path.join(RESULTS, "skills_block_stacking.json")
+
 
 @dataclass
 class Args:
     checkpoint: str = ENV_SPECS["kitchen"]["default_prior"]
-    """kitchen skill-model checkpoint written by spirl_pretrain.py"""
+    """skill-model checkpoint written by spirl_pretrain.py (kitchen or block stacking)"""
     dataset: str | None = None
     """dataset of the held-out windows and replayed episodes (default: the checkpoint's own)"""
     episodes: int = 10
     """episodes for the oracle and the prior rollouts, env seeds seed .. seed + episodes - 1; also the most
-    held-out episodes replayed"""
+    held-out episodes replayed (block stacking: tries per probe and episodes per scene)"""
     seed: int = 0
     """env seeds and prior samples"""
-    out: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "skills.json")
-    """where to write the figures"""
+    out: str | None = None
+    """where to write the figures (default: bench/results/skills.json, block stacking skills_block_stacking.json)"""
 
 
 class Snapshot:
@@ -277,6 +286,116 @@ def first_skill_logp(model, episodes: int, seed: int, H: int) -> dict:
     return {"prior_samples": stats(typical), **{t: stats(v) for t, v in logp.items()}}
 
 
+# ----------------------------------------------------------------------------- block stacking
+
+
+def column_size(block_yz: np.ndarray, y: float) -> int:
+    """Supported blocks standing in the column at `y` (the tower there, its base included)."""
+    heights = supported_heights(block_yz)
+    return int(((np.abs(block_yz[:, 0] - y) < BLOCK_HALF) & ~np.isnan(heights)).sum())
+
+
+def block_situation(env, rng: np.random.Generator, tower: int, holding: bool):
+    """The 11-block task set to a probe's situation: a tower of `tower` blocks on one of the row's middle blocks,
+    the gripper 12-22 cm above its top (up to 3 cm to the side), holding a block or open. Returns (observation,
+    the tower's y). The tower's upper blocks and the held one are taken from the ends of the row."""
+    yz = env.block_yz()
+    y0 = yz[int(rng.integers(3, 8)), 0]
+    for level in range(1, tower):
+        yz[level - 1] = (y0, REST_Z + 2 * BLOCK_HALF * level)
+    top_z = REST_Z + 2 * BLOCK_HALF * (tower - 1)
+    grip = np.array([y0 + rng.uniform(-0.03, 0.03), top_z + rng.uniform(0.12, 0.22)])
+    if holding:
+        yz[-1] = grip
+    env._set_layout(yz)
+    env.data.qpos[env._gripper] = grip
+    if holding:
+        env.data.qpos[env._fingers] = BLOCK_HALF  # the fingers against the held block's sides
+    mujoco.mj_forward(env.model, env.data)
+    for _ in range(3):  # settle: fingers closed on the block, or open
+        observation = env.step(np.array([0.0, 0.0, 0.0 if holding else 1.0]))[0]
+    return observation, y0
+
+
+@torch.no_grad()
+def run_block_skills(env, model, observation, steps: int, generator):
+    """Skills sampled from the prior every H steps, decoded and executed, for `steps` env steps."""
+    H = model.decoder.skill_horizon
+    for t in range(0, steps, H):
+        mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+        z = (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+        actions = None if model.closed_loop else model.decoder(z[None])[0]
+        for k in range(min(H, steps - t)):
+            now = torch.as_tensor(observation)[None]
+            action = actions[k] if actions is not None else model.decoder(now, z[None])[0]
+            observation = env.step(action.numpy())[0]
+    return observation
+
+
+def block_probes(model, image: bool, tries: int, seed: int) -> dict:
+    """The prior in set situations of the 11-block task, `tries` each: holding a block above a 1-, 2- and 3-block
+    tower (placed on it after 20 and 40 steps: the tower is one block taller); open above a 2- and 3-block tower
+    (its top block taken off within 40 steps; the tower still standing whole after 20 and 40 steps)."""
+    env, generator, figures = BlockStackingEnv.downstream(image=image), torch.Generator().manual_seed(seed), {}
+    for tower in (1, 2, 3):
+        placed = {20: 0, 40: 0}
+        for i in range(tries):
+            env.reset(seed=seed + i)
+            observation, y0 = block_situation(env, np.random.default_rng([seed, tower, i]), tower, holding=True)
+            for steps in (20, 40):
+                observation = run_block_skills(env, model, observation, 20, generator)
+                placed[steps] += column_size(env.block_yz(), y0) == tower + 1
+        for steps in (20, 40):
+            figures[f"holding a block above a {tower}-block tower: placed on it after {steps} steps"] = (
+                placed[steps] / tries
+            )
+    for tower in (2, 3):
+        taken, intact = 0, {20: 0, 40: 0}
+        for i in range(tries):
+            env.reset(seed=seed + i)
+            observation, y0 = block_situation(env, np.random.default_rng([seed, 10 + tower, i]), tower, holding=False)
+            top, start = tower - 2, env.block_yz()  # the tower's top block (block 0 or 1, see block_situation)
+            off = False
+            for steps in (20, 40):
+                observation = run_block_skills(env, model, observation, 20, generator)
+                intact[steps] += column_size(env.block_yz(), y0) >= tower
+                off |= bool(np.abs(env.block_yz()[top] - start[top]).max() > 0.03)
+            taken += off
+        figures[f"open above a {tower}-block tower: top block taken off"] = taken / tries
+        for steps in (20, 40):
+            figures[f"open above a {tower}-block tower: tower intact after {steps} steps"] = intact[steps] / tries
+    return figures
+
+
+def block_rollouts(model, image: bool, episodes: int, seed: int) -> dict:
+    """Whole episodes of prior skills: in the 5-block training scene, the highest tower (blocks stacked on its
+    base) at reset and at the end; in the 11-block task, at the end."""
+    generator, figures = torch.Generator().manual_seed(seed), {}
+    for name, make in (("5-block scene", BlockStackingEnv.training), ("11-block task", BlockStackingEnv.downstream)):
+        env, start, end = make(image=image), [], []
+        for i in range(episodes):
+            observation, _ = env.reset(seed=seed + i)
+            start.append(blocks_stacked(env.block_yz()))
+            run_block_skills(env, model, observation, env.max_episode_steps, generator)
+            end.append(blocks_stacked(env.block_yz()))
+        figures[name] = {"highest tower at reset": float(np.mean(start)), "at the end": float(np.mean(end))}
+    return figures
+
+
+def block_main(args: Args, model, config) -> dict:
+    start = time.time()
+    figures = {
+        "checkpoint": args.checkpoint,
+        "dataset_info": describe(config["dataset"]),
+        "tries": args.episodes,
+        "seed": args.seed,
+        "probes": block_probes(model, config["image"], args.episodes, args.seed),
+        "prior_rollouts": block_rollouts(model, config["image"], args.episodes, args.seed),
+    }
+    figures["seconds"] = round(time.time() - start, 1)
+    return figures
+
+
 def describe(dataset: str) -> dict:
     """When a local dataset was written and its description ("relay orders" or "uniform orders"; neither: the
     data of before the Relay sequences), to tell which data the held-out windows and episodes came from."""
@@ -295,7 +414,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv)
     if args.episodes < 1:
         sys.exit(f"error: --episodes must be at least 1 (got {args.episodes})")
+    torch.set_num_threads(1)
     try:
+        model, config = load_skill_model(args.checkpoint)
+        if config["env"] == "block_stacking":
+            return write(block_main(args, model, config), args.out or BLOCK_RESULTS)
         model, config = load_skill_model(args.checkpoint, env="kitchen", state_dim=STATE_DIM)
         dataset = args.dataset or config["dataset"]
         _, held_out = split_episodes(load_episodes(dataset, "kitchen"), config["val_fraction"], config["seed"])
@@ -328,9 +451,13 @@ def main(argv: list[str] | None = None) -> dict:
         "first_skill_logp": first_skill_logp(model, args.episodes, args.seed, H),
     }
     figures["seconds"] = round(time.time() - start, 1)
+    return write(figures, args.out or KITCHEN_RESULTS)
+
+
+def write(figures: dict, out: str) -> dict:
     print(json.dumps(figures, indent=2))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(figures, f, indent=2)
     return figures
 

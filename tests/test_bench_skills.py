@@ -85,3 +85,32 @@ def test_bench_skills_runs_a_closed_loop_model(tmp_path):
     assert figures["replay"]["recorded_actions"] >= 1 and 0 <= figures["replay"]["decoded_skills"] <= 4
     assert 0 <= figures["oracle"]["decoded_skills"]["mean_subtasks"] <= 4
     assert np.isfinite(figures["first_skill_logp"]["microwave"]["mean"])
+
+
+BLOCK_PRIOR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "block-stacking-image-skills.pt"
+)
+
+
+@pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
+def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
+    out = tmp_path / "skills_block_stacking.json"
+    args = ["--checkpoint", BLOCK_PRIOR, "--episodes", "1", "--out", str(out)]
+    figures = bench_skills.main(args)
+    assert json.loads(out.read_text()) == figures
+    assert len(figures["probes"]) == 12 and all(v in (0.0, 1.0) for v in figures["probes"].values())
+    assert set(figures["prior_rollouts"]) == {"5-block scene", "11-block task"}
+
+
+def test_a_probe_situation_holds_the_block_above_the_tower():
+    from envs.block_stacking import BlockStackingEnv
+
+    env = BlockStackingEnv.downstream()
+    env.reset(seed=0)
+    _, y0 = bench_skills.block_situation(env, np.random.default_rng(1), 2, holding=True)
+    assert env.grasped(env.state())[-1] and bench_skills.column_size(env.block_yz(), y0) == 2
+    for _ in range(10):  # lowered onto the tower and let go, it makes the tower one block taller
+        env.step(np.array([0.0, -0.5, 0.0]))
+    for _ in range(5):
+        env.step(np.array([0.0, 0.0, 1.0]))
+    assert bench_skills.column_size(env.block_yz(), y0) == 3
