@@ -7,6 +7,7 @@ temperature alpha tuned so that the policy's entropy stays near -|A|. This tests
 experience buys (SPiRL's claim): on the paper's tasks it learns next to nothing.
 
     python baselines/sac.py --env kitchen
+    python baselines/sac.py --env Hopper-v5 --total-env-steps 300000   # any gymnasium task with a Box action space
     python baselines/sac.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
 
 Flags, logged metrics, checkpoints and the layout of the code follow spirl_sac.py; the update is
@@ -34,7 +35,8 @@ from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN  # noqa: E402
 @dataclass
 class Args:
     env: str = "kitchen"
-    """downstream task family (kitchen, maze, block_stacking)"""
+    """downstream task family (kitchen, maze, block_stacking), or any gymnasium id with a Box action space (e.g.
+    Hopper-v5: checks this SAC against published results)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     target_entropy: float | None = None
@@ -49,8 +51,9 @@ class Args:
     BaseProcessingNet builds as an input block + n_layers blocks: kitchen and block stacking 5 -> 6, maze 2 -> 3)"""
     critic_hidden: int = 256
     """units per layer of each critic (the authors' MLPCritic nz_mid 256, every env)"""
-    critic_layers: int = 3
-    """hidden linear layers of each critic (the authors' MLPCritic n_layers 2 -> 3, every env)"""
+    critic_layers: int | None = None
+    """hidden linear layers of each critic; default per env (ENV_DEFAULTS: the authors' MLPCritic n_layers 2 -> 3 in
+    the paper's envs)"""
     gamma: float = 0.99
     """discount per env step (app. B.2)"""
     tau: float = 5e-3
@@ -88,12 +91,14 @@ class Args:
 
 # Per-env defaults (flags left at None), from the authors' flat SAC configs (clvrai/spirl
 # spirl/configs/rl/{kitchen,maze,block_stacking}/base_conf.py): MLPPolicy n_layers 5 in the kitchen and block
-# stacking, 2 in the maze (hidden linear layers: n_layers + 1, see `layers`); replay capacity 1e5 in the kitchen
-# and block stacking, 1e6 in the maze.
+# stacking, 2 in the maze (hidden linear layers: n_layers + 1, see `layers`); critics n_layers 2 (3 hidden layers);
+# replay capacity 1e5 in the kitchen and block stacking, 1e6 in the maze. Any other gymnasium task: the sizes of
+# CleanRL's sac_continuous_action.py (2 hidden layers of 256 for the policy and each critic, replay 1e6).
 ENV_DEFAULTS = {
-    "kitchen": dict(layers=6, buffer_size=100_000),
-    "maze": dict(layers=3, buffer_size=1_000_000),
-    "block_stacking": dict(layers=6, buffer_size=100_000),
+    "kitchen": dict(layers=6, critic_layers=3, buffer_size=100_000),
+    "maze": dict(layers=3, critic_layers=3, buffer_size=1_000_000),
+    "block_stacking": dict(layers=6, critic_layers=3, buffer_size=100_000),
+    "gymnasium": dict(layers=2, critic_layers=2, buffer_size=1_000_000),
 }
 
 # The values sac_update returns, and where each is logged.
@@ -253,7 +258,7 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
 
 def build_learner(args: Args) -> Learner:
     """A fresh policy, two critics and their targets, alpha = 1."""
-    spec = env_spec(args.env)
+    spec = env_spec(args.env, any_gymnasium=True)
     state_dim, action_dim = spec["state_dim"], spec["action_dim"]
     policy = GaussianPolicy(state_dim, action_dim, args.hidden, args.layers)
     critic = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
@@ -312,28 +317,39 @@ class ReplayBuffer:
 
 @torch.no_grad()
 def choose_action(policy: GaussianPolicy, state: np.ndarray, generator, deterministic: bool = False) -> np.ndarray:
-    """a = tanh(u), u ~ pi(. | s) (its mean when deterministic): an action in the env's box [-1, 1]."""
+    """a = tanh(u), u ~ pi(. | s) (its mean when deterministic): an action in [-1, 1], which `to_env` maps
+    onto the env's box."""
     mu, log_sigma = policy(torch.as_tensor(state)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
     return torch.tanh(u)[0].numpy()
 
 
+def to_env(action: np.ndarray, space) -> np.ndarray:
+    """[-1, 1] -> the env's action box, linearly. Easy to overlook: the policy, the critics and the replay all
+    work in [-1, 1], and only the env sees the rescaled action (Pendulum-v1's box is [-2, 2]: without this the
+    policy has half its torque; block stacking's grip is [0, 1]: half of tanh's range would be a closed grip)."""
+    low, high = space.low, space.high
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return action  # the paper's kitchen and maze: nothing to rescale (and no rounding)
+    return (low + (action + 1.0) * 0.5 * (high - low)).astype(space.dtype)
+
+
 def evaluate(policy: GaussianPolicy, args: Args, env_kwargs: dict) -> dict:
     """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
     env = make_env(args.env, **env_kwargs)
-    metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
+    metric, returns, progress = env_spec(args.env, any_gymnasium=True)["progress_metric"], [], []
     for episode in range(args.eval_episodes):
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
             action = choose_action(policy, state, None, deterministic=True)
-            state, reward, terminated, truncated, info = env.step(action)
+            state, reward, terminated, truncated, info = env.step(to_env(action, env.action_space))
             episode_return += reward
             done = terminated or truncated
         returns.append(episode_return)
         progress.append(float(info.get(metric, 0)))
     env.close()
-    return {"return": float(np.mean(returns)), metric: float(np.mean(progress))}
+    return {"return": float(np.mean(returns))} | ({metric: float(np.mean(progress))} if metric else {})
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -349,7 +365,7 @@ def train(args: Args) -> dict:
 
     # Replay buffer, policy, critics, alpha.
     learner = build_learner(args)
-    spec = env_spec(args.env)
+    spec = env_spec(args.env, any_gymnasium=True)
     buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"])
     act_gen = torch.Generator().manual_seed(args.seed)  # actions chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
@@ -364,7 +380,7 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = {"tasks": args.tasks} if args.tasks else {}
     env = make_env(args.env, **env_kwargs)
-    metric = env_spec(args.env)["progress_metric"]
+    metric = spec["progress_metric"]  # None for a gymnasium task: the return is its only measure
     losses = []  # sac_update's outputs since the last log
 
     def learn():  # one gradient step on a batch from the replay
@@ -393,9 +409,9 @@ def train(args: Args) -> dict:
                     learning = buffer.size >= max(args.warmup_steps, 1)  # warm-up first (app. B.2)
                     if learning:
                         action = choose_action(learner.policy, state, act_gen)
-                    else:  # the warm-up acts uniformly at random
-                        action = warmup_rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
-                    next_state, reward, terminated, truncated, info = env.step(action)
+                    else:  # the warm-up acts uniformly at random (over the env's box, once rescaled)
+                        action = warmup_rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
+                    next_state, reward, terminated, truncated, info = env.step(to_env(action, env.action_space))
                     # A time-limit truncation is not a termination: the Q-target still bootstraps there.
                     buffer.add(state, action, reward, next_state, terminated)
                     if learning:
@@ -410,7 +426,8 @@ def train(args: Args) -> dict:
                 episodes += 1
 
                 # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
-                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                progress = {metric: float(info.get(metric, 0))} if metric else {}
+                log.episode(episode_return, progress, env_steps, env_steps - episode_start)
                 crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
                 if crossed or env_steps >= args.total_env_steps or stop.requested:
                     log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint
@@ -437,7 +454,7 @@ def train(args: Args) -> dict:
 
 def resolve_args(args: Args) -> Args:
     """Check the flags (one-line errors) and fill the per-env defaults from envs/registry.py."""
-    spec = env_spec(args.env)
+    spec = env_spec(args.env, any_gymnasium=True)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     sizes = ("hidden", "layers", "critic_hidden", "critic_layers", "batch_size", "buffer_size")
@@ -448,7 +465,8 @@ def resolve_args(args: Args) -> Args:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     target_entropy = -float(spec["action_dim"]) if args.target_entropy is None else args.target_entropy  # -|A|
-    env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
+    defaults = ENV_DEFAULTS.get(args.env, ENV_DEFAULTS["gymnasium"])
+    env_defaults = {name: value for name, value in defaults.items() if getattr(args, name) is None}
     return replace(args, target_entropy=target_entropy, total_env_steps=total, **env_defaults)
 
 

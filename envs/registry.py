@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+
+import numpy as np
 
 from envs.errors import SpirlError
 
@@ -81,14 +84,55 @@ ENV_SPECS = {
 ENV_NAMES = tuple(ENV_SPECS)
 
 
-def env_spec(name: str) -> dict:
-    if name not in ENV_SPECS:
-        raise SpirlError(f"unknown env '{name}': choose one of {', '.join(ENV_NAMES)} (--env)")
-    return ENV_SPECS[name]
+def env_spec(name: str, any_gymnasium: bool = False) -> dict:
+    """The facts of task family `name` (ENV_SPECS). With any_gymnasium (flat SAC, baselines/sac.py), any other
+    name registered with gymnasium is accepted too, as CleanRL's scripts do: its sizes come from its spaces and
+    it reports no task progress."""
+    if name in ENV_SPECS:
+        return ENV_SPECS[name]
+    if any_gymnasium and name in _gymnasium_ids():
+        return gymnasium_spec(name)
+    extra = " or a gymnasium id with a Box action space, e.g. Hopper-v5" if any_gymnasium else ""
+    raise SpirlError(f"unknown env '{name}': choose one of {', '.join(ENV_NAMES)}{extra} (--env)")
+
+
+def _gymnasium_ids():
+    import gymnasium
+
+    return gymnasium.registry
+
+
+@functools.cache
+def gymnasium_spec(name: str) -> dict:
+    """state_dim and action_dim of a gymnasium env with 1-D Box spaces and a bounded action box (one-line error
+    otherwise); progress_metric None."""
+    env = _make_gymnasium(name)
+    observations, actions = env.observation_space, env.action_space
+    env.close()
+    box = type(actions).__name__ == "Box" and len(actions.shape) == 1
+    if not (box and np.isfinite(actions.low).all() and np.isfinite(actions.high).all()):
+        raise SpirlError(f"--env {name}: flat SAC needs a bounded 1-D Box action space (it has {actions})")
+    if not (type(observations).__name__ == "Box" and len(observations.shape) == 1):
+        raise SpirlError(f"--env {name}: flat SAC needs a 1-D Box observation space (it has {observations})")
+    return {"state_dim": observations.shape[0], "action_dim": actions.shape[0], "progress_metric": None}
+
+
+def _make_gymnasium(name: str, **kwargs):
+    """gymnasium.make(name), observations as float32 (the networks' dtype; MuJoCo tasks give float64)."""
+    import gymnasium
+
+    try:
+        env = gymnasium.make(name, **kwargs)
+    except Exception as e:  # e.g. a missing extra (gymnasium[box2d]): say what gymnasium said, in one line
+        raise SpirlError(f"--env {name}: gymnasium.make failed: {str(e).splitlines()[0] if str(e) else e!r}") from e
+    return gymnasium.wrappers.DtypeObservation(env, np.float32)
 
 
 def make_env(name: str, **kwargs):
-    """Build the downstream env `name`; kwargs go to its constructor (e.g. tasks=..., ordered=...)."""
+    """Build the downstream env `name`; kwargs go to its constructor (e.g. tasks=..., ordered=...). A name that is
+    not one of the paper's task families but a gymnasium id gives that env (flat SAC's any-task mode)."""
+    if name not in ENV_SPECS and name in _gymnasium_ids():
+        return _make_gymnasium(name, **kwargs)
     env_spec(name)
     if name == "kitchen":
         from envs.kitchen import KitchenEnv

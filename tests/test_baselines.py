@@ -250,3 +250,40 @@ def test_a_resume_from_an_older_checkpoint_hides_the_logs_after_it(tmp_path):
     events.Reload()
     steps = [e.step for e in events.Scalars("charts/episodic_return")]
     assert steps == [280, 560, 840], steps
+
+
+# ----------------------------------------------------------------------------- flat SAC on any gymnasium task
+
+
+def test_flat_sac_runs_on_a_gymnasium_task_with_the_return_as_its_only_measure(tmp_path):
+    args = flat_sac.Args(env="Pendulum-v1", total_env_steps=400, run_name=str(tmp_path / "pendulum"), **SMALL)
+    result = flat_sac.train(args)
+    assert result["env_steps"] == 400 and set(result["eval"]) == {"return"}
+    tags = scalars(tmp_path / "pendulum")
+    assert {"charts/episodic_return", "charts/eval_return", "losses/qf1"} <= tags
+    defaults = flat_sac.resolve_args(flat_sac.Args(env="Hopper-v5"))  # CleanRL's sizes, -|A|
+    assert (defaults.layers, defaults.critic_layers, defaults.buffer_size, defaults.target_entropy) == (2, 2, 10**6, -3)
+
+
+def test_policy_actions_are_rescaled_onto_the_env_box():
+    import gymnasium
+
+    box = gymnasium.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    ends = flat_sac.to_env(np.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]], np.float32), box)
+    np.testing.assert_allclose(ends, [[-2.0, 0.0], [2.0, 1.0], [0.0, 0.5]])  # Pendulum's +-2 and a [0, 1] grip
+    unit = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action = np.array([-0.3, 0.7, 1.0], np.float32)
+    assert flat_sac.to_env(action, unit) is action  # the paper's kitchen and maze: untouched
+
+
+@pytest.mark.parametrize(
+    "env, message", [("Hoper-v5", "gymnasium id"), ("CartPole-v1", "Box action space")], ids=["typo", "discrete"]
+)
+def test_flat_sac_rejects_what_it_cannot_run_in_one_line(env, message):
+    from envs import SpirlError
+
+    with pytest.raises(SpirlError, match=message) as e:
+        flat_sac.resolve_args(flat_sac.Args(env=env))
+    assert "\n" not in str(e.value)
+    with pytest.raises(SpirlError, match="unknown env"):  # the skill-based scripts keep to the paper's envs
+        spirl_sac.resolve_args(spirl_sac.Args(env="Pendulum-v1"))
