@@ -46,6 +46,9 @@ class Args:
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     prior_init: bool = True
     """initialise pi as an exact copy of the prior network (app. F); --no-prior-init starts from random weights"""
+    squash_scale: float = 1.0
+    """executed skill z = 2 tanh(u / squash_scale), u ~ pi (app. B.2: [-2, 2] by a tanh). 1: the authors' code; 2:
+    z = u near 0, so that a policy copied from the prior executes the prior's skills (see `squash`)"""
     critic_layers: int | None = None
     """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
     critic_hidden: int = 256
@@ -147,9 +150,12 @@ def make_policy(skill_prior: SkillPrior, prior_init: bool) -> SkillPrior:
 # ----------------------------------------------------------------------------- losses
 
 
-def squash(u: torch.Tensor) -> torch.Tensor:
-    """Executed skill z = 2 tanh(u) (app. B.2)."""
-    return SKILL_RANGE * torch.tanh(u)
+def squash(u: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Executed skill z = 2 tanh(u / scale), in [-2, 2] (app. B.2). Easy to overlook: with the authors' scale 1, z is
+    about 2u near 0, so the prior-initialised policy does not execute the prior's skills but ones twice as far out
+    (measured on the shipped kitchen model, 40 episodes: prior samples run as z = u complete 0.3 subtasks, as
+    2 tanh(u/2) 0.23, as 2 tanh(u) 0.1 of 20). The KL to the prior is taken on u either way."""
+    return SKILL_RANGE * torch.tanh(u / scale)
 
 
 def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma) -> torch.Tensor:
@@ -179,6 +185,7 @@ class Learner:
     target_divergence: float  # delta
     gamma: float
     tau: float
+    squash_scale: float
 
     @torch.no_grad()
     def prior_of(self, states: torch.Tensor) -> torch.Tensor:
@@ -192,7 +199,7 @@ class Learner:
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
         prior_mu, prior_log_sigma = (self.prior_of(states) if prior is None else prior).chunk(2, dim=-1)
-        return squash(u), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
+        return squash(u, self.squash_scale), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
 
 
 @torch.no_grad()
@@ -267,6 +274,7 @@ def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Le
         target_divergence=args.delta,
         gamma=args.gamma,
         tau=args.tau,
+        squash_scale=args.squash_scale,
     )
 
 
@@ -328,11 +336,11 @@ class ReplayBuffer:
 
 
 @torch.no_grad()
-def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic: bool = False) -> torch.Tensor:
+def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic=False, scale=1.0) -> torch.Tensor:
     """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic."""
     mu, log_sigma = policy(torch.as_tensor(state)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
-    return squash(u)[0]
+    return squash(u, scale)[0]
 
 
 @torch.no_grad()
@@ -361,7 +369,7 @@ def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict) -> dict:
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            skill = choose_skill(policy, state, None, deterministic=True)
+            skill = choose_skill(policy, state, None, deterministic=True, scale=args.squash_scale)
             state, reward, terminated, truncated, _, info = execute_skill(env, decoder, skill, state)
             episode_return += reward
             done = terminated or truncated
@@ -478,7 +486,7 @@ def train(args: Args) -> dict:
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
-                    skill = choose_skill(learner.policy, state, act_gen)  # line 5
+                    skill = choose_skill(learner.policy, state, act_gen, scale=args.squash_scale)  # line 5
                     with overlap.during_env_step(learning):  # a no-op without --overlap-updates
                         outcome = execute_skill(env, decoder, skill, state)  # line 6
                     next_state, reward, terminated, truncated, steps, info = outcome
@@ -529,7 +537,8 @@ def resolve_args(args: Args) -> Args:
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
-    runs.check_flags(args, at_least_one=sizes, positive=("delta", "policy_lr", "critic_lr", "alpha_lr", "tau"))
+    positive = ("delta", "policy_lr", "critic_lr", "alpha_lr", "tau", "squash_scale")
+    runs.check_flags(args, at_least_one=sizes, positive=positive)
     runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_transitions", "total_env_steps"))
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")

@@ -114,6 +114,17 @@ def test_policy_equals_prior_at_step_zero(skill_ckpt):
     assert not torch.equal(learner.policy(states)[0], model.skill_prior(states)[0])
 
 
+def test_squash_keeps_skills_in_range_and_scale_two_keeps_the_priors_skills():
+    u = torch.linspace(-6, 6, 241)
+    for scale in (1.0, 2.0):
+        assert sac.squash(u, scale).abs().max() <= 2.0
+    small = u[u.abs() <= 0.5]
+    assert (sac.squash(small, 2.0) - small).abs().max() < 0.02  # z = u: the prior's own skills
+    assert (sac.squash(small, 1.0) - 2 * small).abs().max() < 0.1  # the authors' scale: twice as far out
+    with pytest.raises(SpirlError, match="--squash-scale"):
+        sac.resolve_args(sac.Args(env="kitchen", squash_scale=0.0))
+
+
 def test_no_prior_init_starts_elsewhere(skill_ckpt):
     learner, model = make_learner(skill_ckpt, prior_init=False)
     states = torch.randn(16, STATE_DIM)
