@@ -119,6 +119,9 @@ class StopRequest:
     def __enter__(self):
         self.requested = False
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # A run started by sweep.py inherits Ray's signal mask, which blocks SIGINT (SigBlk 0x2 in /proc/<pid>/status):
+        # `kill -INT` then never arrived. Unblocked here, Ctrl-C and kill -INT stop it like a run started by hand.
+        self._blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         return self
 
     def _handle(self, signum, frame):
@@ -130,6 +133,7 @@ class StopRequest:
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._blocked)
 
 
 # ----------------------------------------------------------------------------- logging

@@ -152,3 +152,22 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
     assert "stopped at env step" in (run_dir / "log.txt").read_text()
     rerun = subprocess.run([*args, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert "resume stop/kitchen__sac__s1" in rerun and "--resume runs/stop/kitchen__sac__s1/checkpoint.pt" in rerun
+
+
+def test_a_run_under_a_blocked_sigint_still_stops_on_ctrl_c():
+    """Ray starts sweep runs with SIGINT blocked; StopRequest unblocks it, and puts the mask back on exit."""
+    import os
+    import signal
+    import time
+
+    from envs.runs import StopRequest
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # the handler runs between bytecodes
+            assert stop.requested
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
