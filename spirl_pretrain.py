@@ -85,6 +85,8 @@ class Args:
     their progress (kitchen: subtasks completed; maze: success rate)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks (in order) for --prior-rollouts; default: microwave, kettle, bottom burner, light switch"""
+    device: str | None = None
+    """torch device of the model and its updates (default: cuda when available, else cpu)"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
     fused_lstm: bool = True
@@ -188,7 +190,7 @@ class SkillDecoder(nn.Module):
         corrects it."""
         cell, head, H = self.cell, self.head, self.skill_horizon
         w_z, w_a = cell.weight_ih.split([self.latent_dim, head.out_features], dim=1)
-        first_step = torch.eye(H, 1, dtype=z.dtype).expand(z.shape[0], -1, -1)  # 1 at step 1, else 0
+        first_step = torch.eye(H, 1, dtype=z.dtype, device=z.device).expand(z.shape[0], -1, -1)  # 1 at step 1, else 0
         inputs = torch.cat([z[:, None].expand(-1, H, -1), first_step], dim=-1)
         h0, c0 = self.initial_state[:, None, None].expand(-1, 1, z.shape[0], -1)
         first_correction = w_a @ (self.first_action - head.bias) - w_a @ head.weight @ self.initial_state[0]
@@ -351,7 +353,9 @@ def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | Non
     """Reconstruction MSE (decoding the posterior mean) and prior NLL of that mean (nats per skill)."""
     training, sq_err, nll, n = model.training, 0.0, 0.0, 0
     model.eval()
-    for states, actions, observations in windows.all_windows(batch_size=2048):
+    device = next(model.parameters()).device
+    for batch in windows.all_windows(batch_size=2048):
+        states, actions, observations = (x.to(device) for x in batch)
         mu_q, _ = model.encode(states, actions)
         sq_err += (model.decode(mu_q, states) - actions).pow(2).mean(dim=(1, 2)).sum()
         nll += gaussian_nll(mu_q, *model.skill_prior(observations)).sum()
@@ -374,6 +378,7 @@ def prior_rollouts(model: SkillModel, args: Args) -> dict:
     space: at once by the open-loop decoder, step by step from the current state by the closed-loop one. Returns
     the mean progress (kitchen: subtasks; maze: success) and, for the kitchen, how often each subtask was done."""
     model.eval()
+    device = next(model.parameters()).device
     env = make_env(args.env, **rollout_env_kwargs(args))
     generator = torch.Generator().manual_seed(args.seed)
     metric, progress, per_task = env_spec(args.env)["progress_metric"], [], {}
@@ -381,12 +386,13 @@ def prior_rollouts(model: SkillModel, args: Args) -> dict:
         state, info = env.reset(seed=args.seed + episode)
         done = False
         while not done:
-            mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
-            z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+            mu, log_sigma = model.skill_prior(torch.as_tensor(state, device=device)[None])
+            z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(device)
             actions = None if model.closed_loop else model.decoder(z)[0]
             for t in range(model.decoder.skill_horizon):
-                action = actions[t] if actions is not None else model.decoder(torch.as_tensor(state)[None], z)[0]
-                state, _, terminated, truncated, info = env.step(action.clamp(-1, 1).numpy())
+                now = torch.as_tensor(state, device=device)[None]
+                action = actions[t] if actions is not None else model.decoder(now, z)[0]
+                state, _, terminated, truncated, info = env.step(action.clamp(-1, 1).cpu().numpy())
                 done = terminated or truncated
                 if done:
                     break
@@ -411,7 +417,7 @@ def train(args: Args) -> dict:
     train_windows, val_windows = skill_windows(*data)
 
     config = model_config(args)
-    model = SkillModel(**config)
+    model = SkillModel(**config).to(args.device)
     if args.fused_lstm:  # speed, not part of SPiRL: the same function and gradients in one torch.lstm call each
         model.encoder.forward = model.encoder.forward_fused
         if not args.closed_loop:
@@ -443,7 +449,8 @@ def train(args: Args) -> dict:
         with runs.StopRequest() as stop:
             while step < args.num_steps and not stop.requested:
                 # ALGO LOGIC: one gradient step of eq. 4 on a batch of random H-step windows.
-                states, actions, observations = train_windows.sample(args.batch_size, generator)
+                batch = train_windows.sample(args.batch_size, generator)
+                states, actions, observations = (x.to(args.device) for x in batch)
                 loss = skill_prior_loss(model, states, actions, args.beta, observations)
                 optimizer.zero_grad(set_to_none=True)
                 loss[3].backward()
@@ -504,7 +511,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
     beta = saved.get("beta", spec["beta"]) if args.beta is None else args.beta
     num_steps = saved.get("num_steps", 100_000) if args.num_steps is None else args.num_steps
-    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps)
+    device = runs.resolve_device(args.device)
+    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps, device=device)
 
 
 def model_config(args: Args) -> dict:

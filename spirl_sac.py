@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from envs import SpirlError, env_spec, make_env, runs
+from envs.video import VideoRecorder
 from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, gaussian_kl, load_skill_model
 
 
@@ -46,9 +47,10 @@ class Args:
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     prior_init: bool = True
     """initialise pi as an exact copy of the prior network (app. F); --no-prior-init starts from random weights"""
-    squash_scale: float = 1.0
+    squash_scale: float | None = None
     """executed skill z = 2 tanh(u / squash_scale), u ~ pi (app. B.2: [-2, 2] by a tanh). 1: the authors' code; 2:
-    z = u near 0, so that a policy copied from the prior executes the prior's skills (see `squash`)"""
+    z = u near 0, so that a policy copied from the prior executes the prior's skills (see `squash`). Default per
+    env (envs/registry.py: kitchen 2, maze and block stacking 1)"""
     critic_layers: int | None = None
     """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
     critic_hidden: int = 256
@@ -87,6 +89,12 @@ class Args:
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
     """checkpoint.pt of a spirl_sac.py run to continue (its settings are kept; --total-env-steps may extend it)"""
+    capture_video: bool = False
+    """record each evaluation's first episode as runs/<run>/videos/eval_<env step>.gif (the kitchen needs OpenGL:
+    EGL or OSMesa; the maze and block stacking draw their own frames)"""
+    device: str | None = None
+    """torch device of the networks, the replay buffer and the updates (default: cuda when available, else cpu); the
+    env always runs on the CPU"""
     threads: int = 0
     """torch CPU threads (0: torch's default; with --overlap-updates all cores but one, the env runs on the last)"""
 
@@ -154,7 +162,8 @@ def squash(u: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Executed skill z = 2 tanh(u / scale), in [-2, 2] (app. B.2). Easy to overlook: with the authors' scale 1, z is
     about 2u near 0, so the prior-initialised policy does not execute the prior's skills but ones twice as far out
     (measured on the shipped kitchen model, 40 episodes: prior samples run as z = u complete 0.3 subtasks, as
-    2 tanh(u/2) 0.23, as 2 tanh(u) 0.1 of 20). The KL to the prior is taken on u either way."""
+    2 tanh(u/2) 0.23, as 2 tanh(u) 0.1 of 20; the first 50k env steps of SPiRL, before any update: 0.34 subtasks
+    per episode with scale 2, 0.02 with scale 1). The KL to the prior is taken on u either way."""
     return SKILL_RANGE * torch.tanh(u / scale)
 
 
@@ -197,7 +206,7 @@ class Learner:
         """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), KL(pi(.|s) || p_a(.|s)) per state).
         `prior`: p_a(z | s) of these states as prior_of gives it (computed here when None)."""
         mu, log_sigma = self.policy(states)
-        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
         prior_mu, prior_log_sigma = (self.prior_of(states) if prior is None else prior).chunk(2, dim=-1)
         return squash(u, self.squash_scale), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
 
@@ -253,14 +262,15 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
 
 
 def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Learner:
-    """Alg. 1 lines 1-2: pi initialised from p_a, two critics and their targets, alpha = 1."""
+    """Alg. 1 lines 1-2: pi initialised from p_a, two critics and their targets, alpha = 1 (on skill_model's device)."""
     latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
-    policy = make_policy(skill_model.skill_prior, args.prior_init)
-    critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
-    critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
+    device = next(skill_model.parameters()).device
+    policy = make_policy(skill_model.skill_prior, args.prior_init).to(device)
+    critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
+    critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    log_alpha = torch.zeros((), device=device, requires_grad=True)  # alpha starts at 1 (the authors' choice)
     adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
     return Learner(
         policy=policy,
@@ -291,17 +301,17 @@ class ReplayBuffer:
 
     FIELDS = "states frames skills rewards next_states next_frames terminals priors next_priors".split()
 
-    def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0):
+    def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0, device="cpu"):
         self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
-        self.states = torch.empty(capacity, state_dim)
-        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8)
-        self.skills = torch.empty(capacity, latent_dim)
-        self.rewards = torch.empty(capacity)
-        self.next_states = torch.empty(capacity, state_dim)
-        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8)
-        self.terminals = torch.empty(capacity)
-        self.priors = torch.empty(capacity, 2 * latent_dim)
-        self.next_priors = torch.empty(capacity, 2 * latent_dim)
+        self.states = torch.empty(capacity, state_dim, device=device)
+        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
+        self.skills = torch.empty(capacity, latent_dim, device=device)
+        self.rewards = torch.empty(capacity, device=device)
+        self.next_states = torch.empty(capacity, state_dim, device=device)
+        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
+        self.terminals = torch.empty(capacity, device=device)
+        self.priors = torch.empty(capacity, 2 * latent_dim, device=device)
+        self.next_priors = torch.empty(capacity, 2 * latent_dim, device=device)
 
     def _store(self, states, frames, i: int, observation):
         observation = torch.as_tensor(observation)
@@ -325,7 +335,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
-        idx = torch.randint(self.size, (batch_size,), generator=generator)
+        idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.states.device)
         states = self._observations(self.states, self.frames, idx)
         next_states = self._observations(self.next_states, self.next_frames, idx)
         priors, next_priors = self.priors[idx], self.next_priors[idx]
@@ -337,9 +347,9 @@ class ReplayBuffer:
 
 @torch.no_grad()
 def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic=False, scale=1.0) -> torch.Tensor:
-    """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic."""
-    mu, log_sigma = policy(torch.as_tensor(state)[None])
-    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+    """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic (on the policy's device)."""
+    mu, log_sigma = policy(torch.as_tensor(state, device=next(policy.parameters()).device)[None])
+    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
     return squash(u, scale)[0]
 
 
@@ -352,8 +362,9 @@ def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     actions = None if decoder.closed_loop else decoder(skill[None])[0]
     reward_sum, steps = 0.0, 0
     for t in range(decoder.skill_horizon):
-        action = actions[t] if actions is not None else decoder(torch.as_tensor(state)[None], skill[None])[0]
-        state, reward, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0).numpy())
+        now = torch.as_tensor(state, device=skill.device)[None]
+        action = actions[t] if actions is not None else decoder(now, skill[None])[0]
+        state, reward, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0).cpu().numpy())
         reward_sum += reward
         steps += 1
         if terminated or truncated:
@@ -361,9 +372,9 @@ def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     return state, reward_sum, terminated, truncated, steps, info
 
 
-def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict) -> dict:
-    """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
-    env = make_env(args.env, **env_kwargs)
+def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict, video: str | None = None) -> dict:
+    """K episodes with the policy mean, on fixed seeds (the same every evaluation); `video`: a GIF of the first."""
+    env = make_env(args.env, **env_kwargs) if video is None else VideoRecorder(make_env(args.env, **env_kwargs), video)
     metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
     for episode in range(args.eval_episodes):
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
@@ -389,7 +400,7 @@ def use_bf16(critic: TwinCritic):
     forward = critic.forward
 
     def bf16_forward(*inputs, **kwargs):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(critic.weights[0].device.type, dtype=torch.bfloat16):
             return forward(*inputs, **kwargs).float()
 
     critic.forward = bf16_forward
@@ -434,13 +445,14 @@ def train(args: Args) -> dict:
         skill_config = ckpt["skill_config"]
         skill_model = SkillModel(**skill_config)
         skill_model.load_state_dict(ckpt["skill_model"])
-    skill_model.eval().requires_grad_(False)
+    device = torch.device(args.device)  # networks, replay and updates; the env stays on the CPU
+    skill_model.to(device).eval().requires_grad_(False)
     decoder = skill_model.decoder
 
     # Alg. 1 lines 1-2: replay buffer, policy (a copy of the prior), critics, alpha.
     learner = build_learner(args, skill_model, skill_config)
     image_dim = IMAGE_DIM if skill_config["image"] else 0
-    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim)
+    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim, device)
     act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
@@ -459,6 +471,9 @@ def train(args: Args) -> dict:
     def learn():  # Alg. 1 lines 8-13: one gradient step on a batch from the replay
         losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
+    def videos(step: int) -> str | None:  # --capture-video: where the evaluation at `step` writes its GIF
+        return os.path.join(run_dir, "videos", f"eval_{step}.gif") if args.capture_video else None
+
     def checkpoint():
         run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
         rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
@@ -476,13 +491,15 @@ def train(args: Args) -> dict:
         with runs.StopRequest() as stop:
             while env_steps < args.total_env_steps and not stop.requested:
                 if env_steps >= next_eval:
-                    log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+                    log.evaluation(
+                        lambda: evaluate(learner.policy, decoder, args, env_kwargs, videos(env_steps)), env_steps
+                    )
                     next_eval = (env_steps // args.eval_every + 1) * args.eval_every
 
                 # ALGO LOGIC: one episode of Algorithm 1 (lines 3-13).
                 # Each training episode has its own seed, so a resumed run sees the same episodes.
                 state, _ = env.reset(seed=args.seed * 1_000_003 + episodes)
-                state_prior = learner.prior_of(torch.as_tensor(state)[None])[0]
+                state_prior = learner.prior_of(torch.as_tensor(state, device=device)[None])[0]
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
@@ -490,7 +507,7 @@ def train(args: Args) -> dict:
                     with overlap.during_env_step(learning):  # a no-op without --overlap-updates
                         outcome = execute_skill(env, decoder, skill, state)  # line 6
                     next_state, reward, terminated, truncated, steps, info = outcome
-                    next_prior = learner.prior_of(torch.as_tensor(next_state)[None])[0]
+                    next_prior = learner.prior_of(torch.as_tensor(next_state, device=device)[None])[0]
                     # Line 7. A time-limit truncation is not a termination: the Q-target still bootstraps there.
                     buffer.add(state, skill, reward, next_state, terminated, state_prior, next_prior)
                     if learning and not args.overlap_updates:
@@ -513,7 +530,9 @@ def train(args: Args) -> dict:
             if stop.requested:
                 print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
                 return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
-            final = log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+            final = log.evaluation(
+                lambda: evaluate(learner.policy, decoder, args, env_kwargs, videos(env_steps)), env_steps
+            )
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
         overlap.close()
         env.close()
@@ -547,9 +566,14 @@ def resolve_args(args: Args) -> Args:
             f"no shipped skill model for --env {args.env}: pass --prior-checkpoint runs/<run>/checkpoint.pt"
         )
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
-    defaults = dict(delta=args.delta or spec["delta"], critic_layers=args.critic_layers or spec["critic_layers"])
+    device = runs.resolve_device(args.device)
+    defaults = {name: getattr(args, name) or spec[name] for name in ("delta", "critic_layers", "squash_scale")}
     return replace(
-        args, prior_checkpoint=args.prior_checkpoint or spec["default_prior"], total_env_steps=total, **defaults
+        args,
+        prior_checkpoint=args.prior_checkpoint or spec["default_prior"],
+        total_env_steps=total,
+        device=device,
+        **defaults,
     )
 
 

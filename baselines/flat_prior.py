@@ -32,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
+from envs.video import VideoRecorder  # noqa: E402
 from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN, gaussian_kl, gaussian_nll  # noqa: E402
 
 
@@ -97,6 +98,12 @@ class Args:
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
     """checkpoint.pt of a baselines/flat_prior.py run to continue (settings kept; --total-env-steps may extend it)"""
+    capture_video: bool = False
+    """record each evaluation's first episode as runs/<run>/videos/eval_<env step>.gif (the kitchen needs OpenGL:
+    EGL or OSMesa; the maze and block stacking draw their own frames)"""
+    device: str | None = None
+    """torch device of the networks, the replay buffer and the updates (default: cuda when available, else cpu); the
+    env always runs on the CPU"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
 
@@ -224,7 +231,7 @@ class Learner:
     def sample_action(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """Reparameterised u ~ pi(. | s); returns (a = tanh(u), KL(pi(.|s) || p(.|s)) per state)."""
         mu, log_sigma = self.policy(states)
-        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
         with torch.no_grad():
             prior_mu, prior_log_sigma = self.action_prior(states)
         return torch.tanh(u), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
@@ -281,13 +288,13 @@ def build_learner(args: Args, action_prior: GaussianPolicy) -> Learner:
     """pi initialised as a copy of the prior (the authors' set-up), two critics and their targets, alpha = 1."""
     spec = env_spec(args.env)
     state_dim, action_dim = spec["state_dim"], spec["action_dim"]
-    policy = make_policy(args).eval()  # in eval mode, --batch-norm's statistics stay as fit
+    policy = make_policy(args).to(args.device).eval()  # in eval mode, --batch-norm's statistics stay as fit
     policy.load_state_dict(action_prior.state_dict())
-    critic = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
-    critic_target = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers)
+    critic = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers).to(args.device)
+    critic_target = TwinCritic(state_dim, action_dim, args.critic_hidden, args.critic_layers).to(args.device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    log_alpha = torch.zeros((), device=args.device, requires_grad=True)  # alpha starts at 1 (the authors' choice)
     adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
     return Learner(
         policy=policy,
@@ -315,16 +322,16 @@ def fit_action_prior(args: Args) -> tuple[GaussianPolicy, dict]:
     from envs import load_episodes
 
     episodes = load_episodes(args.dataset, args.env)
-    states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes]))
-    actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
-    prior = make_policy(args)
+    states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes])).to(args.device)
+    actions = torch.from_numpy(np.concatenate([e.actions for e in episodes])).to(args.device)
+    prior = make_policy(args).to(args.device)
     # Adam, not spirl_pretrain.py's RAdam: without BatchNorm (--no-batch-norm) raw maze coordinates give NLL
     # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
     optimizer = torch.optim.Adam(prior.parameters(), lr=args.prior_lr)
     generator = torch.Generator().manual_seed(args.seed)
-    nll_log = torch.zeros(args.prior_steps)
+    nll_log = torch.zeros(args.prior_steps, device=args.device)
     for step in tqdm(range(args.prior_steps), desc="action prior", mininterval=1 if sys.stderr.isatty() else 30):
-        idx = torch.randint(len(states), (args.prior_batch_size,), generator=generator)
+        idx = torch.randint(len(states), (args.prior_batch_size,), generator=generator).to(args.device)
         nll = gaussian_nll(actions[idx], *prior(states[idx])).mean()
         optimizer.zero_grad(set_to_none=True)
         nll.backward()
@@ -346,13 +353,13 @@ class ReplayBuffer:
 
     FIELDS = "states actions rewards next_states terminals".split()
 
-    def __init__(self, capacity: int, state_dim: int, action_dim: int):
+    def __init__(self, capacity: int, state_dim: int, action_dim: int, device="cpu"):
         self.capacity, self.size, self.next = capacity, 0, 0
-        self.states = torch.empty(capacity, state_dim)
-        self.actions = torch.empty(capacity, action_dim)
-        self.rewards = torch.empty(capacity)
-        self.next_states = torch.empty(capacity, state_dim)
-        self.terminals = torch.empty(capacity)
+        self.states = torch.empty(capacity, state_dim, device=device)
+        self.actions = torch.empty(capacity, action_dim, device=device)
+        self.rewards = torch.empty(capacity, device=device)
+        self.next_states = torch.empty(capacity, state_dim, device=device)
+        self.terminals = torch.empty(capacity, device=device)
 
     def add(self, state, action, reward: float, next_state, terminal: bool):
         i = self.next
@@ -365,7 +372,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
-        idx = torch.randint(self.size, (batch_size,), generator=generator)
+        idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.states.device)
         return self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.terminals[idx]
 
 
@@ -375,14 +382,14 @@ class ReplayBuffer:
 @torch.no_grad()
 def choose_action(policy: GaussianPolicy, state: np.ndarray, generator, deterministic: bool = False) -> np.ndarray:
     """a = tanh(u), u ~ pi(. | s) (its mean when deterministic): an action in the env's box [-1, 1]."""
-    mu, log_sigma = policy(torch.as_tensor(state)[None])
-    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
-    return torch.tanh(u)[0].numpy()
+    mu, log_sigma = policy(torch.as_tensor(state, device=next(policy.parameters()).device)[None])
+    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
+    return torch.tanh(u)[0].cpu().numpy()
 
 
-def evaluate(policy: GaussianPolicy, args: Args, env_kwargs: dict) -> dict:
-    """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
-    env = make_env(args.env, **env_kwargs)
+def evaluate(policy: GaussianPolicy, args: Args, env_kwargs: dict, video: str | None = None) -> dict:
+    """K episodes with the policy mean, on fixed seeds (the same every evaluation); `video`: a GIF of the first."""
+    env = make_env(args.env, **env_kwargs) if video is None else VideoRecorder(make_env(args.env, **env_kwargs), video)
     metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
     for episode in range(args.eval_episodes):
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
@@ -411,13 +418,13 @@ def train(args: Args) -> dict:
     if ckpt is None:  # stage 1: p(a | s); a resumed run has it (in its learner) in its checkpoint
         action_prior, prior_fit = fit_action_prior(args)
     else:
-        action_prior, prior_fit = make_policy(args), ckpt["prior_fit"]
+        action_prior, prior_fit = make_policy(args).to(args.device), ckpt["prior_fit"]
     action_prior.eval().requires_grad_(False)
 
     # Stage 2 (Alg. 1 lines 1-2): replay buffer, policy (a copy of the prior), critics, alpha.
     learner = build_learner(args, action_prior)
     spec = env_spec(args.env)
-    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"])
+    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"], args.device)
     act_gen = torch.Generator().manual_seed(args.seed)  # actions chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
@@ -435,6 +442,9 @@ def train(args: Args) -> dict:
     def learn():  # one gradient step on a batch from the replay
         losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
+    def videos(step: int) -> str | None:  # --capture-video: where the evaluation at `step` writes its GIF
+        return os.path.join(run_dir, "videos", f"eval_{step}.gif") if args.capture_video else None
+
     def checkpoint():
         run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
         rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
@@ -449,7 +459,7 @@ def train(args: Args) -> dict:
         with runs.StopRequest() as stop:
             while env_steps < args.total_env_steps and not stop.requested:
                 if env_steps >= next_eval:
-                    log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs), env_steps)
+                    log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs, videos(env_steps)), env_steps)
                     next_eval = (env_steps // args.eval_every + 1) * args.eval_every
 
                 # ALGO LOGIC: one episode of Algorithm 1 on actions (act, step the env, store, update).
@@ -482,7 +492,7 @@ def train(args: Args) -> dict:
             if stop.requested:
                 print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
                 return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
-            final = log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs), env_steps)
+            final = log.evaluation(lambda: evaluate(learner.policy, args, env_kwargs, videos(env_steps)), env_steps)
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
         env.close()
         log.close()
@@ -514,8 +524,11 @@ def resolve_args(args: Args) -> Args:
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
+    device = runs.resolve_device(args.device)
     env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
-    return replace(args, dataset=args.dataset or spec["default_dataset"], total_env_steps=total, **env_defaults)
+    return replace(
+        args, dataset=args.dataset or spec["default_dataset"], total_env_steps=total, **env_defaults, device=device
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
+from envs.video import VideoRecorder  # noqa: E402
 from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, load_skill_model  # noqa: E402
 
 
@@ -83,6 +84,12 @@ class Args:
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
     """checkpoint.pt of a baselines/ssp.py run to continue (its settings are kept; --total-env-steps may extend it)"""
+    capture_video: bool = False
+    """record each evaluation's first episode as runs/<run>/videos/eval_<env step>.gif (the kitchen needs OpenGL:
+    EGL or OSMesa; the maze and block stacking draw their own frames)"""
+    device: str | None = None
+    """torch device of the networks, the replay buffer and the updates (default: cuda when available, else cpu); the
+    env always runs on the CPU"""
     threads: int = 0
     """torch CPU threads (0: torch's default; with --overlap-updates all cores but one, the env runs on the last)"""
 
@@ -176,7 +183,7 @@ class Learner:
     def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), log pi(z | s) per state)."""
         mu, log_sigma = self.policy(states)
-        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+        u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
         return squash(u), squashed_log_prob(u, mu, log_sigma)
 
 
@@ -227,14 +234,16 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
 
 
 def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Learner:
-    """pi freshly initialised (the prior's architecture), two critics and their targets, alpha = 1."""
+    """pi freshly initialised (the prior's architecture), two critics and their targets, alpha = 1 (on skill_model's
+    device)."""
     latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
-    policy = make_policy(skill_model.skill_prior, prior_init=False)
-    critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
-    critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers)
+    device = next(skill_model.parameters()).device
+    policy = make_policy(skill_model.skill_prior, prior_init=False).to(device)
+    critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
+    critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
-    log_alpha = torch.zeros((), requires_grad=True)  # alpha starts at 1 (the authors' choice)
+    log_alpha = torch.zeros((), device=device, requires_grad=True)  # alpha starts at 1 (the authors' choice)
     adam = dict(betas=(0.9, 0.999), fused=True)  # app. B.2
     return Learner(
         policy=policy,
@@ -262,15 +271,15 @@ class ReplayBuffer:
 
     FIELDS = "states frames skills rewards next_states next_frames terminals".split()
 
-    def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0):
+    def __init__(self, capacity: int, state_dim: int, latent_dim: int, image_dim: int = 0, device="cpu"):
         self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
-        self.states = torch.empty(capacity, state_dim)
-        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8)
-        self.skills = torch.empty(capacity, latent_dim)
-        self.rewards = torch.empty(capacity)
-        self.next_states = torch.empty(capacity, state_dim)
-        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8)
-        self.terminals = torch.empty(capacity)
+        self.states = torch.empty(capacity, state_dim, device=device)
+        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
+        self.skills = torch.empty(capacity, latent_dim, device=device)
+        self.rewards = torch.empty(capacity, device=device)
+        self.next_states = torch.empty(capacity, state_dim, device=device)
+        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
+        self.terminals = torch.empty(capacity, device=device)
 
     def _store(self, states, frames, i: int, observation):
         observation = torch.as_tensor(observation)
@@ -293,7 +302,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
-        idx = torch.randint(self.size, (batch_size,), generator=generator)
+        idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.states.device)
         states = self._observations(self.states, self.frames, idx)
         next_states = self._observations(self.next_states, self.next_frames, idx)
         return states, self.skills[idx], self.rewards[idx], next_states, self.terminals[idx]
@@ -305,8 +314,8 @@ class ReplayBuffer:
 @torch.no_grad()
 def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic: bool = False) -> torch.Tensor:
     """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic."""
-    mu, log_sigma = policy(torch.as_tensor(state)[None])
-    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator)
+    mu, log_sigma = policy(torch.as_tensor(state, device=next(policy.parameters()).device)[None])
+    u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
     return squash(u)[0]
 
 
@@ -319,8 +328,9 @@ def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     actions = None if decoder.closed_loop else decoder(skill[None])[0]
     reward_sum, steps = 0.0, 0
     for t in range(decoder.skill_horizon):
-        action = actions[t] if actions is not None else decoder(torch.as_tensor(state)[None], skill[None])[0]
-        state, reward, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0).numpy())
+        now = torch.as_tensor(state, device=skill.device)[None]
+        action = actions[t] if actions is not None else decoder(now, skill[None])[0]
+        state, reward, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0).cpu().numpy())
         reward_sum += reward
         steps += 1
         if terminated or truncated:
@@ -328,9 +338,9 @@ def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     return state, reward_sum, terminated, truncated, steps, info
 
 
-def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict) -> dict:
-    """K episodes with the policy mean, on fixed seeds (the same every evaluation)."""
-    env = make_env(args.env, **env_kwargs)
+def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict, video: str | None = None) -> dict:
+    """K episodes with the policy mean, on fixed seeds (the same every evaluation); `video`: a GIF of the first."""
+    env = make_env(args.env, **env_kwargs) if video is None else VideoRecorder(make_env(args.env, **env_kwargs), video)
     metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
     for episode in range(args.eval_episodes):
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
@@ -356,7 +366,7 @@ def use_bf16(critic: TwinCritic):
     forward = critic.forward
 
     def bf16_forward(*inputs, **kwargs):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(critic.weights[0].device.type, dtype=torch.bfloat16):
             return forward(*inputs, **kwargs).float()
 
     critic.forward = bf16_forward
@@ -401,13 +411,14 @@ def train(args: Args) -> dict:
         skill_config = ckpt["skill_config"]
         skill_model = SkillModel(**skill_config)
         skill_model.load_state_dict(ckpt["skill_model"])
-    skill_model.eval().requires_grad_(False)
+    device = torch.device(args.device)  # networks, replay and updates; the env stays on the CPU
+    skill_model.to(device).eval().requires_grad_(False)
     decoder = skill_model.decoder
 
     # Replay buffer, policy (freshly initialised), critics, alpha.
     learner = build_learner(args, skill_model, skill_config)
     image_dim = IMAGE_DIM if skill_config["image"] else 0
-    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim)
+    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim, device)
     act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
@@ -426,6 +437,9 @@ def train(args: Args) -> dict:
     def learn():  # one gradient step on a batch from the replay
         losses.append(sac_update(learner, buffer.sample(args.batch_size, learn_gen), learn_gen))
 
+    def videos(step: int) -> str | None:  # --capture-video: where the evaluation at `step` writes its GIF
+        return os.path.join(run_dir, "videos", f"eval_{step}.gif") if args.capture_video else None
+
     def checkpoint():
         run = dict(env_steps=env_steps, updates=updates, episodes=episodes, replay=runs.replay_state(buffer))
         rng = {"act": act_gen.get_state(), "learn": learn_gen.get_state()}
@@ -443,7 +457,9 @@ def train(args: Args) -> dict:
         with runs.StopRequest() as stop:
             while env_steps < args.total_env_steps and not stop.requested:
                 if env_steps >= next_eval:
-                    log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+                    log.evaluation(
+                        lambda: evaluate(learner.policy, decoder, args, env_kwargs, videos(env_steps)), env_steps
+                    )
                     next_eval = (env_steps // args.eval_every + 1) * args.eval_every
 
                 # ALGO LOGIC: one episode of SAC over skills.
@@ -478,7 +494,9 @@ def train(args: Args) -> dict:
             if stop.requested:
                 print(f"stopped at env step {env_steps}; continue with --resume {ckpt_path}")
                 return {"checkpoint": ckpt_path, "env_steps": env_steps, "stopped": True}
-            final = log.evaluation(lambda: evaluate(learner.policy, decoder, args, env_kwargs), env_steps)
+            final = log.evaluation(
+                lambda: evaluate(learner.policy, decoder, args, env_kwargs, videos(env_steps)), env_steps
+            )
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
         overlap.close()
         env.close()
@@ -511,9 +529,14 @@ def resolve_args(args: Args) -> Args:
             f"no shipped skill model for --env {args.env}: pass --prior-checkpoint runs/<run>/checkpoint.pt"
         )
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
+    device = runs.resolve_device(args.device)
     defaults = dict(critic_layers=args.critic_layers or spec["critic_layers"])
     return replace(
-        args, prior_checkpoint=args.prior_checkpoint or spec["default_prior"], total_env_steps=total, **defaults
+        args,
+        prior_checkpoint=args.prior_checkpoint or spec["default_prior"],
+        total_env_steps=total,
+        device=device,
+        **defaults,
     )
 
 

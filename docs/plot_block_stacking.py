@@ -60,8 +60,10 @@ def load_actor(path: str):
             policy = make_policy(model.skill_prior, prior_init=False)
             policy.load_state_dict(ckpt["policy"] if "policy" in ckpt else ckpt["learner"]["policy"])
 
+            scale = (ckpt.get("args") or {}).get("squash_scale") or 1.0  # older runs: the authors' squash
+
             def choose(state, generator):  # the policy's mean skill, as spirl_sac.py's evaluations
-                return model.decoder(squash(policy(torch.as_tensor(state)[None])[0]))[0]
+                return model.decoder(squash(policy(torch.as_tensor(state)[None])[0], scale))[0]
         else:
             model, config = load_skill_model(path)
             env_name = config["env"]

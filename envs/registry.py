@@ -33,6 +33,10 @@ LOCAL_DATASETS = {
 # - critic_layers: hidden linear layers of the skill-space critics. The authors' kitchen config has n_layers = 5,
 #   which their BaseProcessingNet builds as an input block + 5 blocks: 6 hidden layers. Maze and block stacking
 #   keep 2 (their n_layers = 2 would be 3 by the same count) until those envs' results are rerun;
+# - squash_scale: spirl_sac.py executes z = 2 tanh(u / squash_scale). The authors' code has 1, which makes the
+#   prior-initialised policy execute skills about twice as far out as the prior's (spirl_sac.squash); 2 keeps them.
+#   Kitchen 2 (measured there: 0.34 subtasks per episode before any update against 0.02); maze and block stacking
+#   keep 1 until their results are rerun;
 # - default_dataset: what spirl_pretrain.py reads when --dataset is not given;
 # - default_prior: the skill-model checkpoint shipped in the repo, used when --prior-checkpoint is not given.
 ENV_SPECS = {
@@ -44,6 +48,7 @@ ENV_SPECS = {
         "delta": 5.0,
         "beta": 5e-4,
         "critic_layers": 6,
+        "squash_scale": 2.0,
         # Scripted demonstrations in the spirit of D4RL "mixed", generated offline; the
         # paper's own data stays available as --dataset D4RL/kitchen/mixed-v2 (needs internet).
         "default_dataset": "spirl/kitchen-scripted-v0",
@@ -60,6 +65,7 @@ ENV_SPECS = {
         "delta": 1.0,
         "beta": 1e-2,
         "critic_layers": 2,
+        "squash_scale": 1.0,
         "default_dataset": "spirl/maze-planner-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt"),
     },
@@ -77,6 +83,7 @@ ENV_SPECS = {
         "delta": 5.0,
         "beta": 1e-2,
         "critic_layers": 2,
+        "squash_scale": 1.0,
         "default_dataset": "spirl/block-stacking-scripted-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "block-stacking-image-skills.pt"),
     },

@@ -35,6 +35,21 @@ RUN_CONTROL = (
 )
 
 
+def resolve_device(name: str | None) -> str:
+    """--device: cuda when available and none is given, else cpu; a device this machine lacks is a one-line error."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SpirlError(f"--device {name}: not a torch device; use cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpirlError(f"--device {name}: torch finds no CUDA GPU here; drop the flag or use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise SpirlError(f"--device {name}: only cpu and cuda are supported")
+    return name
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 

@@ -287,3 +287,19 @@ def test_flat_sac_rejects_what_it_cannot_run_in_one_line(env, message):
     assert "\n" not in str(e.value)
     with pytest.raises(SpirlError, match="unknown env"):  # the skill-based scripts keep to the paper's envs
         spirl_sac.resolve_args(spirl_sac.Args(env="Pendulum-v1"))
+
+
+# ----------------------------------------------------------------------------- --device
+
+
+@pytest.mark.parametrize("module", [spirl_sac, flat_sac, bc_sac, flat_prior, ssp])
+def test_device_defaults_to_cuda_when_there_is_one_and_a_missing_one_is_a_one_line_error(module):
+    from envs import SpirlError
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert module.resolve_args(module.Args(env="kitchen")).device == expected
+    assert module.resolve_args(module.Args(env="kitchen", device="cpu")).device == "cpu"
+    for bad in ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"]):
+        with pytest.raises(SpirlError, match="--device") as e:
+            module.resolve_args(module.Args(env="kitchen", device=bad))
+        assert "\n" not in str(e.value)

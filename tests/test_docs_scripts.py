@@ -17,7 +17,12 @@ from tests.conftest import ROOT
 
 DOCS = os.path.join(ROOT, "docs")
 SCRIPTS = ("plot_sac", "plot_pretrain", "plot_fig4", "plot_maze_exploration", "plot_block_stacking")
-CHECKPOINT_SCRIPTS = ("plot_maze_exploration", "plot_block_stacking")  # the others read tensorboard folders
+SCRIPTS += ("plot_kitchen_rollout",)
+CHECKPOINT_SCRIPTS = (
+    "plot_maze_exploration",
+    "plot_block_stacking",
+    "plot_kitchen_rollout",
+)  # the others read tensorboard folders
 KITCHEN_SKILLS = os.path.join(ROOT, "checkpoints", "kitchen-scripted-skills.pt")  # shipped; wrong for these two
 
 

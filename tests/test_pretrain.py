@@ -363,3 +363,11 @@ def test_pretraining_on_real_kitchen_data_lowers_validation_error(tmp_path, kitc
     end = sp.train(tiny_args(tmp_path / "b", kitchen_complete_path, num_steps=1000, **common))
     assert end["val"]["reconstruction_mse"] < 0.5 * start["val"]["reconstruction_mse"], (start, end)
     assert end["val"]["prior_nll"] < start["val"]["prior_nll"], (start, end)
+
+
+def test_pretrain_device_defaults_to_cuda_when_there_is_one_and_a_missing_one_is_a_one_line_error():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert sp.resolve_args(sp.Args(env="kitchen"), None).device == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(SpirlError, match="--device cuda"):
+            sp.resolve_args(sp.Args(env="kitchen", device="cuda"), None)

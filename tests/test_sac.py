@@ -59,7 +59,7 @@ def skill_ckpt(tmp_path):
 def make_learner(skill_ckpt, seed=0, **overrides):
     model, skill_config = sp.load_skill_model(skill_ckpt)
     torch.manual_seed(seed)
-    args = sac.Args(**{"critic_hidden": 32, "critic_layers": 2, "delta": 5.0, **overrides})
+    args = sac.Args(**{"critic_hidden": 32, "critic_layers": 2, "delta": 5.0, "squash_scale": 2.0, **overrides})
     return sac.build_learner(args, model.requires_grad_(False), skill_config), model
 
 
@@ -156,7 +156,7 @@ def test_q_target_uses_the_prior_kl_not_the_entropy(skill_ckpt):
     # The same target, written out with the same noise: r + gamma (1 - d) (min Q' - alpha KL(pi || p_a)).
     mu, log_sigma = learner.policy(next_states)
     noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(5))
-    z = 2 * torch.tanh(mu + log_sigma.exp() * noise)
+    z = 2 * torch.tanh((mu + log_sigma.exp() * noise) / learner.squash_scale)
     kl = sac.kl_to_prior(mu, log_sigma, *model.skill_prior(next_states))
     q = learner.critic_target(next_states, z).min(0).values
     want = rewards + 0.99 * (1 - terminals) * (q - 0.7 * kl)
