@@ -2,8 +2,8 @@
 
     python bench/bench_baselines.py          # prints a table and writes bench/results/baselines.json
 
-Flat SAC does one gradient step per env step, so its update sets the pace. Sizes: the kitchen's
-(30-dim state, 9-dim action), policy and twin critics of 6 x 128 (app. B.2), batch 256.
+Flat SAC does one gradient step per env step, so its update sets the pace. Sizes: baselines/sac.py's kitchen
+defaults (30-dim state, 9-dim action; the authors' flat SAC: policy 6 x 256, twin critics 3 x 256), batch 256.
 - gradient step: median ms of one `sac_update` of baselines/sac.py (identical in bc_sac.py; flat_prior.py
   adds a prior pass), on 1 and 2 threads, next to
   - "plain": the textbook PyTorch update (two nn.Linear critics called one after the other, three
@@ -53,7 +53,10 @@ def filled_buffer(n: int = 20_000) -> sac.ReplayBuffer:
     return buffer
 
 
-def mlp(n_in, n_out, hidden=128, layers=6):
+SIZES = sac.resolve_args(sac.Args(env="kitchen", device="cpu"))  # hidden/layers, critic_hidden/critic_layers
+
+
+def mlp(n_in, n_out, hidden, layers):
     blocks, width = [], n_in
     for _ in range(layers):
         blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
@@ -63,8 +66,8 @@ def mlp(n_in, n_out, hidden=128, layers=6):
 
 def plain_update_fn():
     """The textbook update, for reference: separate critics, three optimisers, requires_grad toggling."""
-    policy, q1, q2 = mlp(STATE_DIM, 2 * ACTION_DIM), mlp(STATE_DIM + ACTION_DIM, 1), mlp(STATE_DIM + ACTION_DIM, 1)
-    q1_t, q2_t = mlp(STATE_DIM + ACTION_DIM, 1), mlp(STATE_DIM + ACTION_DIM, 1)
+    policy = mlp(STATE_DIM, 2 * ACTION_DIM, SIZES.hidden, SIZES.layers)
+    q1, q2, q1_t, q2_t = (mlp(STATE_DIM + ACTION_DIM, 1, SIZES.critic_hidden, SIZES.critic_layers) for _ in range(4))
     q1_t.load_state_dict(q1.state_dict())
     q2_t.load_state_dict(q2.state_dict())
     log_alpha = torch.zeros((), requires_grad=True)
@@ -119,7 +122,7 @@ def update_ms(variant: str, threads: int, repeats: int = 7, n: int = 50) -> floa
     if variant == "plain":
         update = plain_update_fn()
     else:
-        learner = sac.build_learner(sac.resolve_args(sac.Args(env="kitchen")))
+        learner = sac.build_learner(SIZES)
         step = torch.compile(sac.sac_update) if variant == "compiled" else sac.sac_update
 
         def update(batch, g):
@@ -139,21 +142,22 @@ def update_ms(variant: str, threads: int, repeats: int = 7, n: int = 50) -> floa
 
 def matmul_floor_ms(threads: int) -> tuple[float, float]:
     """What the matrix products alone must cost: the update's matmul FLOPs (counted below) at this
-    machine's measured rate for its dominant shape, a twin-critic layer (2 x 256 x 128 @ 128 x 128).
+    machine's measured rate for its dominant shape, a twin-critic layer (2 x 256 x 256 @ 256 x 256).
     Returns (GFLOP per update, floor in ms)."""
     torch.set_num_threads(threads)
-    critic = (STATE_DIM + ACTION_DIM) * 128 + 5 * 128 * 128 + 128  # multiply-adds per sample, one critic
-    policy = STATE_DIM * 128 + 5 * 128 * 128 + 128 * 2 * ACTION_DIM
+    h, ch = SIZES.hidden, SIZES.critic_hidden  # multiply-adds per sample: one critic, the policy
+    critic = (STATE_DIM + ACTION_DIM) * ch + (SIZES.critic_layers - 1) * ch * ch + ch
+    policy = STATE_DIM * h + (SIZES.layers - 1) * h * h + h * 2 * ACTION_DIM
     # Twin critics: target forward, forward, backward (weights and inputs), actor forward and backward
     # (inputs only); policy: forward at s' and s, backward (weights and inputs).
     flop = 2 * BATCH * (2 * critic * (1 + 1 + 2 + 1 + 1) + policy * (1 + 1 + 2))
-    x, w = torch.randn(2, BATCH, 128), torch.randn(2, 128, 128)
+    x, w = torch.randn(2, BATCH, ch), torch.randn(2, ch, ch)
     for _ in range(20):
         torch.bmm(x, w)
     start = time.perf_counter()
     for _ in range(2000):
         torch.bmm(x, w)
-    rate = 2 * 2 * BATCH * 128 * 128 * 2000 / (time.perf_counter() - start)
+    rate = 2 * 2 * BATCH * ch * ch * 2000 / (time.perf_counter() - start)
     return flop / 1e9, flop / rate * 1e3
 
 
