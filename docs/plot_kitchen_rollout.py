@@ -106,7 +106,7 @@ def filmstrip(path: str, out: str, every: int, seed: int, columns: int):
             labels.append(label)
         completed = new
     rows = -(-len(frames) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.7 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, frame, label in zip(axes.flat, frames, labels):
