@@ -153,7 +153,8 @@ def make_policy(skill_prior: SkillPrior, prior_init: bool) -> SkillPrior:
 
 
 def squash(u: torch.Tensor) -> torch.Tensor:
-    """Executed skill z = 2 tanh(u) (app. B.2)."""
+    """Executed skill z = 2 tanh(u) (app. B.2), the authors' squash. spirl_sac.py's --squash-scale exists to keep a
+    prior-initialised policy on the prior's skills; SSP's policy starts from random weights, so it keeps this one."""
     return SKILL_RANGE * torch.tanh(u)
 
 
