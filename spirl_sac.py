@@ -51,6 +51,10 @@ class Args:
     """executed skill z = 2 tanh(u / squash_scale), u ~ pi (app. B.2: [-2, 2] by a tanh). 1: the authors' code; 2:
     z = u near 0, so that a policy copied from the prior executes the prior's skills (see `squash`). Default per
     env (envs/registry.py: kitchen 2, maze and block stacking 1)"""
+    bootstrap_at_time_limit: bool | None = None
+    """let the Q-target bootstrap through the episode's time limit (a truncation is not a termination). Default per
+    env (envs/registry.py): off for the paper's tasks, where the limit ends the bootstrap as in the authors' sampler:
+    bootstrapping there let the kitchen critics drift to Q 12 against returns below 2 and the policy collapse"""
     critic_layers: int | None = None
     """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
     critic_hidden: int = 256
@@ -215,8 +219,8 @@ class Learner:
 def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator, next_prior=None):
     """Alg. 1 line 9: r~ + gamma [min_i Q_target_i(s', z') - alpha KL(pi(.|s') || p_a(.|s'))], z' ~ pi(.|s').
 
-    The prior divergence stands where SAC has the entropy. A true termination stops the bootstrap; a
-    time-limit truncation does not (it was stored with terminal = 0)."""
+    The prior divergence stands where SAC has the entropy. A termination stops the bootstrap; so does the time limit
+    unless --bootstrap-at-time-limit (then it was stored with terminal = 0)."""
     next_skills, next_divergence = learner.sample_skill(next_states, generator, next_prior)
     next_q = learner.critic_target(next_states, next_skills).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_divergence)
@@ -508,8 +512,9 @@ def train(args: Args) -> dict:
                         outcome = execute_skill(env, decoder, skill, state)  # line 6
                     next_state, reward, terminated, truncated, steps, info = outcome
                     next_prior = learner.prior_of(torch.as_tensor(next_state, device=device)[None])[0]
-                    # Line 7. A time-limit truncation is not a termination: the Q-target still bootstraps there.
-                    buffer.add(state, skill, reward, next_state, terminated, state_prior, next_prior)
+                    # Line 7. Easy to overlook: whether the time limit ends the bootstrap (see Args).
+                    end = terminated or (truncated and not args.bootstrap_at_time_limit)
+                    buffer.add(state, skill, reward, next_state, end, state_prior, next_prior)
                     if learning and not args.overlap_updates:
                         learn()  # lines 8-13
                     updates += learning
@@ -568,6 +573,8 @@ def resolve_args(args: Args) -> Args:
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     device = runs.resolve_device(args.device)
     defaults = {name: getattr(args, name) or spec[name] for name in ("delta", "critic_layers", "squash_scale")}
+    if args.bootstrap_at_time_limit is None:
+        defaults["bootstrap_at_time_limit"] = spec["bootstrap_at_time_limit"]
     return replace(
         args,
         prior_checkpoint=args.prior_checkpoint or spec["default_prior"],

@@ -65,6 +65,9 @@ class Args:
     fit with the data and stay frozen during RL (eval mode, as the authors' no_batchnorm_update)"""
     critic_hidden: int = 256
     """units per layer of each critic (the prior_initialized configs keep base_conf.py's MLPCritic: nz_mid 256)"""
+    bootstrap_at_time_limit: bool | None = None
+    """let the Q-target bootstrap through the episode's time limit (a truncation is not a termination). Default per
+    env (envs/registry.py): off for the paper's tasks, as in the authors' sampler and spirl_sac.py"""
     critic_layers: int = 3
     """hidden linear layers of each critic (base_conf.py's MLPCritic n_layers 2, an input block + 2 blocks)"""
     gamma: float = 0.99
@@ -241,8 +244,8 @@ class Learner:
 def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
     """Alg. 1 line 9: r + gamma [min_i Q_target_i(s', a') - alpha KL(pi(.|s') || p(.|s'))], a' ~ pi(.|s').
 
-    The prior divergence stands where SAC has the entropy. A true termination stops the bootstrap; a
-    time-limit truncation does not (it was stored with terminal = 0)."""
+    The prior divergence stands where SAC has the entropy. A termination stops the bootstrap; so does the time limit
+    unless --bootstrap-at-time-limit (then it was stored with terminal = 0)."""
     next_actions, next_divergence = learner.sample_action(next_states, generator)
     next_q = learner.critic_target(next_states, next_actions).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_divergence)
@@ -470,8 +473,9 @@ def train(args: Args) -> dict:
                     learning = buffer.size >= max(args.warmup_steps, 1)  # warm-up first (app. B.2)
                     action = choose_action(learner.policy, state, act_gen)  # the warm-up too: pi = p there
                     next_state, reward, terminated, truncated, info = env.step(action)
-                    # A time-limit truncation is not a termination: the Q-target still bootstraps there.
-                    buffer.add(state, action, reward, next_state, terminated)
+                    # Easy to overlook: whether the time limit ends the bootstrap (see Args).
+                    end = terminated or (truncated and not args.bootstrap_at_time_limit)
+                    buffer.add(state, action, reward, next_state, end)
                     if learning:
                         learn()
                     updates += learning
@@ -526,8 +530,16 @@ def resolve_args(args: Args) -> Args:
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     device = runs.resolve_device(args.device)
     env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
+    bootstrap = (
+        spec["bootstrap_at_time_limit"] if args.bootstrap_at_time_limit is None else args.bootstrap_at_time_limit
+    )
     return replace(
-        args, dataset=args.dataset or spec["default_dataset"], total_env_steps=total, **env_defaults, device=device
+        args,
+        bootstrap_at_time_limit=bootstrap,
+        dataset=args.dataset or spec["default_dataset"],
+        total_env_steps=total,
+        **env_defaults,
+        device=device,
     )
 
 

@@ -52,6 +52,10 @@ class Args:
     BaseProcessingNet builds as an input block + n_layers blocks: kitchen and block stacking 5 -> 6, maze 2 -> 3)"""
     critic_hidden: int = 256
     """units per layer of each critic (the authors' MLPCritic nz_mid 256, every env)"""
+    bootstrap_at_time_limit: bool | None = None
+    """let the Q-target bootstrap through the episode's time limit (a truncation is not a termination). Default per
+    env (envs/registry.py): off for the paper's tasks, as in the authors' sampler and spirl_sac.py; on for any other
+    gymnasium task, as CleanRL"""
     critic_layers: int | None = None
     """hidden linear layers of each critic; default per env (ENV_DEFAULTS: the authors' MLPCritic n_layers 2 -> 3 in
     the paper's envs)"""
@@ -221,7 +225,8 @@ class Learner:
 def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
     """r + gamma [min_i Q_target_i(s', a') - alpha log pi(a' | s')], a' ~ pi(.|s'): SAC's soft target (eq. 2).
 
-    A true termination stops the bootstrap; a time-limit truncation does not (it was stored with terminal = 0)."""
+    A termination stops the bootstrap; so does the time limit unless --bootstrap-at-time-limit (then it was
+    stored with terminal = 0)."""
     next_actions, next_log_prob = learner.sample_action(next_states, generator)
     next_q = learner.critic_target(next_states, next_actions).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_log_prob)
@@ -422,8 +427,9 @@ def train(args: Args) -> dict:
                     else:  # the warm-up acts uniformly at random (over the env's box, once rescaled)
                         action = warmup_rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
                     next_state, reward, terminated, truncated, info = env.step(to_env(action, env.action_space))
-                    # A time-limit truncation is not a termination: the Q-target still bootstraps there.
-                    buffer.add(state, action, reward, next_state, terminated)
+                    # Easy to overlook: whether the time limit ends the bootstrap (see Args).
+                    end = terminated or (truncated and not args.bootstrap_at_time_limit)
+                    buffer.add(state, action, reward, next_state, end)
                     if learning:
                         learn()
                     updates += learning
@@ -478,7 +484,17 @@ def resolve_args(args: Args) -> Args:
     target_entropy = -float(spec["action_dim"]) if args.target_entropy is None else args.target_entropy  # -|A|
     defaults = ENV_DEFAULTS.get(args.env, ENV_DEFAULTS["gymnasium"])
     env_defaults = {name: value for name, value in defaults.items() if getattr(args, name) is None}
-    return replace(args, target_entropy=target_entropy, total_env_steps=total, **env_defaults, device=device)
+    bootstrap = (
+        spec["bootstrap_at_time_limit"] if args.bootstrap_at_time_limit is None else args.bootstrap_at_time_limit
+    )
+    return replace(
+        args,
+        target_entropy=target_entropy,
+        total_env_steps=total,
+        bootstrap_at_time_limit=bootstrap,
+        **env_defaults,
+        device=device,
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class Args:
     """entropy of pi(z | s) that alpha is tuned towards (SAC's heuristic, default: -|Z|)"""
     total_env_steps: int | None = None
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
+    bootstrap_at_time_limit: bool | None = None
+    """let the Q-target bootstrap through the episode's time limit (a truncation is not a termination). Default per
+    env (envs/registry.py): off for the paper's tasks, as in the authors' sampler and spirl_sac.py"""
     critic_layers: int | None = None
     """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
     critic_hidden: int = 256
@@ -192,7 +195,8 @@ class Learner:
 def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
     """r~ + gamma [min_i Q_target_i(s', z') - alpha log pi(z' | s')], z' ~ pi(.|s'): SAC's soft target (eq. 2).
 
-    A true termination stops the bootstrap; a time-limit truncation does not (it was stored with terminal = 0)."""
+    A termination stops the bootstrap; so does the time limit unless --bootstrap-at-time-limit (then it was
+    stored with terminal = 0)."""
     next_skills, next_log_prob = learner.sample_skill(next_states, generator)
     next_q = learner.critic_target(next_states, next_skills).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_log_prob)
@@ -473,8 +477,9 @@ def train(args: Args) -> dict:
                     with overlap.during_env_step(learning):  # a no-op without --overlap-updates
                         outcome = execute_skill(env, decoder, skill, state)
                     next_state, reward, terminated, truncated, steps, info = outcome
-                    # A time-limit truncation is not a termination: the Q-target still bootstraps there.
-                    buffer.add(state, skill, reward, next_state, terminated)
+                    # Easy to overlook: whether the time limit ends the bootstrap (see Args).
+                    end = terminated or (truncated and not args.bootstrap_at_time_limit)
+                    buffer.add(state, skill, reward, next_state, end)
                     if learning and not args.overlap_updates:
                         learn()
                     updates += learning
@@ -532,8 +537,12 @@ def resolve_args(args: Args) -> Args:
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     device = runs.resolve_device(args.device)
     defaults = dict(critic_layers=args.critic_layers or spec["critic_layers"])
+    bootstrap = (
+        spec["bootstrap_at_time_limit"] if args.bootstrap_at_time_limit is None else args.bootstrap_at_time_limit
+    )
     return replace(
         args,
+        bootstrap_at_time_limit=bootstrap,
         prior_checkpoint=args.prior_checkpoint or spec["default_prior"],
         total_env_steps=total,
         device=device,

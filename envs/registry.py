@@ -37,6 +37,12 @@ LOCAL_DATASETS = {
 #   prior-initialised policy execute skills about twice as far out as the prior's (spirl_sac.squash); 2 keeps them.
 #   Kitchen 2 (measured there: 0.34 subtasks per episode before any update against 0.02); maze and block stacking
 #   keep 1 until their results are rerun;
+# - bootstrap_at_time_limit: whether a Q-target bootstraps through an episode's time limit (the textbook choice: a
+#   truncation is not a termination) or stops there as at a true end (the authors' sampler stores the time limit as
+#   done). The paper's three families stop there: in the kitchen, bootstrapping let the 6-layer critics climb
+#   unanchored (only 0.4-1.5% of transitions are true ends): mean Q 12 and 4e4 against Monte-Carlo returns below 2
+#   in 2 of 3 seeds, whose success then collapsed (3.7 -> 0 subtasks); stopping there anchors 1 transition in 28.
+#   Any other gymnasium task (flat SAC) bootstraps, as CleanRL's SAC;
 # - default_dataset: what spirl_pretrain.py reads when --dataset is not given;
 # - default_prior: the skill-model checkpoint shipped in the repo, used when --prior-checkpoint is not given.
 ENV_SPECS = {
@@ -49,6 +55,7 @@ ENV_SPECS = {
         "beta": 5e-4,
         "critic_layers": 6,
         "squash_scale": 2.0,
+        "bootstrap_at_time_limit": False,
         # Scripted demonstrations in the spirit of D4RL "mixed", generated offline; the
         # paper's own data stays available as --dataset D4RL/kitchen/mixed-v2 (needs internet).
         "default_dataset": "spirl/kitchen-scripted-v0",
@@ -66,6 +73,7 @@ ENV_SPECS = {
         "beta": 1e-2,
         "critic_layers": 2,
         "squash_scale": 1.0,
+        "bootstrap_at_time_limit": False,
         "default_dataset": "spirl/maze-planner-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt"),
     },
@@ -84,6 +92,7 @@ ENV_SPECS = {
         "beta": 1e-2,
         "critic_layers": 2,
         "squash_scale": 1.0,
+        "bootstrap_at_time_limit": False,
         "default_dataset": "spirl/block-stacking-scripted-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "block-stacking-image-skills.pt"),
     },
@@ -121,7 +130,12 @@ def gymnasium_spec(name: str) -> dict:
         raise SpirlError(f"--env {name}: flat SAC needs a bounded 1-D Box action space (it has {actions})")
     if not (type(observations).__name__ == "Box" and len(observations.shape) == 1):
         raise SpirlError(f"--env {name}: flat SAC needs a 1-D Box observation space (it has {observations})")
-    return {"state_dim": observations.shape[0], "action_dim": actions.shape[0], "progress_metric": None}
+    return {
+        "state_dim": observations.shape[0],
+        "action_dim": actions.shape[0],
+        "progress_metric": None,
+        "bootstrap_at_time_limit": True,
+    }
 
 
 def _make_gymnasium(name: str, **kwargs):

@@ -33,6 +33,9 @@ RUN_CONTROL = (
     "capture_video",
     "device",
 )
+# Science flags added after runs were saved: a run whose checkpoint predates one keeps the behaviour the code had
+# then (not the new default), so resuming it does not change its experiment halfway.
+PREDATING_RUNS = {"bootstrap_at_time_limit": True}
 
 
 def resolve_device(name: str | None) -> str:
@@ -88,7 +91,9 @@ def resumed_args(args, ckpt: dict | None):
     run-control flags given now. A science flag set to something other than the run's value is an error."""
     if ckpt is None:
         return args
-    saved, defaults = ckpt["args"], type(args)()
+    names = {f.name for f in fields(args)}
+    saved = {**{k: v for k, v in PREDATING_RUNS.items() if k in names}, **ckpt["args"]}
+    defaults = type(args)()
     for f in fields(args):
         given = getattr(args, f.name)
         if f.name not in RUN_CONTROL and given != getattr(defaults, f.name) and given != saved[f.name]:

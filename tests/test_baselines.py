@@ -160,6 +160,35 @@ def test_flat_baseline_sizes_default_to_the_authors_configs_per_env(datasets):
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in learner.policy.modules())
 
 
+@pytest.mark.parametrize("bootstrap", [None, True], ids=["default", "bootstrap"])
+@pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp], ids=["sac", "bc_sac", "flat_prior", "ssp"])
+def test_the_kitchen_time_limit_ends_the_bootstrap_unless_asked(module, bootstrap, datasets, tmp_path):
+    """One 280-step kitchen episode ends at the time limit: its last transition is stored as terminal by default
+    (the authors' sampler, spirl_sac.py's default), not with --bootstrap-at-time-limit."""
+    name = module.__name__.split(".")[-1]
+    extra = {
+        "sac": SMALL,
+        "bc_sac": {**SMALL, "dataset": datasets["kitchen"], "bc_steps": 2},
+        "flat_prior": {**SMALL, "dataset": datasets["kitchen"], "prior_steps": 2},
+        "ssp": dict(critic_hidden=16, batch_size=16, warmup_transitions=10**6, threads=1),
+    }[name]
+    extra = {**extra, "warmup_steps": 10**6} if name != "ssp" else extra  # no updates: only the storage counts
+    args = module.Args(
+        env="kitchen", total_env_steps=280, run_name=str(tmp_path / "run"), **{"eval_episodes": 1, **extra}
+    )
+    result = module.train(module.replace(args, bootstrap_at_time_limit=bootstrap))
+    replay = torch.load(result["checkpoint"], weights_only=True)["replay"]
+    terminals = replay["terminals"][: replay["size"]]
+    assert terminals[:-1].sum() == 0 and terminals[-1] == (0.0 if bootstrap else 1.0)
+
+
+def test_flat_sac_bootstraps_at_time_limits_on_other_gymnasium_tasks_as_cleanrl():
+    assert flat_sac.resolve_args(flat_sac.Args(env="Pendulum-v1")).bootstrap_at_time_limit is True
+    for module in (flat_sac, bc_sac, flat_prior, ssp, spirl_sac):
+        for env in ("kitchen", "maze", "block_stacking"):
+            assert module.resolve_args(module.Args(env=env)).bootstrap_at_time_limit is False, (module, env)
+
+
 def test_flat_sac_entropy_target_defaults_to_minus_the_action_dims():
     assert flat_sac.resolve_args(flat_sac.Args(env="kitchen")).target_entropy == -9.0
     assert flat_sac.resolve_args(flat_sac.Args(env="maze")).target_entropy == -2.0

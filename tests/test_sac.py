@@ -281,16 +281,19 @@ def test_closed_loop_skills_decode_each_action_from_the_state_reached(tmp_path):
     torch.testing.assert_close(torch.as_tensor(np.stack(seen)), want.detach())
 
 
-@pytest.mark.parametrize("truncate", [False, True])
+@pytest.mark.parametrize("truncate, bootstrap", [(False, None), (True, None), (True, True)])
 def test_episode_ending_mid_skill_is_stored_with_partial_sum_and_right_terminal(
-    tmp_path, skill_ckpt, monkeypatch, truncate
+    tmp_path, skill_ckpt, monkeypatch, truncate, bootstrap
 ):
+    """A termination always ends the bootstrap; the time limit too (the paper's envs' default) unless
+    --bootstrap-at-time-limit."""
     monkeypatch.setattr(sac, "make_env", lambda name, **kw: ScriptedEnv(length=15, truncate=truncate))
-    sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=30, warmup_transitions=1000, checkpoint_every=10**6))
+    args = sac_args(tmp_path, skill_ckpt, total_env_steps=30, warmup_transitions=1000, checkpoint_every=10**6)
+    sac.train(sac.replace(args, bootstrap_at_time_limit=bootstrap))
     replay = torch.load(tmp_path / "sac_run" / "checkpoint.pt", weights_only=True)["replay"]
     assert replay["size"] == 4  # two episodes of 15 steps = skills of 10 + 5 steps each
     assert replay["rewards"].tolist() == [10.0, 5.0, 10.0, 5.0]
-    assert replay["terminals"].tolist() == ([0.0, 0.0] * 2 if truncate else [0.0, 1.0] * 2)
+    assert replay["terminals"].tolist() == ([0.0, 0.0] * 2 if bootstrap else [0.0, 1.0] * 2)
     assert replay["next_states"][1, 0] == 15.0  # the last state of the episode, not the next reset
 
 
@@ -365,6 +368,14 @@ def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
         sac.train(sac.Args(resume=first["checkpoint"], delta=2.0))
     with pytest.raises(SpirlError, match="not a spirl_sac.py checkpoint"):
         sac.train(sac.Args(resume=first["policy"]))
+
+
+def test_a_run_saved_before_a_science_flag_existed_resumes_with_the_old_behaviour(tmp_path, skill_ckpt):
+    first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=100))
+    ckpt = torch.load(first["checkpoint"], weights_only=False)
+    assert ckpt["args"]["bootstrap_at_time_limit"] is False  # the kitchen's default, stored with the run
+    del ckpt["args"]["bootstrap_at_time_limit"]  # as saved by code that always bootstrapped there
+    assert sac.runs.resumed_args(sac.Args(resume=first["checkpoint"]), ckpt).bootstrap_at_time_limit is True
 
 
 def test_overlapped_and_strict_updates_both_learn_deterministically(tmp_path, skill_ckpt):
