@@ -446,3 +446,20 @@ def test_runs_out_of_the_box_on_the_shipped_kitchen_skill_model(tmp_path):
     result = sac.train(sac_args(tmp_path, None, total_env_steps=300, warmup_transitions=10))
     assert result["env_steps"] >= 300
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped
+
+
+def test_critic_check_pairs_q_values_with_the_returns_of_each_episode(tmp_path, skill_ckpt, monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import critic_check
+
+    # Two episodes of 25 env steps (3 skills: 10 + 10 + 5 steps, rewards 10, 10, 5), ended by the time limit.
+    monkeypatch.setattr(sac, "make_env", lambda name, **kw: ScriptedEnv(length=25, truncate=True))
+    args = sac_args(tmp_path, skill_ckpt, total_env_steps=50, warmup_transitions=1000, checkpoint_every=10**6)
+    result = critic_check.check(sac.train(args)["checkpoint"])
+    assert (result["transitions"], result["episodes"]) == (6, 2)
+    assert result["terminal_fraction"] == pytest.approx(2 / 6)  # the time limit ends the bootstrap (kitchen default)
+    g = 0.99
+    assert result["by_position"][0]["return"] == pytest.approx(10 + g * 10 + g * g * 5)
+    assert set(result["by_position"]) == {0} and all(np.isfinite(q["q"]) for q in result["quarters"])
+    with pytest.raises(SpirlError, match="not a spirl_sac.py checkpoint"):
+        critic_check.check(skill_ckpt)
