@@ -16,6 +16,7 @@ Kitchen:
    decoded and executed: how far the skill space carries a perfect high-level policy. Also with the scripted
    actions executed directly (the ceiling).
 4. prior: z ~ p_a(z|s) every H steps, decoded and executed; ordered subtasks and which subtask is done first.
+   prior_as_executed: the same with each sample run as spirl_sac.py runs a policy's, z = 2 tanh(u / scale).
 5. prior_next_subtask: the scripted controllers do the task's first k subtasks (k = 1, 2, 3), then prior samples
    run for 120 env steps: how often they do subtask k + 1 (the chain's next step, which the RL must find), and how
    often another subtask instead.
@@ -29,7 +30,7 @@ Block stacking (writes bench/results/skills_block_stacking.json; docs/block_stac
    tower (placed on it after 20 and 40 steps?); open above a 2- or 3-block tower (its top block taken off within 40
    steps? the tower still whole after 20 and 40 steps?). A prior that stacks places and leaves towers alone.
 2. prior_rollouts: whole episodes of prior skills; the highest tower at reset and at the end, in the 5-block
-   scene of the data and in the 11-block task.
+   scene of the data and in the 11-block task (there also as executed, z = 2 tanh(u / scale)).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from envs.kitchen_demos import completion_order  # noqa: E402
 from envs.kitchen_scripted import SubtaskController  # noqa: E402
 from envs.registry import ENV_SPECS, LOCAL_DATASETS  # noqa: E402
 from spirl_pretrain import evaluate_windows, gaussian_nll, load_skill_model  # noqa: E402
+from spirl_sac import squash  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KITCHEN_RESULTS = os.path.join(RESULTS, "skills.json")
@@ -72,6 +74,9 @@ class Args:
     held-out episodes replayed (block stacking: tries per probe and episodes per scene)"""
     seed: int = 0
     """env seeds and prior samples"""
+    squash_scales: tuple[float, ...] = (1.0, 2.0)
+    """prior rollouts are also run with each sample executed as spirl_sac.py would: z = 2 tanh(u / scale) (the
+    prior-initialised policy's skills at step 0; the authors' scale is 1)"""
     out: str | None = None
     """where to write the figures (default: bench/results/skills.json, block stacking skills_block_stacking.json)"""
 
@@ -205,15 +210,22 @@ def oracle(model, episodes: int, seed: int, H: int, decode: bool) -> dict:
 
 
 @torch.no_grad()
-def prior_rollouts(model, episodes: int, seed: int) -> dict:
+def sample_skill(model, observation, generator, squash_scale: float | None = None) -> torch.Tensor:
+    """u ~ p_a(z | s), executed as z = u (squash_scale None: the prior's own skill) or as spirl_sac.py executes a
+    policy's sample, z = 2 tanh(u / squash_scale)."""
+    mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+    u = (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+    return u if squash_scale is None else squash(u, squash_scale)
+
+
+def prior_rollouts(model, episodes: int, seed: int, squash_scale: float | None = None) -> dict:
     env, generator = KitchenEnv(), torch.Generator().manual_seed(seed)
     subtasks, first = [], Counter()
     for i in range(episodes):
         observation, info = env.reset(seed=seed + i)
         states, done = [env.qpos[:STATE_DIM].copy()], False
         while not done:
-            mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
-            z = (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+            z = sample_skill(model, observation, generator, squash_scale)
             reached, done, info, observation = run_skill(env, model, z, observation, model.decoder.skill_horizon)
             states += reached
         subtasks.append(info["subtasks_completed"])
@@ -318,12 +330,11 @@ def block_situation(env, rng: np.random.Generator, tower: int, holding: bool):
 
 
 @torch.no_grad()
-def run_block_skills(env, model, observation, steps: int, generator):
-    """Skills sampled from the prior every H steps, decoded and executed, for `steps` env steps."""
+def run_block_skills(env, model, observation, steps: int, generator, squash_scale: float | None = None):
+    """Skills sampled from the prior every H steps (see sample_skill), decoded and executed, for `steps` env steps."""
     H = model.decoder.skill_horizon
     for t in range(0, steps, H):
-        mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
-        z = (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+        z = sample_skill(model, observation, generator, squash_scale)
         actions = None if model.closed_loop else model.decoder(z[None])[0]
         for k in range(min(H, steps - t)):
             now = torch.as_tensor(observation)[None]
@@ -367,16 +378,21 @@ def block_probes(model, image: bool, tries: int, seed: int) -> dict:
     return figures
 
 
-def block_rollouts(model, image: bool, episodes: int, seed: int) -> dict:
+def block_rollouts(model, image: bool, episodes: int, seed: int, squash_scales=()) -> dict:
     """Whole episodes of prior skills: in the 5-block training scene, the highest tower (blocks stacked on its
-    base) at reset and at the end; in the 11-block task, at the end."""
+    base) at reset and at the end; in the 11-block task, at the end, also with the samples executed as
+    z = 2 tanh(u / scale) for each of `squash_scales` (as the prior-initialised policy runs them)."""
     generator, figures = torch.Generator().manual_seed(seed), {}
-    for name, make in (("5-block scene", BlockStackingEnv.training), ("11-block task", BlockStackingEnv.downstream)):
+    runs = [("5-block scene", BlockStackingEnv.training, None), ("11-block task", BlockStackingEnv.downstream, None)]
+    runs += [
+        (f"11-block task, z = 2 tanh(u / {scale:g})", BlockStackingEnv.downstream, scale) for scale in squash_scales
+    ]
+    for name, make, scale in runs:
         env, start, end = make(image=image), [], []
         for i in range(episodes):
             observation, _ = env.reset(seed=seed + i)
             start.append(blocks_stacked(env.block_yz()))
-            run_block_skills(env, model, observation, env.max_episode_steps, generator)
+            run_block_skills(env, model, observation, env.max_episode_steps, generator, scale)
             end.append(blocks_stacked(env.block_yz()))
         figures[name] = {"highest tower at reset": float(np.mean(start)), "at the end": float(np.mean(end))}
     return figures
@@ -390,7 +406,7 @@ def block_main(args: Args, model, config) -> dict:
         "tries": args.episodes,
         "seed": args.seed,
         "probes": block_probes(model, config["image"], args.episodes, args.seed),
-        "prior_rollouts": block_rollouts(model, config["image"], args.episodes, args.seed),
+        "prior_rollouts": block_rollouts(model, config["image"], args.episodes, args.seed, args.squash_scales),
     }
     figures["seconds"] = round(time.time() - start, 1)
     return figures
@@ -447,6 +463,10 @@ def main(argv: list[str] | None = None) -> dict:
             "scripted_actions": oracle(model, args.episodes, args.seed, H, decode=False),
         },
         "prior": prior_rollouts(model, args.episodes, args.seed),
+        "prior_as_executed": {
+            f"z = 2 tanh(u / {scale:g})": prior_rollouts(model, args.episodes, args.seed, scale)["mean_subtasks"]
+            for scale in args.squash_scales
+        },
         "prior_next_subtask": prior_next_subtask(model, args.episodes, args.seed),
         "first_skill_logp": first_skill_logp(model, args.episodes, args.seed, H),
     }

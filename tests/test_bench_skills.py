@@ -45,6 +45,8 @@ def test_bench_skills_writes_every_figure(tmp_path):
     assert figures["oracle"]["scripted_actions"]["mean_subtasks"] >= 1
     assert sum(figures["oracle"]["scripted_actions"]["stopped_at"].values()) == 1
     assert sum(figures["prior"]["first_subtask"].values()) == pytest.approx(1.0)
+    executed = figures["prior_as_executed"]
+    assert set(executed) == {"z = 2 tanh(u / 1)", "z = 2 tanh(u / 2)"} and all(0 <= v <= 4 for v in executed.values())
     assert list(figures["prior_next_subtask"]) == ["after microwave", "after kettle", "after bottom burner"]
     assert all(0 <= v <= 1 for probe in figures["prior_next_subtask"].values() for v in probe.values())
     assert set(figures["first_skill_logp"]) >= {"microwave", "kettle", "prior_samples"}
@@ -95,11 +97,11 @@ BLOCK_PRIOR = os.path.join(
 @pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
 def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
     out = tmp_path / "skills_block_stacking.json"
-    args = ["--checkpoint", BLOCK_PRIOR, "--episodes", "1", "--out", str(out)]
+    args = ["--checkpoint", BLOCK_PRIOR, "--episodes", "1", "--squash-scales", "2", "--out", str(out)]
     figures = bench_skills.main(args)
     assert json.loads(out.read_text()) == figures
     assert len(figures["probes"]) == 12 and all(v in (0.0, 1.0) for v in figures["probes"].values())
-    assert set(figures["prior_rollouts"]) == {"5-block scene", "11-block task"}
+    assert set(figures["prior_rollouts"]) == {"5-block scene", "11-block task", "11-block task, z = 2 tanh(u / 2)"}
 
 
 def test_a_probe_situation_holds_the_block_above_the_tower():
