@@ -210,6 +210,18 @@ def mlp_blocks(width: int, hidden_dim: int, layers: int, input_block: bool) -> l
     return blocks
 
 
+def state_feature_map(name: str | None, state_dim: int):
+    """(f, width): what a closed-loop decoder and its encoder read of a state (..., S) -> (..., width). None: the
+    state itself. "nearest_blocks" (block stacking): the gripper and its 5 nearest blocks, 23 values that exist in
+    the 5-block data and the 11-block task alike (the authors' image model encodes the frames at every step
+    instead; here that would render 11 frame pairs per training window instead of 1)."""
+    if name is None:
+        return (lambda states: states), state_dim
+    from envs.block_stacking import FEATURE_DIM, nearest_blocks
+
+    return (lambda states: nearest_blocks(states.flatten(0, -2)).unflatten(0, states.shape[:-1])), FEATURE_DIM
+
+
 class ClosedLoopSkillDecoder(nn.Module):
     """p(a_t | s_t, z): the authors' closed-loop decoder (their SPiRL v2): an MLP on [s_t, z] gives each of the H
     actions from the state the skill has reached, so a skill can correct its course. Their kitchen config: an input
@@ -218,16 +230,17 @@ class ClosedLoopSkillDecoder(nn.Module):
 
     closed_loop = True
 
-    def __init__(self, state_dim: int, action_dim: int, latent_dim: int, hidden_dim: int, skill_horizon: int):
+    def __init__(self, state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, state_features=None):
         super().__init__()
         self.state_dim, self.latent_dim, self.skill_horizon = state_dim, latent_dim, skill_horizon
+        self.features, width = state_feature_map(state_features, state_dim)
         self.net = nn.Sequential(
-            *mlp_blocks(state_dim + latent_dim, hidden_dim, 5, True), nn.Linear(hidden_dim, action_dim)
+            *mlp_blocks(width + latent_dim, hidden_dim, 5, True), nn.Linear(hidden_dim, action_dim)
         )
 
     def forward(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(B, H, S) states and (B, |Z|) skills -> (B, H, A) actions; or one step: (B, S), (B, |Z|) -> (B, A)."""
-        states = states[..., : self.state_dim]  # image observations: the state vector before the frames
+        states = self.features(states[..., : self.state_dim])  # image observations: the state before the frames
         if states.dim() == 2:
             return self.net(torch.cat([states, z], dim=-1))
         z = z[:, None].expand(-1, states.shape[1], -1)
@@ -298,13 +311,16 @@ class SkillModel(nn.Module):
         closed_loop=False,
         prior_input_block=False,
         learned_initial_state=False,
+        decoder_state_features=None,
         **rest,
     ):
         super().__init__()
         self.closed_loop = closed_loop
-        self.encoder = SkillEncoder(action_dim + (state_dim if closed_loop else 0), latent_dim, hidden_dim)
+        self.decoder_features, width = state_feature_map(decoder_state_features, state_dim)
+        self.encoder = SkillEncoder(action_dim + (width if closed_loop else 0), latent_dim, hidden_dim)
         if closed_loop:
-            self.decoder = ClosedLoopSkillDecoder(state_dim, action_dim, latent_dim, hidden_dim, skill_horizon)
+            decoder = (state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, decoder_state_features)
+            self.decoder = ClosedLoopSkillDecoder(*decoder)
         else:
             self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state)
         prior = (state_dim, latent_dim, hidden_dim, prior_layers, image, state_features, prior_input_block)
@@ -317,7 +333,9 @@ class SkillModel(nn.Module):
 
     def encode(self, states: torch.Tensor, actions: torch.Tensor):
         """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder: (mu, log sigma)."""
-        return self.encoder(torch.cat([actions, states[:, :-1]], dim=-1) if self.closed_loop else actions)
+        if not self.closed_loop:
+            return self.encoder(actions)
+        return self.encoder(torch.cat([actions, self.decoder_features(states[:, :-1])], dim=-1))
 
     def decode(self, z: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """The H mean actions of skill z; the closed-loop decoder reads them off the data's states s_1..s_H."""
@@ -497,8 +515,6 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         raise SpirlError(f"--val-fraction must be in [0, 1) (got {args.val_fraction})")
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
-    if args.closed_loop and "data_state_dims" in spec:
-        raise SpirlError(f"--closed-loop needs the same state in the data and the task; --env {args.env}'s differ")
     if args.image and args.env not in ("maze", "block_stacking"):
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
@@ -523,7 +539,15 @@ def model_config(args: Args) -> dict:
     trained = {k: getattr(args, k) for k in KEPT_ON_RESUME + ("dataset", "beta", "num_steps", "lr", "batch_size")}
     # The open-loop decoder's initial LSTM state is learned, as the authors' (models trained before had zeros).
     sizes = dict(state_dim=spec["state_dim"], action_dim=spec["action_dim"])
-    return dict(**sizes, state_features=features, learned_initial_state=not args.closed_loop, **trained)
+    # A closed-loop decoder on block stacking reads the nearest-block features: data and task states differ in size.
+    decoder_features = "nearest_blocks" if args.closed_loop and "data_state_dims" in spec else None
+    return dict(
+        **sizes,
+        state_features=features,
+        decoder_state_features=decoder_features,
+        learned_initial_state=not args.closed_loop,
+        **trained,
+    )
 
 
 def rollout_env_kwargs(args: Args) -> dict:  # the downstream env of --prior-rollouts

@@ -300,6 +300,57 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
     assert run["env_steps"] >= 1000 and run["updates"] > 0
 
 
+def test_closed_loop_image_model_reads_the_nearest_blocks_in_the_data_and_in_the_task(block_dataset, tmp_path):
+    """The authors' closed-loop decoder on block stacking: it and its encoder see the 23 nearest-block features, the
+    same in the 5-block data (23-dim states) and the 11-block task (41 dims, then the frames)."""
+    import torch
+
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+    from envs.block_stacking import nearest_blocks
+
+    args = sp.Args(
+        env="block_stacking",
+        image=True,
+        closed_loop=True,
+        dataset=block_dataset,
+        num_steps=4,
+        batch_size=8,
+        hidden_dim=16,
+        prior_layers=2,
+        val_fraction=0.2,
+        val_every=2,
+        log_every=2,
+        run_name=str(tmp_path / "skills"),
+    )
+    result = sp.train(args)
+    model, config = sp.load_skill_model(result["checkpoint"])
+    assert config["decoder_state_features"] == "nearest_blocks" and model.decoder.net[0].in_features == 23 + 10
+    env = BlockStackingEnv.downstream(image=True)
+    observation = torch.as_tensor(env.reset(seed=0)[0])[None]
+    z = torch.randn(1, 10)
+    with torch.no_grad():
+        from_task = model.decoder(observation, z)  # 41-dim state, then the frames
+        from_features = model.decoder.net(torch.cat([nearest_blocks(observation[:, :41]), z], -1))
+    torch.testing.assert_close(from_task, from_features)
+    run = sac.train(
+        sac.Args(
+            env="block_stacking",
+            prior_checkpoint=result["checkpoint"],
+            total_env_steps=300,
+            warmup_transitions=10,
+            batch_size=8,
+            critic_hidden=16,
+            eval_every=10**6,
+            eval_episodes=1,
+            log_every=5,
+            threads=1,
+            run_name=str(tmp_path / "rl"),
+        )
+    )
+    assert run["env_steps"] >= 300 and run["updates"] > 0
+
+
 def test_flat_sac_runs_on_the_11_block_task(tmp_path):
     from baselines import sac as flat_sac
 
