@@ -260,10 +260,25 @@ class SkillPrior(nn.Module):
     spirl_sac.py initialises the high-level policy pi(z | s) as an exact copy of this network.
     """
 
-    def __init__(self, state_dim, latent_dim, hidden_dim, layers, image=False, state_features=None, input_block=False):
+    def __init__(
+        self,
+        state_dim,
+        latent_dim,
+        hidden_dim,
+        layers,
+        image=False,
+        state_features=None,
+        input_block=False,
+        centred_frames=False,
+    ):
         super().__init__()
         sizes = dict(state_dim=state_dim, latent_dim=latent_dim, hidden_dim=hidden_dim, layers=layers)
-        self.config = sizes | dict(image=image, state_features=state_features, input_block=input_block)
+        extras = dict(
+            image=image, state_features=state_features, input_block=input_block, centred_frames=centred_frames
+        )
+        self.config = sizes | extras
+        # The frames enter the conv layers in [-1, 1] as the authors' (models trained before: in [0, 1]).
+        self.centred_frames = centred_frames
         # "nearest_blocks" (block stacking without images): the MLP sees the gripper and the 5 blocks
         # nearest to it (envs/block_stacking.py), so the 5-block data and the 11-block task fit one net.
         self.features = None
@@ -290,6 +305,7 @@ class SkillPrior(nn.Module):
         # The frames are the observation's last IMAGE_DIM values, whatever the state's size before them
         # (block stacking: 23 dims in the 5-block data, 41 in the 11-block task).
         frames = observation[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
+        frames = frames * 2 - 1 if self.centred_frames else frames  # observations hold them in [0, 1]
         return split_gaussian(self.net(self.conv(frames)))
 
 
@@ -312,6 +328,7 @@ class SkillModel(nn.Module):
         prior_input_block=False,
         learned_initial_state=False,
         decoder_state_features=None,
+        centred_frames=False,
         **rest,
     ):
         super().__init__()
@@ -323,7 +340,16 @@ class SkillModel(nn.Module):
             self.decoder = ClosedLoopSkillDecoder(*decoder)
         else:
             self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state)
-        prior = (state_dim, latent_dim, hidden_dim, prior_layers, image, state_features, prior_input_block)
+        prior = (
+            state_dim,
+            latent_dim,
+            hidden_dim,
+            prior_layers,
+            image,
+            state_features,
+            prior_input_block,
+            centred_frames,
+        )
         self.skill_prior = SkillPrior(*prior)
         for m in self.modules():  # the authors' init: Xavier-normal weights, zero biases
             if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -545,6 +571,7 @@ def model_config(args: Args) -> dict:
         **sizes,
         state_features=features,
         decoder_state_features=decoder_features,
+        centred_frames=args.image,
         learned_initial_state=not args.closed_loop,
         **trained,
     )

@@ -371,3 +371,17 @@ def test_pretrain_device_defaults_to_cuda_when_there_is_one_and_a_missing_one_is
     if not torch.cuda.is_available():
         with pytest.raises(SpirlError, match="--device cuda"):
             sp.resolve_args(sp.Args(env="kitchen", device="cuda"), None)
+
+
+def test_image_priors_see_their_frames_in_minus_one_to_one_and_older_models_keep_zero_to_one():
+    torch.manual_seed(0)
+    centred = sp.SkillPrior(4, 10, 16, 2, image=True, centred_frames=True).eval()
+    plain = sp.SkillPrior(4, 10, 16, 2, image=True).eval()  # a model saved before: no centred_frames in its config
+    plain.load_state_dict(centred.state_dict())
+    observation = torch.cat([torch.randn(3, 4), torch.rand(3, sp.IMAGE_DIM)], dim=1)  # frames in [0, 1]
+    shifted = torch.cat([observation[:, :4], observation[:, 4:] * 2 - 1], dim=1)
+    for a, b in zip(centred(observation), plain(shifted)):
+        torch.testing.assert_close(a, b)
+    assert sp.SkillPrior(**centred.config).centred_frames  # the policy, a copy built from the config, keeps it
+    config = sp.model_config(sp.resolve_args(sp.Args(env="maze", image=True, num_steps=1), None))
+    assert config["centred_frames"] is True
