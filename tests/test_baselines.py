@@ -162,9 +162,12 @@ def test_flat_baseline_sizes_default_to_the_authors_configs_per_env(datasets):
 
 @pytest.mark.parametrize("bootstrap", [None, True], ids=["default", "bootstrap"])
 @pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp], ids=["sac", "bc_sac", "flat_prior", "ssp"])
-def test_the_kitchen_time_limit_ends_the_bootstrap_unless_asked(module, bootstrap, datasets, tmp_path):
-    """One 280-step kitchen episode ends at the time limit: its last transition is stored as terminal by default
-    (the authors' sampler, spirl_sac.py's default), not with --bootstrap-at-time-limit."""
+def test_the_time_limit_ends_the_bootstrap_unless_asked(module, bootstrap, datasets, tmp_path, monkeypatch):
+    """Episodes of 15 steps cut by the time limit: their last transition is stored as terminal by default on the
+    paper's tasks (the authors' sampler, spirl_sac.py's default), not with --bootstrap-at-time-limit."""
+    from tests.test_sac import ScriptedEnv
+
+    monkeypatch.setattr(module, "make_env", lambda name, **kw: ScriptedEnv(length=15, truncate=True))
     name = module.__name__.split(".")[-1]
     extra = {
         "sac": SMALL,
@@ -174,12 +177,14 @@ def test_the_kitchen_time_limit_ends_the_bootstrap_unless_asked(module, bootstra
     }[name]
     extra = {**extra, "warmup_steps": 10**6} if name != "ssp" else extra  # no updates: only the storage counts
     args = module.Args(
-        env="kitchen", total_env_steps=280, run_name=str(tmp_path / "run"), **{"eval_episodes": 1, **extra}
+        env="kitchen", total_env_steps=30, run_name=str(tmp_path / "run"), **{"eval_episodes": 1, **extra}
     )
     result = module.train(module.replace(args, bootstrap_at_time_limit=bootstrap))
     replay = torch.load(result["checkpoint"], weights_only=True)["replay"]
-    terminals = replay["terminals"][: replay["size"]]
-    assert terminals[:-1].sum() == 0 and terminals[-1] == (0.0 if bootstrap else 1.0)
+    terminals = replay["terminals"][: replay["size"]].tolist()
+    per_episode = 2 if name == "ssp" else 15  # skills of 10 + 5 steps, or single steps
+    last = 0.0 if bootstrap else 1.0
+    assert terminals == ([0.0] * (per_episode - 1) + [last]) * 2
 
 
 def test_flat_sac_bootstraps_at_time_limits_on_other_gymnasium_tasks_as_cleanrl():

@@ -370,8 +370,9 @@ def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
         sac.train(sac.Args(resume=first["policy"]))
 
 
-def test_a_run_saved_before_a_science_flag_existed_resumes_with_the_old_behaviour(tmp_path, skill_ckpt):
-    first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=100))
+def test_a_run_saved_before_a_science_flag_existed_resumes_with_the_old_behaviour(tmp_path, skill_ckpt, monkeypatch):
+    monkeypatch.setattr(sac, "make_env", lambda name, **kw: ScriptedEnv(length=15, truncate=True))
+    first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=30, warmup_transitions=1000))
     ckpt = torch.load(first["checkpoint"], weights_only=False)
     assert ckpt["args"]["bootstrap_at_time_limit"] is False  # the kitchen's default, stored with the run
     del ckpt["args"]["bootstrap_at_time_limit"]  # as saved by code that always bootstrapped there
