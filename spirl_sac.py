@@ -56,7 +56,7 @@ class Args:
     env (envs/registry.py): off for the paper's tasks, where the limit ends the bootstrap as in the authors' sampler:
     bootstrapping there let the kitchen critics drift to Q 12 against returns below 2 and the policy collapse"""
     critic_layers: int | None = None
-    """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
+    """hidden layers of each critic (default per env, envs/registry.py: kitchen 6, blocks 3 as the authors; maze 2)"""
     critic_hidden: int = 256
     """units per critic layer (authors: 256)"""
     gamma: float = 0.99

@@ -3,9 +3,12 @@
 Pertsch, Lee & Lim, CoRL 2020, Sec. 4.1 (representative of hierarchical skill-space policies). The
 skill decoder of spirl_pretrain.py is used as in spirl_sac.py: a high-level policy pi(z | s) picks a
 skill every H env steps, decoded into H actions that run open-loop, with the H rewards summed. But
-the policy is trained with plain SAC: a freshly initialised network (the prior's architecture), the
-entropy bonus of SAC, and alpha tuned towards the target entropy -|Z|. This tests what the learned
-skill prior buys on top of the learned skills.
+the policy is trained with plain SAC: a fresh MLP on the state vector, the entropy bonus of SAC, alpha
+tuned towards a target entropy, and a warm-up of uniformly random skills. This tests what the learned
+skill prior buys on top of the learned skills. The paper gives no details of this baseline; they follow the
+authors' configs (clvrai/spirl configs/hrl/<env>/no_prior): the policy is their MLPPolicy (kitchen: 6 hidden
+layers of 256; maze and block stacking: 4 of 64, on the state vector, not the frames), the warm-up samples
+z uniformly from [-2, 2]^|Z|, and the target entropy is the one their code enforces (see `Args`).
 
     python baselines/ssp.py --env kitchen
     python baselines/ssp.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
@@ -31,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
 from envs.video import VideoRecorder  # noqa: E402
-from spirl_pretrain import IMAGE_DIM, SkillModel, SkillPrior, load_skill_model  # noqa: E402
+from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN, SkillModel, load_skill_model  # noqa: E402
 
 
 @dataclass
@@ -43,14 +46,21 @@ class Args:
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     target_entropy: float | None = None
-    """entropy of pi(z | s) that alpha is tuned towards (SAC's heuristic, default: -|Z|)"""
+    """entropy of pi(z | s) that alpha is tuned towards. Default: -|Z| + (|Z| - 1) log 2 (-3.76 for |Z| = 10), what the
+    authors' code enforces: its target is SAC's -|Z|, but its log-probability of z = 2 tanh(u) subtracts the log 2 of
+    the scaling once instead of once per dimension, so the true entropy it holds is (|Z| - 1) log 2 higher"""
+    hidden: int | None = None
+    """units per hidden layer of the policy MLP (default per env: kitchen 256, maze and block stacking 64)"""
+    layers: int | None = None
+    """hidden linear layers of the policy MLP (default per env: kitchen 6, maze and block stacking 4; the authors'
+    n_layers 5 and 3, their BaseProcessingNet adding an input layer)"""
     total_env_steps: int | None = None
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     bootstrap_at_time_limit: bool | None = None
     """let the Q-target bootstrap through the episode's time limit (a truncation is not a termination). Default per
     env (envs/registry.py): off for the paper's tasks, as in the authors' sampler and spirl_sac.py"""
     critic_layers: int | None = None
-    """hidden layers of each critic (default per env, envs/registry.py: kitchen 6 as the authors', maze and blocks 2)"""
+    """hidden layers of each critic (default per env, envs/registry.py: kitchen 6, blocks 3 as the authors; maze 2)"""
     critic_hidden: int = 256
     """units per critic layer (authors: 256)"""
     gamma: float = 0.99
@@ -62,7 +72,8 @@ class Args:
     buffer_size: int = 1_000_000
     """replay capacity in high-level transitions (app. B.2)"""
     warmup_transitions: int = 5_000
-    """high-level transitions collected with the (freshly initialised) policy before the first update (app. B.2)"""
+    """high-level transitions of uniformly random skills in [-2, 2]^|Z| before the first update (app. B.2; the
+    authors' random-action warm-up)"""
     policy_lr: float = 3e-4
     """Adam learning rate of the policy (Alg. 1 lambda_pi)"""
     critic_lr: float = 3e-4
@@ -98,6 +109,10 @@ class Args:
 
 
 SKILL_RANGE = 2.0  # z = 2 * tanh(u): the policy's skills lie in [-2, 2]^|Z| (app. B.2)
+# The authors' high-level policy of this baseline (MLPPolicy): kitchen nz_mid 256, n_layers 5; maze and block stacking
+# keep MLPPolicy's defaults, nz_mid 64, n_layers 3 (hidden linear layers: n_layers + 1).
+POLICY_SIZES = {"kitchen": dict(hidden=256, layers=6), "maze": dict(hidden=64, layers=4)}
+POLICY_SIZES["block_stacking"] = POLICY_SIZES["maze"]
 # The values sac_update returns, and where each is logged.
 LOSS_TAGS = ("losses/qf1", "losses/qf2", "losses/actor", "losses/alpha", "charts/alpha", "charts/entropy")
 
@@ -135,21 +150,42 @@ class TwinCritic(nn.Module):
         return x.squeeze(-1).float()
 
 
-def make_policy(skill_prior: SkillPrior, prior_init: bool) -> SkillPrior:
-    """pi(z | s): the prior's architecture; an exact copy of the trained prior (weights and BatchNorm
-    statistics) when prior_init, so that pi = p_a before the first update (app. F)."""
-    policy = SkillPrior(**skill_prior.config)
-    if prior_init:
-        policy.load_state_dict(skill_prior.state_dict())
-    else:
-        for m in policy.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
+class GaussianPolicy(nn.Module):
+    """pi(a | s) before squashing: MLP with LeakyReLU(0.2) -> (mu, log sigma) of a diagonal Gaussian, `layers`
+    hidden linear layers of `hidden` units. With batch_norm, the layout of the authors' BC model (BCMdl, their
+    BaseProcessingNet): an input block Linear -> LeakyReLU, then `layers` - 1 blocks Linear (no bias) -> BatchNorm
+    -> LeakyReLU. Its statistics come from the data fit; in RL the policy is in eval mode, so they stay as fit (as
+    the authors' no_batchnorm_update) and pi(a | s) does not depend on the rest of the batch.
+    On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
+    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
+
+    def __init__(
+        self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks=False, batch_norm=False
+    ):
+        super().__init__()
+        self.features = None
+        if nearest_blocks:
+            from envs.block_stacking import FEATURE_DIM
+            from envs.block_stacking import nearest_blocks as features
+
+            self.features, state_dim = features, FEATURE_DIM
+        blocks, width = [], state_dim
+        for i in range(layers):
+            if batch_norm and i > 0:  # BCMdl's blocks after its input block
+                blocks += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2)]
+            else:
+                blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+            width = hidden
+        self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * action_dim))
+        for m in self.modules():  # Xavier-normal weights, zero biases (the authors' init)
+            if isinstance(m, nn.Linear):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-    # BatchNorm stays in eval mode during RL (the authors' choice): its statistics are the prior's
-    # (or 0/1 from scratch) and pi(z | s) does not depend on the rest of the batch.
-    return policy.eval()
+
+    def forward(self, state: torch.Tensor):
+        mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
+        return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -173,7 +209,7 @@ def squashed_log_prob(u, mu, log_sigma) -> torch.Tensor:
 class Learner:
     """Everything SAC over skills updates."""
 
-    policy: SkillPrior
+    policy: GaussianPolicy
     critic: TwinCritic
     critic_target: TwinCritic
     log_alpha: torch.Tensor
@@ -183,10 +219,11 @@ class Learner:
     target_entropy: float
     gamma: float
     tau: float
+    state_dim: int
 
     def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), log pi(z | s) per state)."""
-        mu, log_sigma = self.policy(states)
+        mu, log_sigma = self.policy(states[:, : self.state_dim])  # image observations: the state before the frames
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
         return squash(u), squashed_log_prob(u, mu, log_sigma)
 
@@ -238,12 +275,16 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
     return torch.stack(losses)
 
 
+def authors_target_entropy(latent_dim: int) -> float:
+    """The entropy of pi(z | s) that the authors' SAC holds (see Args.target_entropy): -|Z| + (|Z| - 1) log 2."""
+    return -latent_dim + (latent_dim - 1) * math.log(SKILL_RANGE)
+
+
 def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Learner:
-    """pi freshly initialised (the prior's architecture), two critics and their targets, alpha = 1 (on skill_model's
-    device)."""
+    """pi a fresh MLP on the state, two critics and their targets, alpha = 1 (on skill_model's device)."""
     latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
     device = next(skill_model.parameters()).device
-    policy = make_policy(skill_model.skill_prior, prior_init=False).to(device)
+    policy = GaussianPolicy(state_dim, latent_dim, args.hidden, args.layers).to(device)
     critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target.load_state_dict(critic.state_dict())
@@ -258,9 +299,10 @@ def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Le
         policy_opt=torch.optim.Adam(policy.parameters(), lr=args.policy_lr, **adam),
         critic_opt=torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **adam),
         alpha_opt=torch.optim.Adam([log_alpha], lr=args.alpha_lr, **adam),
-        target_entropy=args.target_entropy if args.target_entropy is not None else -float(latent_dim),
+        target_entropy=authors_target_entropy(latent_dim) if args.target_entropy is None else args.target_entropy,
         gamma=args.gamma,
         tau=args.tau,
+        state_dim=state_dim,
     )
 
 
@@ -317,8 +359,8 @@ class ReplayBuffer:
 
 
 @torch.no_grad()
-def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic: bool = False) -> torch.Tensor:
-    """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic."""
+def choose_skill(policy: GaussianPolicy, state: np.ndarray, generator, deterministic: bool = False) -> torch.Tensor:
+    """Alg. 1 line 5: z ~ pi(z | s), or its mean when deterministic; `state`: the state vector (not the frames)."""
     mu, log_sigma = policy(torch.as_tensor(state, device=next(policy.parameters()).device)[None])
     u = mu if deterministic else mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
     return squash(u)[0]
@@ -343,15 +385,16 @@ def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     return state, reward_sum, terminated, truncated, steps, info
 
 
-def evaluate(policy: SkillPrior, decoder, args: Args, env_kwargs: dict, video: str | None = None) -> dict:
+def evaluate(policy: GaussianPolicy, decoder, args: Args, env_kwargs: dict, video: str | None = None) -> dict:
     """K episodes with the policy mean, on fixed seeds (the same every evaluation); `video`: a GIF of the first."""
     env = make_env(args.env, **env_kwargs) if video is None else VideoRecorder(make_env(args.env, **env_kwargs), video)
-    metric, returns, progress = env_spec(args.env)["progress_metric"], [], []
+    spec, returns, progress = env_spec(args.env), [], []
+    metric, state_dim = spec["progress_metric"], spec["state_dim"]
     for episode in range(args.eval_episodes):
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            skill = choose_skill(policy, state, None, deterministic=True)
+            skill = choose_skill(policy, state[:state_dim], None, deterministic=True)
             state, reward, terminated, truncated, _, info = execute_skill(env, decoder, skill, state)
             episode_return += reward
             done = terminated or truncated
@@ -404,6 +447,11 @@ class OverlappedUpdates:
 
 def train(args: Args) -> dict:
     ckpt = runs.read_checkpoint(args.resume, "ssp", "baselines/ssp.py") if args.resume else None
+    if ckpt is not None and "layers" not in ckpt["args"]:
+        raise SpirlError(
+            f"{args.resume} was written by an older baselines/ssp.py (its policy had the prior's "
+            "architecture, not the authors' MLP); start a new run"
+        )
     args = resolve_args(runs.resumed_args(args, ckpt))
     run_dir, ckpt_path = runs.run_folder(args, "ssp")
     if args.threads or args.overlap_updates:
@@ -420,10 +468,10 @@ def train(args: Args) -> dict:
     skill_model.to(device).eval().requires_grad_(False)
     decoder = skill_model.decoder
 
-    # Replay buffer, policy (freshly initialised), critics, alpha.
+    # Replay buffer, policy (freshly initialised), critics, alpha. Policy and critics see the state vector only, so the
+    # env gives no frames, even with an image skill model (its prior is not used here).
     learner = build_learner(args, skill_model, skill_config)
-    image_dim = IMAGE_DIM if skill_config["image"] else 0
-    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim, device)
+    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], 0, device)
     act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
@@ -433,8 +481,7 @@ def train(args: Args) -> dict:
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
-    # An image prior (and so the policy, its copy) needs the env's image observations.
-    env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if skill_config["image"] else {})
+    env_kwargs = {"tasks": args.tasks} if args.tasks else {}
     env = make_env(args.env, **env_kwargs)
     metric = env_spec(args.env)["progress_metric"]
     losses = []  # sac_update's outputs since the last log
@@ -473,7 +520,11 @@ def train(args: Args) -> dict:
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
-                    skill = choose_skill(learner.policy, state, act_gen)
+                    if learning:
+                        skill = choose_skill(learner.policy, state[: learner.state_dim], act_gen)
+                    else:  # the warm-up: uniformly random skills, as the authors' random-action warm-up
+                        skill = SKILL_RANGE * (2 * torch.rand(skill_config["latent_dim"], generator=act_gen) - 1)
+                        skill = skill.to(device)
                     with overlap.during_env_step(learning):  # a no-op without --overlap-updates
                         outcome = execute_skill(env, decoder, skill, state)
                     next_state, reward, terminated, truncated, steps, info = outcome
@@ -526,7 +577,9 @@ def resolve_args(args: Args) -> Args:
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
-    runs.check_flags(args, at_least_one=sizes, positive=("policy_lr", "critic_lr", "alpha_lr", "tau"))
+    runs.check_flags(
+        args, at_least_one=sizes + ("hidden", "layers"), positive=("policy_lr", "critic_lr", "alpha_lr", "tau")
+    )
     runs.check_flags(args, at_least_one=("checkpoint_every",), non_negative=("warmup_transitions", "total_env_steps"))
     if not 0 <= args.gamma <= 1:
         raise SpirlError(f"--gamma must be in [0, 1] (got {args.gamma})")
@@ -537,6 +590,7 @@ def resolve_args(args: Args) -> Args:
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     device = runs.resolve_device(args.device)
     defaults = dict(critic_layers=args.critic_layers or spec["critic_layers"])
+    defaults |= {name: getattr(args, name) or size for name, size in POLICY_SIZES[args.env].items()}
     bootstrap = (
         spec["bootstrap_at_time_limit"] if args.bootstrap_at_time_limit is None else args.bootstrap_at_time_limit
     )

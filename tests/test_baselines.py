@@ -233,22 +233,43 @@ def test_flat_baseline_resume_continues_exactly(module, datasets, tmp_path):
         assert_same(a[key], b[key], key)
 
 
-def test_ssp_policy_is_fresh_and_its_update_uses_the_entropy():
+def test_ssp_policy_is_the_authors_state_mlp_and_its_update_uses_the_entropy():
+    import math
+
     import spirl_pretrain as sp
 
     model, skill_config = sp.load_skill_model(ssp.env_spec("maze")["default_prior"])
     torch.manual_seed(0)
-    learner = ssp.build_learner(
-        ssp.resolve_args(ssp.Args(env="maze", critic_hidden=16)), model.requires_grad_(False), skill_config
-    )
-    assert learner.target_entropy == -10.0  # -|Z|
-    obs = torch.rand(8, 4 + sp.IMAGE_DIM)
-    assert not torch.allclose(learner.policy(obs)[0], model.skill_prior(obs)[0])  # not the prior
+    args = ssp.resolve_args(ssp.Args(env="maze", critic_hidden=16))
+    learner = ssp.build_learner(args, model.requires_grad_(False), skill_config)
+    assert learner.target_entropy == pytest.approx(-10 + 9 * math.log(2))  # what the authors' code holds
+    linears = [m for m in learner.policy.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(4, 64)] + [(64, 64)] * 3 + [(64, 20)]
+    kitchen = ssp.resolve_args(ssp.Args(env="kitchen"))
+    assert (kitchen.hidden, kitchen.layers) == (256, 6)  # the authors' kitchen MLPPolicy, nz_mid 256, n_layers 5
+    obs = torch.cat([torch.randn(8, 4), torch.rand(8, sp.IMAGE_DIM)], dim=1)  # the frames are not the policy's input
     z, log_prob = learner.sample_skill(obs, torch.Generator().manual_seed(0))
-    mu, log_sigma = learner.policy(obs)
+    mu, log_sigma = learner.policy(obs[:, :4])
     u = mu + log_sigma.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(log_prob, ssp.squashed_log_prob(u, mu, log_sigma))
     assert z.abs().max() <= 2.0
+
+
+def test_ssp_warms_up_with_uniform_skills_and_rejects_its_older_checkpoints(tmp_path, monkeypatch):
+    from tests.test_sac import ScriptedEnv
+
+    monkeypatch.setattr(ssp, "make_env", lambda name, **kw: ScriptedEnv(length=50, truncate=True))
+    args = dict(critic_hidden=16, batch_size=16, warmup_transitions=10**6, eval_episodes=1, threads=1)
+    result = ssp.train(ssp.Args(env="kitchen", total_env_steps=200, run_name=str(tmp_path / "run"), **args))
+    ckpt = torch.load(result["checkpoint"], weights_only=True)
+    skills = ckpt["replay"]["skills"][: ckpt["replay"]["size"]]
+    generator = torch.Generator().manual_seed(1)  # the run's skill generator (--seed 1), used by nothing else yet
+    uniform = torch.stack([2 * (2 * torch.rand(10, generator=generator) - 1) for _ in range(20)])
+    torch.testing.assert_close(skills, uniform)  # uniform in [-2, 2]^|Z|, not the fresh policy's samples
+    del ckpt["args"]["layers"]  # as written before the policy was the authors' MLP
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(ssp.SpirlError, match="older baselines/ssp.py"):
+        ssp.train(ssp.Args(resume=str(tmp_path / "old.pt")))
 
 
 @pytest.mark.parametrize(
