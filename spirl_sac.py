@@ -207,7 +207,7 @@ class Learner:
         return torch.cat(self.skill_prior(states), dim=-1)
 
     def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None, prior=None):
-        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), KL(pi(.|s) || p_a(.|s)) per state).
+        """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u / scale), KL(pi(.|s) || p_a(.|s)) per state).
         `prior`: p_a(z | s) of these states as prior_of gives it (computed here when None)."""
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
