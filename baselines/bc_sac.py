@@ -30,8 +30,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
+from envs.datasets import dataset_views  # noqa: E402
 from envs.video import VideoRecorder  # noqa: E402
-from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN, gaussian_nll  # noqa: E402
+from spirl_pretrain import IMAGE_DIM, IMAGE_SHAPE, LOG_SIGMA_MAX, LOG_SIGMA_MIN, gaussian_nll  # noqa: E402
 
 
 @dataclass
@@ -58,6 +59,10 @@ class Args:
     layers: int = 6
     """hidden linear layers of the policy: BCMdl's n_processing_layers 5, which their BaseProcessingNet builds as an
     input block + 5 blocks"""
+    image: bool | None = None
+    """the policy sees the image observation's two stacked frames through a conv encoder, as the authors' ImageBCMdl
+    (default per env: block stacking; the maze keeps its state until its results are rerun; the kitchen has no
+    frames)"""
     batch_norm: bool = True
     """BatchNorm in the policy's blocks after the input block, as BCMdl (normalization 'batch'); its statistics are
     fit with the data and stay frozen during RL (eval mode, as the authors' no_batchnorm_update)"""
@@ -113,11 +118,12 @@ class Args:
 # spirl/configs/rl/{kitchen,maze,block_stacking}/base_conf.py, which the prior_initialized configs extend): replay
 # capacity 1e5 in the kitchen and block stacking, 1e6 in the maze. The policy's and critics' sizes are the same in
 # every env. In the maze and block stacking the authors' BC model is ImageBCMdl (a conv encoder on two frames
-# before the same MLP); here the policy sees the state (block stacking: the nearest blocks' features).
+# before the same MLP): so here on block stacking (`image`); the maze's policy keeps the state until its results are
+# rerun.
 ENV_DEFAULTS = {
-    "kitchen": dict(buffer_size=100_000),
-    "maze": dict(buffer_size=1_000_000),
-    "block_stacking": dict(buffer_size=100_000),
+    "kitchen": dict(buffer_size=100_000, image=False),
+    "maze": dict(buffer_size=1_000_000, image=False),
+    "block_stacking": dict(buffer_size=100_000, image=True),
 }
 
 # The values sac_update returns, and where each is logged.
@@ -164,18 +170,35 @@ class GaussianPolicy(nn.Module):
     -> LeakyReLU. Its statistics come from the data fit; in RL the policy is in eval mode, so they stay as fit (as
     the authors' no_batchnorm_update) and pi(a | s) does not depend on the rest of the batch.
     On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
-    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
+    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks), or, with
+    `image`, the two stacked frames of an image observation through spirl_pretrain.py's conv encoder (3 conv layers
+    with BatchNorm, 512 features), in [-1, 1], as the authors' ImageBCMdl."""
 
     def __init__(
-        self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks=False, batch_norm=False
+        self,
+        state_dim: int,
+        action_dim: int,
+        hidden: int,
+        layers: int,
+        nearest_blocks=False,
+        batch_norm=False,
+        image=False,
     ):
         super().__init__()
-        self.features = None
-        if nearest_blocks:
+        self.features, self.conv = None, None
+        if nearest_blocks and not image:
             from envs.block_stacking import FEATURE_DIM
             from envs.block_stacking import nearest_blocks as features
 
             self.features, state_dim = features, FEATURE_DIM
+        if image:
+            convs, channels = [], IMAGE_SHAPE[0]
+            for out in (8, 16, 32):
+                convs += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out)]
+                convs += [nn.LeakyReLU(0.2)]
+                channels = out
+            self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
+            state_dim = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
         blocks, width = [], state_dim
         for i in range(layers):
             if batch_norm and i > 0:  # BCMdl's blocks after its input block
@@ -185,22 +208,26 @@ class GaussianPolicy(nn.Module):
             width = hidden
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * action_dim))
         for m in self.modules():  # Xavier-normal weights, zero biases (the authors' init)
-            if isinstance(m, nn.Linear):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
-        mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
+        if self.conv is not None:  # the frames are the observation's last IMAGE_DIM values, stored in [0, 1]
+            frames = state[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
+            x = self.conv(frames * 2 - 1)
+        else:
+            x = state if self.features is None else self.features(state)
+        mu, log_sigma = self.net(x).chunk(2, dim=-1)
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
 def make_policy(args: Args) -> GaussianPolicy:
     """pi(a | s) for this env, freshly initialised (in train mode); on block stacking it sees the nearest blocks."""
     spec, nearest_blocks = env_spec(args.env), args.env == "block_stacking"
-    return GaussianPolicy(
-        spec["state_dim"], spec["action_dim"], args.hidden, args.layers, nearest_blocks, args.batch_norm
-    )
+    sizes = (spec["state_dim"], spec["action_dim"], args.hidden, args.layers)
+    return GaussianPolicy(*sizes, nearest_blocks, args.batch_norm, args.image)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -313,6 +340,20 @@ def build_learner(args: Args, bc_policy: GaussianPolicy) -> Learner:
 # ----------------------------------------------------------------------------- behavioural cloning (stage 1)
 
 
+def pair_observations(args: Args, episodes: list):
+    """What the policy sees at the data's (state, action) pairs, batch by batch: idx -> observations. Without --image
+    the states; with it the image observations, their frames rendered per batch (the previous state's and this
+    one's, as the env stacks them; at an episode's first step the first state twice, as the env's reset)."""
+    states = np.concatenate([e.states[:-1] for e in episodes])
+    if not args.image:
+        on_device = torch.from_numpy(states).to(args.device)
+        return lambda idx: on_device[idx]
+    views = dataset_views(args.env, episodes, args.dataset)
+    index = np.concatenate([np.full(len(e.actions), i) for i, e in enumerate(episodes)])
+    previous = np.concatenate([np.concatenate([e.states[:1], e.states[:-2]]) for e in episodes])
+    return lambda idx: views(index[idx.cpu()], previous[idx.cpu()], states[idx.cpu()]).to(args.device)
+
+
 def behavioural_cloning(args: Args) -> tuple[GaussianPolicy, dict]:
     """pi_BC(a | s): maximum likelihood of the dataset's actions under a Gaussian MLP (the authors' BC
     model; the same fit as baselines/flat_prior.py's prior). Returns it and its final training NLL."""
@@ -323,6 +364,7 @@ def behavioural_cloning(args: Args) -> tuple[GaussianPolicy, dict]:
     episodes = load_episodes(args.dataset, args.env)
     states = torch.from_numpy(np.concatenate([e.states[:-1] for e in episodes])).to(args.device)
     actions = torch.from_numpy(np.concatenate([e.actions for e in episodes])).to(args.device)
+    observations = pair_observations(args, episodes)
     policy = make_policy(args).to(args.device)
     # Adam, not spirl_pretrain.py's RAdam: without BatchNorm (--no-batch-norm) raw maze coordinates give NLL
     # gradients in the thousands at init, and RAdam's first steps (plain momentum SGD) diverged on them.
@@ -331,7 +373,7 @@ def behavioural_cloning(args: Args) -> tuple[GaussianPolicy, dict]:
     nll_log = torch.zeros(args.bc_steps, device=args.device)
     for step in tqdm(range(args.bc_steps), desc="behavioural cloning", mininterval=1 if sys.stderr.isatty() else 30):
         idx = torch.randint(len(states), (args.bc_batch_size,), generator=generator).to(args.device)
-        nll = gaussian_nll(actions[idx], *policy(states[idx])).mean()
+        nll = gaussian_nll(actions[idx], *policy(observations(idx))).mean()
         optimizer.zero_grad(set_to_none=True)
         nll.backward()
         optimizer.step()
@@ -348,31 +390,47 @@ def behavioural_cloning(args: Args) -> tuple[GaussianPolicy, dict]:
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of transitions (s, a, r, s', terminal); memory is only committed as it fills."""
+    """Preallocated ring buffer of transitions (s, a, r, s', terminal). Observations are stored as their state
+    vector (float) and, for image observations, their frames as uint8 (as floats, 1e5 transitions of two 6144-pixel
+    observations would take 5 GB). Memory is only committed as it fills."""
 
-    FIELDS = "states actions rewards next_states terminals".split()
+    FIELDS = "states frames actions rewards next_states next_frames terminals".split()
 
-    def __init__(self, capacity: int, state_dim: int, action_dim: int, device="cpu"):
-        self.capacity, self.size, self.next = capacity, 0, 0
+    def __init__(self, capacity: int, state_dim: int, action_dim: int, image_dim: int = 0, device="cpu"):
+        self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
         self.states = torch.empty(capacity, state_dim, device=device)
+        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
         self.actions = torch.empty(capacity, action_dim, device=device)
         self.rewards = torch.empty(capacity, device=device)
         self.next_states = torch.empty(capacity, state_dim, device=device)
+        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
         self.terminals = torch.empty(capacity, device=device)
+
+    def _store(self, states, frames, i: int, observation):
+        observation = torch.as_tensor(observation)
+        states[i] = observation[: self.state_dim]
+        frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)  # frames are k / 255
+
+    def _observations(self, states, frames, idx) -> torch.Tensor:
+        if frames.shape[1] == 0:
+            return states[idx]
+        return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
 
     def add(self, state, action, reward: float, next_state, terminal: bool):
         i = self.next
-        self.states[i] = torch.as_tensor(state)
+        self._store(self.states, self.frames, i, state)
         self.actions[i] = torch.as_tensor(action)
         self.rewards[i] = reward
-        self.next_states[i] = torch.as_tensor(next_state)
+        self._store(self.next_states, self.next_frames, i, next_state)
         self.terminals[i] = float(terminal)
         self.next = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.states.device)
-        return self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.terminals[idx]
+        states = self._observations(self.states, self.frames, idx)
+        next_states = self._observations(self.next_states, self.next_frames, idx)
+        return states, self.actions[idx], self.rewards[idx], next_states, self.terminals[idx]
 
 
 # ----------------------------------------------------------------------------- acting
@@ -422,7 +480,8 @@ def train(args: Args) -> dict:
     # Stage 2: replay buffer, policy (a copy of pi_BC), critics, alpha.
     learner = build_learner(args, bc_policy)
     spec = env_spec(args.env)
-    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"], args.device)
+    image_dim = IMAGE_DIM if args.image else 0  # image observations: the frames are stored as uint8
+    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"], image_dim, args.device)
     act_gen = torch.Generator().manual_seed(args.seed)  # actions chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
@@ -432,7 +491,7 @@ def train(args: Args) -> dict:
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
-    env_kwargs = {"tasks": args.tasks} if args.tasks else {}
+    env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
     env = make_env(args.env, **env_kwargs)
     metric = env_spec(args.env)["progress_metric"]
     losses = []  # sac_update's outputs since the last log
@@ -526,6 +585,8 @@ def resolve_args(args: Args) -> Args:
     device = runs.resolve_device(args.device)
     target_entropy = -float(spec["action_dim"]) if args.target_entropy is None else args.target_entropy  # -|A|
     dataset = args.dataset or spec["default_dataset"]
+    if args.image and args.env == "kitchen":
+        raise SpirlError("--image needs an env with image observations (maze, block_stacking); drop it for the kitchen")
     env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
     bootstrap = (
         spec["bootstrap_at_time_limit"] if args.bootstrap_at_time_limit is None else args.bootstrap_at_time_limit

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
 from envs.video import VideoRecorder  # noqa: E402
-from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN  # noqa: E402
+from spirl_pretrain import IMAGE_DIM, IMAGE_SHAPE, LOG_SIGMA_MAX, LOG_SIGMA_MIN  # noqa: E402
 
 
 @dataclass
@@ -156,18 +156,35 @@ class GaussianPolicy(nn.Module):
     -> LeakyReLU. Its statistics come from the data fit; in RL the policy is in eval mode, so they stay as fit (as
     the authors' no_batchnorm_update) and pi(a | s) does not depend on the rest of the batch.
     On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
-    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
+    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks), or, with
+    `image`, the two stacked frames of an image observation through spirl_pretrain.py's conv encoder (3 conv layers
+    with BatchNorm, 512 features), in [-1, 1], as the authors' ImageBCMdl."""
 
     def __init__(
-        self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks=False, batch_norm=False
+        self,
+        state_dim: int,
+        action_dim: int,
+        hidden: int,
+        layers: int,
+        nearest_blocks=False,
+        batch_norm=False,
+        image=False,
     ):
         super().__init__()
-        self.features = None
-        if nearest_blocks:
+        self.features, self.conv = None, None
+        if nearest_blocks and not image:
             from envs.block_stacking import FEATURE_DIM
             from envs.block_stacking import nearest_blocks as features
 
             self.features, state_dim = features, FEATURE_DIM
+        if image:
+            convs, channels = [], IMAGE_SHAPE[0]
+            for out in (8, 16, 32):
+                convs += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out)]
+                convs += [nn.LeakyReLU(0.2)]
+                channels = out
+            self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
+            state_dim = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
         blocks, width = [], state_dim
         for i in range(layers):
             if batch_norm and i > 0:  # BCMdl's blocks after its input block
@@ -177,13 +194,18 @@ class GaussianPolicy(nn.Module):
             width = hidden
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * action_dim))
         for m in self.modules():  # Xavier-normal weights, zero biases (the authors' init)
-            if isinstance(m, nn.Linear):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
-        mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
+        if self.conv is not None:  # the frames are the observation's last IMAGE_DIM values, stored in [0, 1]
+            frames = state[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
+            x = self.conv(frames * 2 - 1)
+        else:
+            x = state if self.features is None else self.features(state)
+        mu, log_sigma = self.net(x).chunk(2, dim=-1)
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
@@ -297,31 +319,47 @@ def build_learner(args: Args) -> Learner:
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of transitions (s, a, r, s', terminal); memory is only committed as it fills."""
+    """Preallocated ring buffer of transitions (s, a, r, s', terminal). Observations are stored as their state
+    vector (float) and, for image observations, their frames as uint8 (as floats, 1e5 transitions of two 6144-pixel
+    observations would take 5 GB). Memory is only committed as it fills."""
 
-    FIELDS = "states actions rewards next_states terminals".split()
+    FIELDS = "states frames actions rewards next_states next_frames terminals".split()
 
-    def __init__(self, capacity: int, state_dim: int, action_dim: int, device="cpu"):
-        self.capacity, self.size, self.next = capacity, 0, 0
+    def __init__(self, capacity: int, state_dim: int, action_dim: int, image_dim: int = 0, device="cpu"):
+        self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
         self.states = torch.empty(capacity, state_dim, device=device)
+        self.frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
         self.actions = torch.empty(capacity, action_dim, device=device)
         self.rewards = torch.empty(capacity, device=device)
         self.next_states = torch.empty(capacity, state_dim, device=device)
+        self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
         self.terminals = torch.empty(capacity, device=device)
+
+    def _store(self, states, frames, i: int, observation):
+        observation = torch.as_tensor(observation)
+        states[i] = observation[: self.state_dim]
+        frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)  # frames are k / 255
+
+    def _observations(self, states, frames, idx) -> torch.Tensor:
+        if frames.shape[1] == 0:
+            return states[idx]
+        return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
 
     def add(self, state, action, reward: float, next_state, terminal: bool):
         i = self.next
-        self.states[i] = torch.as_tensor(state)
+        self._store(self.states, self.frames, i, state)
         self.actions[i] = torch.as_tensor(action)
         self.rewards[i] = reward
-        self.next_states[i] = torch.as_tensor(next_state)
+        self._store(self.next_states, self.next_frames, i, next_state)
         self.terminals[i] = float(terminal)
         self.next = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.states.device)
-        return self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.terminals[idx]
+        states = self._observations(self.states, self.frames, idx)
+        next_states = self._observations(self.next_states, self.next_frames, idx)
+        return states, self.actions[idx], self.rewards[idx], next_states, self.terminals[idx]
 
 
 # ----------------------------------------------------------------------------- acting
@@ -378,7 +416,7 @@ def train(args: Args) -> dict:
     # Replay buffer, policy, critics, alpha.
     learner = build_learner(args)
     spec = env_spec(args.env, any_gymnasium=True)
-    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"], args.device)
+    buffer = ReplayBuffer(args.buffer_size, spec["state_dim"], spec["action_dim"], device=args.device)
     act_gen = torch.Generator().manual_seed(args.seed)  # actions chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     warmup_rng = np.random.default_rng(args.seed)  # uniform random warm-up actions

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
 from envs.video import VideoRecorder  # noqa: E402
-from spirl_pretrain import LOG_SIGMA_MAX, LOG_SIGMA_MIN, SkillModel, load_skill_model  # noqa: E402
+from spirl_pretrain import IMAGE_DIM, IMAGE_SHAPE, LOG_SIGMA_MAX, LOG_SIGMA_MIN, SkillModel, load_skill_model  # noqa: E402
 
 
 @dataclass
@@ -157,18 +157,35 @@ class GaussianPolicy(nn.Module):
     -> LeakyReLU. Its statistics come from the data fit; in RL the policy is in eval mode, so they stay as fit (as
     the authors' no_batchnorm_update) and pi(a | s) does not depend on the rest of the batch.
     On block stacking, networks fit to the offline data (5 blocks, 23-dim states) act in the 11-block
-    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks)."""
+    task (41 dims): they see the gripper and its 5 nearest blocks (envs.block_stacking.nearest_blocks), or, with
+    `image`, the two stacked frames of an image observation through spirl_pretrain.py's conv encoder (3 conv layers
+    with BatchNorm, 512 features), in [-1, 1], as the authors' ImageBCMdl."""
 
     def __init__(
-        self, state_dim: int, action_dim: int, hidden: int, layers: int, nearest_blocks=False, batch_norm=False
+        self,
+        state_dim: int,
+        action_dim: int,
+        hidden: int,
+        layers: int,
+        nearest_blocks=False,
+        batch_norm=False,
+        image=False,
     ):
         super().__init__()
-        self.features = None
-        if nearest_blocks:
+        self.features, self.conv = None, None
+        if nearest_blocks and not image:
             from envs.block_stacking import FEATURE_DIM
             from envs.block_stacking import nearest_blocks as features
 
             self.features, state_dim = features, FEATURE_DIM
+        if image:
+            convs, channels = [], IMAGE_SHAPE[0]
+            for out in (8, 16, 32):
+                convs += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out)]
+                convs += [nn.LeakyReLU(0.2)]
+                channels = out
+            self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
+            state_dim = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
         blocks, width = [], state_dim
         for i in range(layers):
             if batch_norm and i > 0:  # BCMdl's blocks after its input block
@@ -178,13 +195,18 @@ class GaussianPolicy(nn.Module):
             width = hidden
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2 * action_dim))
         for m in self.modules():  # Xavier-normal weights, zero biases (the authors' init)
-            if isinstance(m, nn.Linear):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.xavier_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
     def forward(self, state: torch.Tensor):
-        mu, log_sigma = self.net(state if self.features is None else self.features(state)).chunk(2, dim=-1)
+        if self.conv is not None:  # the frames are the observation's last IMAGE_DIM values, stored in [0, 1]
+            frames = state[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
+            x = self.conv(frames * 2 - 1)
+        else:
+            x = state if self.features is None else self.features(state)
+        mu, log_sigma = self.net(x).chunk(2, dim=-1)
         return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 

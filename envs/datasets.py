@@ -336,6 +336,23 @@ class _InProcess:
         return map(fn, *iterables)
 
 
+def dataset_views(env: str, episodes: list, dataset: str):
+    """The image observations of `episodes`' steps, rendered on demand: a callable (episode indices into `episodes`,
+    the states one step earlier, the states) -> [state, previous frame, current frame] (envs/block_stacking.py and
+    envs/maze.py DatasetViews: block stacking's frames come from the states, the maze's from each episode's layout,
+    rebuilt from its env seed)."""
+    if env == "block_stacking":
+        from envs.block_stacking import DatasetViews as BlockViews
+
+        return BlockViews()
+    from envs.maze import DatasetViews
+
+    if any(e.seed is None for e in episodes):
+        fix = "use data written by `python -m envs.maze_demos`"
+        raise SpirlError(f"{dataset} stores no per-episode env seeds to rebuild its maze layouts from: {fix}")
+    return DatasetViews([e.seed for e in episodes])
+
+
 def skill_windows(dataset: str, env: str, skill_horizon: int, val_fraction: float, seed: int, image: bool = False):
     """spirl_pretrain.py's data: episodes -> split by episode -> H-step windows (never across an episode boundary);
     returns (training windows, validation windows or None). With `image`, the frames the image prior sees are
@@ -343,17 +360,8 @@ def skill_windows(dataset: str, env: str, skill_horizon: int, val_fraction: floa
     episodes = load_episodes(dataset, env)
     train_episodes, val_episodes = split_episodes(episodes, val_fraction, seed)
     observe = [None, None]
-    if image and env == "block_stacking":
-        from envs.block_stacking import DatasetViews as BlockViews
-
-        observe = [BlockViews(), BlockViews()]
-    elif image:
-        from envs.maze import DatasetViews
-
-        if any(e.seed is None for e in episodes):
-            fix = "use data written by `python -m envs.maze_demos`"
-            raise SpirlError(f"{dataset} stores no per-episode env seeds to rebuild its maze layouts from: {fix}")
-        observe = [DatasetViews([e.seed for e in part]) for part in (train_episodes, val_episodes)]
+    if image:
+        observe = [dataset_views(env, part, dataset) for part in (train_episodes, val_episodes)]
     train_windows = WindowSampler(train_episodes, skill_horizon, observe[0])
     val_windows = WindowSampler(val_episodes, skill_horizon, observe[1]) if val_episodes else None
     counts = f"{len(train_episodes)} train / {len(val_episodes)} validation episodes"

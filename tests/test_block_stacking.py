@@ -399,19 +399,28 @@ def test_state_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
     assert run["env_steps"] >= 1000 and run["updates"] > 0
 
 
-@pytest.mark.parametrize("name", ["bc_sac", "flat_prior"])
-def test_data_fit_baselines_run_on_the_11_block_task(name, block_dataset, tmp_path):
-    """BC + SAC and the flat prior fit their policy to the 5-block data and act in the 11-block task
-    through the nearest-block features."""
+@pytest.mark.parametrize("name, image", [("bc_sac", True), ("flat_prior", True), ("bc_sac", False)])
+def test_data_fit_baselines_run_on_the_11_block_task(name, image, block_dataset, tmp_path, monkeypatch):
+    """BC + SAC and the flat prior fit their policy to the 5-block data and act in the 11-block task: by default on
+    the two stacked frames through a conv encoder (the authors' ImageBCMdl), or on the nearest-block features."""
     import importlib
     from dataclasses import replace
 
+    import torch
+
     module = importlib.import_module(f"baselines.{name}")
+    short = lambda name, **kwargs: BlockStackingEnv.downstream(max_episode_steps=200, **kwargs)  # noqa: E731
+    monkeypatch.setattr(module, "make_env", short)  # the 11-block task, in 200-step episodes
     fit = {"bc_sac": {"bc_steps": 20}, "flat_prior": {"prior_steps": 20}}[name]
-    small = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50)
-    args = module.Args(env="block_stacking", dataset=block_dataset, total_env_steps=1000, threads=1, **small, **fit)
-    run = module.train(replace(args, run_name=str(tmp_path / name)))
-    assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
+    small = dict(hidden=16, layers=2, batch_size=16, warmup_steps=100, eval_every=10**6, eval_episodes=1, log_every=50)
+    args = module.Args(env="block_stacking", dataset=block_dataset, total_env_steps=400, threads=1, **small, **fit)
+    assert module.resolve_args(args).image is True  # the default
+    run = module.train(replace(args, image=image, run_name=str(tmp_path / name)))
+    assert run["env_steps"] >= 400 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
+    ckpt = torch.load(run["checkpoint"], weights_only=True)
+    assert ckpt["replay"]["frames"].shape[1] == (6144 if image else 0)  # frames kept as uint8 in the replay
+    has_conv = any(key.startswith("conv.") for key in ckpt["learner"]["policy"])
+    assert has_conv == image
 
 
 def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior(tmp_path):
@@ -440,3 +449,22 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior
     )
     assert result["env_steps"] >= 1000 and "blocks_stacked" in result["eval"]
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped
+
+
+def test_the_bc_fit_sees_each_pair_as_the_env_shows_it_previous_frame_then_current(block_dataset):
+    import torch
+
+    from baselines import bc_sac
+    from envs.block_stacking import DatasetViews
+    from envs.datasets import load_episodes
+
+    episodes = load_episodes(block_dataset, "block_stacking")
+    args = bc_sac.resolve_args(bc_sac.Args(env="block_stacking", dataset=block_dataset, device="cpu"))
+    observe = bc_sac.pair_observations(args, episodes)
+    first, second = len(episodes[0].actions), len(episodes[0].actions) + 1  # episode 1's first and second pairs
+    got = observe(torch.tensor([0, 1, first, second]))
+    e0, e1 = episodes[0].states, episodes[1].states
+    previous = np.stack([e0[0], e0[0], e1[0], e1[0]])
+    states = np.stack([e0[0], e0[1], e1[0], e1[1]])
+    expected = DatasetViews()(None, previous, states)
+    torch.testing.assert_close(got, expected)
