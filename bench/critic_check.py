@@ -54,9 +54,15 @@ def returns_to_go(rewards, ends, gamma):
 
 
 def check(path: str) -> dict:
-    kind = torch.load(path, map_location="cpu", weights_only=True).get("kind") if os.path.isfile(path) else None
-    script = "baselines/ssp.py" if kind == "ssp" else "spirl_sac.py"
-    ckpt = read_checkpoint(path, "ssp" if kind == "ssp" else "spirl_sac", script)
+    try:
+        ckpt = read_checkpoint(path, "spirl_sac", "spirl_sac.py")
+    except SpirlError as e:
+        if "is not a" not in str(e):
+            raise  # missing, unreadable or from an older version: that message names the fix
+        try:
+            ckpt = read_checkpoint(path, "ssp", "baselines/ssp.py")
+        except SpirlError:
+            raise SpirlError(f"{path} is neither a spirl_sac.py nor a baselines/ssp.py checkpoint; pass one") from None
     args, config, replay = ckpt["args"], ckpt["skill_config"], ckpt["replay"]
     n = replay["size"]
     if n == 0 or n != replay["next"]:

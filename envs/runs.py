@@ -35,7 +35,7 @@ RUN_CONTROL = (
 )
 # Science flags added after runs were saved: a run whose checkpoint predates one keeps the behaviour the code had
 # then (not the new default), so resuming it does not change its experiment halfway.
-PREDATING_RUNS = {"bootstrap_at_time_limit": True}
+PREDATING_RUNS = {"bootstrap_at_time_limit": True, "image": False}
 
 
 def resolve_device(name: str | None) -> str:
@@ -352,6 +352,8 @@ def replay_state(buffer) -> dict:
 
 def load_replay_state(buffer, saved: dict):
     for name in buffer.FIELDS:
+        if name not in saved and getattr(buffer, name).shape[1:] == (0,):
+            continue  # a field of zero width (no frames) that replays saved before it existed do not have
         getattr(buffer, name)[: saved["size"]] = saved[name]
     buffer.size, buffer.next = saved["size"], saved["next"]
 

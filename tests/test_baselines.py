@@ -1,6 +1,8 @@
 """baselines/: flat SAC, BC + SAC, the flat action prior and SSP run end to end
 on every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
 
+from dataclasses import replace as replace_args
+
 import numpy as np
 import pytest
 import torch
@@ -257,6 +259,21 @@ def test_ssp_policy_is_the_authors_state_mlp_and_its_update_uses_the_entropy():
     u = mu + log_sigma.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(log_prob, ssp.squashed_log_prob(u, mu, log_sigma))
     assert z.abs().max() <= 2.0
+
+
+def test_flat_runs_saved_before_frames_and_image_existed_resume(tmp_path, monkeypatch, datasets):
+    from tests.test_sac import ScriptedEnv
+
+    monkeypatch.setattr(bc_sac, "make_env", lambda name, **kw: ScriptedEnv(length=15, truncate=True))
+    args = bc_sac.Args(env="kitchen", dataset=datasets["kitchen"], total_env_steps=30, run_name=str(tmp_path / "a"))
+    first = bc_sac.train(replace_args(args, bc_steps=2, warmup_steps=10, batch_size=8, eval_episodes=1, threads=1))
+    ckpt = torch.load(first["checkpoint"], weights_only=True)
+    for key in ("frames", "next_frames"):  # as a replay was saved before frames were stored
+        del ckpt["replay"][key]
+    del ckpt["args"]["image"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    resumed = bc_sac.train(bc_sac.Args(resume=str(tmp_path / "old.pt"), total_env_steps=60, threads=1))
+    assert resumed["env_steps"] >= 60 and resumed["updates"] > first["updates"]
 
 
 def test_ssp_warms_up_with_uniform_skills_and_rejects_its_older_checkpoints(tmp_path, monkeypatch):

@@ -462,5 +462,7 @@ def test_critic_check_pairs_q_values_with_the_returns_of_each_episode(tmp_path, 
     g = 0.99
     assert result["by_position"][0]["return"] == pytest.approx(10 + g * 10 + g * g * 5)
     assert set(result["by_position"]) == {0} and all(np.isfinite(q["q"]) for q in result["quarters"])
-    with pytest.raises(SpirlError, match="not a spirl_sac.py checkpoint"):
+    with pytest.raises(SpirlError, match="neither a spirl_sac.py nor a baselines/ssp.py checkpoint"):
         critic_check.check(skill_ckpt)
+    with pytest.raises(SpirlError, match="does not exist"):
+        critic_check.check(str(tmp_path / "missing.pt"))
