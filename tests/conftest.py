@@ -26,3 +26,21 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def short_kitchen(monkeypatch):
+    """patch(*modules, steps=100): those scripts' `make_env` builds kitchen episodes of `steps` steps (280 in the
+    task), so end-to-end runs finish episodes, evaluate and resume in a third of the time."""
+
+    def patch(*modules, steps=100):
+        from envs.kitchen import KitchenEnv
+
+        def make_env(name, **kwargs):
+            assert name == "kitchen", name
+            return KitchenEnv(max_episode_steps=steps, **kwargs)
+
+        for module in modules:
+            monkeypatch.setattr(module, "make_env", make_env)
+
+    return patch

@@ -44,7 +44,7 @@ def scalars(run_dir):
 
 @pytest.mark.parametrize("env", ["kitchen", "maze"])
 @pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior, ssp], ids=["sac", "bc_sac", "flat_prior", "ssp"])
-def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets, tmp_path, monkeypatch):
+def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets, tmp_path, monkeypatch, short_kitchen):
     extra = {
         "sac": SMALL,
         "bc_sac": {**SMALL, "dataset": datasets[env], "bc_steps": 20},
@@ -59,8 +59,10 @@ def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets
             threads=1,
         ),
     }[module.__name__.split(".")[-1]]
-    steps = 600  # kitchen episodes are 280 steps; the downstream maze here in 200-step episodes (2000 in the task)
-    if env == "maze":
+    steps = 300  # kitchen and the downstream maze here in 100- and 200-step episodes (280 and 2000 in the tasks)
+    if env == "kitchen":
+        short_kitchen(module)
+    else:
         from envs.maze import MazeEnv
 
         monkeypatch.setattr(module, "make_env", lambda name, **kw: MazeEnv.downstream(max_episode_steps=200, **kw))
@@ -223,16 +225,17 @@ def assert_same(a, b, where="checkpoint"):
 
 
 @pytest.mark.parametrize("module", [flat_sac, bc_sac, flat_prior], ids=["sac", "bc_sac", "flat_prior"])
-def test_flat_baseline_resume_continues_exactly(module, datasets, tmp_path):
+def test_flat_baseline_resume_continues_exactly(module, datasets, tmp_path, short_kitchen):
     """Stopped at a checkpoint (after its first updates) and resumed, a run ends as the same run without a
     stop: the same networks, optimisers, alpha, replay, generators and counts."""
     fit = {flat_sac: {}, bc_sac: dict(bc_steps=20), flat_prior: dict(prior_steps=20)}[module]
     fit |= {"dataset": datasets["kitchen"]} if fit else {}
     kitchen = dict(env="kitchen", **SMALL, **fit)
-    straight = module.train(module.Args(total_env_steps=560, run_name=str(tmp_path / "a"), **kitchen))
-    first = module.train(module.Args(total_env_steps=280, run_name=str(tmp_path / "b"), **kitchen))
+    short_kitchen(module)  # 100-step episodes
+    straight = module.train(module.Args(total_env_steps=400, run_name=str(tmp_path / "a"), **kitchen))
+    first = module.train(module.Args(total_env_steps=300, run_name=str(tmp_path / "b"), **kitchen))
     assert first["updates"] > 0
-    resumed = module.train(module.Args(resume=first["checkpoint"], total_env_steps=560, threads=1, eval_episodes=1))
+    resumed = module.train(module.Args(resume=first["checkpoint"], total_env_steps=400, threads=1, eval_episodes=1))
     assert (resumed["env_steps"], resumed["updates"]) == (straight["env_steps"], straight["updates"])
     a, b = (torch.load(r["checkpoint"], weights_only=True) for r in (straight, resumed))
     for key in ("learner", "replay", "rng", "env_steps", "updates", "episodes"):
@@ -311,21 +314,22 @@ def test_frozen_critic_pass_trains_only_what_made_the_action(module):
     assert all(p.grad is None for p in critic.parameters())
 
 
-def test_a_resume_from_an_older_checkpoint_hides_the_logs_after_it(tmp_path):
+def test_a_resume_from_an_older_checkpoint_hides_the_logs_after_it(tmp_path, short_kitchen):
     """A run that died after its last checkpoint logged steps the resumed run logs again: tensorboard's
     purge_step hides the stale ones, so curves have one point per episode."""
     import shutil
 
     run = tmp_path / "run"
-    first = flat_sac.train(flat_sac.Args(env="kitchen", total_env_steps=560, run_name=str(run), **SMALL))
-    shutil.copy(first["checkpoint"], tmp_path / "at560.pt")
-    flat_sac.train(flat_sac.Args(resume=first["checkpoint"], total_env_steps=840, threads=1, eval_episodes=1))
-    shutil.copy(tmp_path / "at560.pt", first["checkpoint"])  # as if the run had died before checkpointing 840
-    flat_sac.train(flat_sac.Args(resume=first["checkpoint"], total_env_steps=840, threads=1, eval_episodes=1))
+    short_kitchen(flat_sac)  # 100-step episodes
+    first = flat_sac.train(flat_sac.Args(env="kitchen", total_env_steps=300, run_name=str(run), **SMALL))
+    shutil.copy(first["checkpoint"], tmp_path / "at300.pt")
+    flat_sac.train(flat_sac.Args(resume=first["checkpoint"], total_env_steps=400, threads=1, eval_episodes=1))
+    shutil.copy(tmp_path / "at300.pt", first["checkpoint"])  # as if the run had died before checkpointing 400
+    flat_sac.train(flat_sac.Args(resume=first["checkpoint"], total_env_steps=400, threads=1, eval_episodes=1))
     events = EventAccumulator(str(run))
     events.Reload()
     steps = [e.step for e in events.Scalars("charts/episodic_return")]
-    assert steps == [280, 560, 840], steps
+    assert steps == [100, 200, 300, 400], steps
 
 
 # ----------------------------------------------------------------------------- flat SAC on any gymnasium task

@@ -17,6 +17,14 @@ from envs.kitchen_demos import collect
 from envs.kitchen_scripted import SubtaskController  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def two_episodes(tmp_path_factory):
+    """Two scripted kitchen episodes, collected once for the tests below."""
+    data = tmp_path_factory.mktemp("bench_data") / "kitchen-2"
+    collect(CollectArgs(episodes=2, out=str(data), seed=5))
+    return data
+
+
 def test_a_snapshot_puts_the_env_back_exactly():
     env = KitchenEnv()
     env.reset(seed=0)
@@ -33,9 +41,8 @@ def test_a_snapshot_puts_the_env_back_exactly():
 
 
 @pytest.mark.skipif(not os.path.exists(bench_skills.Args.checkpoint), reason="no shipped kitchen checkpoint")
-def test_bench_skills_writes_every_figure(tmp_path):
-    data = tmp_path / "kitchen-2"
-    collect(CollectArgs(episodes=2, out=str(data), seed=5))
+def test_bench_skills_writes_every_figure(tmp_path, two_episodes):
+    data = two_episodes
     out = tmp_path / "skills.json"
     figures = bench_skills.main(["--episodes", "1", "--dataset", str(data), "--out", str(out)])
     assert json.loads(out.read_text()) == figures
@@ -54,15 +61,14 @@ def test_bench_skills_writes_every_figure(tmp_path):
     assert all(v["min"] <= v["mean"] <= v["max"] and np.isfinite(v["mean"]) for v in logp)
 
 
-def test_bench_skills_runs_a_closed_loop_model(tmp_path):
+def test_bench_skills_runs_a_closed_loop_model(tmp_path, two_episodes):
     """The closed-loop decoder is run step by step from the observations, in the replay, oracle and prior alike."""
     import torch
 
     import spirl_pretrain as sp
     from envs.runs import save_checkpoint
 
-    data = tmp_path / "kitchen-2"
-    collect(CollectArgs(episodes=2, out=str(data), seed=5))
+    data = two_episodes
     config = dict(
         env="kitchen",
         state_dim=30,
@@ -83,7 +89,8 @@ def test_bench_skills_runs_a_closed_loop_model(tmp_path):
         kind="spirl_pretrain",
     )
     out = tmp_path / "skills.json"
-    figures = bench_skills.main(["--checkpoint", str(tmp_path / "cl.pt"), "--episodes", "1", "--out", str(out)])
+    flags = ["--checkpoint", str(tmp_path / "cl.pt"), "--episodes", "1", "--squash-scales", "2", "--out", str(out)]
+    figures = bench_skills.main(flags)
     assert figures["replay"]["recorded_actions"] >= 1 and 0 <= figures["replay"]["decoded_skills"] <= 4
     assert 0 <= figures["oracle"]["decoded_skills"]["mean_subtasks"] <= 4
     assert np.isfinite(figures["first_skill_logp"]["microwave"]["mean"])

@@ -1,8 +1,6 @@
 """Block stacking: physics, reward, image observations, the scripted data and the methods on it."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -228,10 +226,23 @@ def test_loader_reads_the_scripted_dataset_as_5_block_states_and_actions(block_d
         assert blocks_stacked(episode.states[-1, 8:].reshape(-1, 3)[:, 1:]) >= 1
 
 
-def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_block_task(block_dataset, tmp_path):
+def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_block_task(
+    block_dataset, tmp_path, monkeypatch
+):
+    import importlib.util
+
     import spirl_pretrain as sp
     import spirl_sac as sac
+    from baselines import ssp  # the skill-space policy without a prior, on the same decoder
+    from envs.block_stacking import BlockStackingEnv
 
+    class ShortEpisodes(BlockStackingEnv):  # the 11-block task in 250-step episodes (1000 in the task)
+        @classmethod
+        def downstream(cls, **kwargs):
+            return BlockStackingEnv.downstream(**{"max_episode_steps": 250, **kwargs})
+
+    for module in (sac, ssp):
+        monkeypatch.setattr(module, "make_env", lambda name, **kw: ShortEpisodes.downstream(**kw))
     args = sp.Args(
         env="block_stacking",
         image=True,
@@ -252,7 +263,7 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
         sac.Args(
             env="block_stacking",
             prior_checkpoint=result["checkpoint"],
-            total_env_steps=1000,
+            total_env_steps=500,
             warmup_transitions=20,
             batch_size=8,
             critic_hidden=16,
@@ -263,30 +274,23 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
             run_name=str(tmp_path / "rl"),
         )
     )
-    assert run["env_steps"] >= 1000 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
+    assert run["env_steps"] >= 500 and run["updates"] > 0 and "blocks_stacked" in run["eval"]
+    spec = importlib.util.spec_from_file_location(
+        "plot_block_stacking", os.path.join(REPO, "docs", "plot_block_stacking.py")
+    )
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    monkeypatch.setattr(plot, "BlockStackingEnv", ShortEpisodes)
     for checkpoint, name in ((result["checkpoint"], "prior"), (run["checkpoint"], "policy")):  # the docs' snapshots
         out = tmp_path / f"{name}.png"
-        subprocess.run(
-            [
-                sys.executable,
-                os.path.join(REPO, "docs", "plot_block_stacking.py"),
-                checkpoint,
-                "--out",
-                str(out),
-                "--snapshots",
-                "3",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        plot.main([checkpoint, "--out", str(out), "--snapshots", "3"])
         assert out.stat().st_size > 5000
-    from baselines import ssp  # the skill-space policy without a prior, on the same decoder
 
     run = ssp.train(
         ssp.Args(
             env="block_stacking",
             prior_checkpoint=result["checkpoint"],
-            total_env_steps=1000,
+            total_env_steps=500,
             warmup_transitions=20,
             batch_size=8,
             critic_hidden=16,
@@ -297,7 +301,7 @@ def test_image_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_bl
             run_name=str(tmp_path / "ssp"),
         )
     )
-    assert run["env_steps"] >= 1000 and run["updates"] > 0
+    assert run["env_steps"] >= 500 and run["updates"] > 0
 
 
 def test_closed_loop_image_model_reads_the_nearest_blocks_in_the_data_and_in_the_task(block_dataset, tmp_path):

@@ -360,7 +360,7 @@ def test_pretraining_on_real_kitchen_data_lowers_validation_error(tmp_path, kitc
         checkpoint_every=1000,
     )
     start = sp.train(tiny_args(tmp_path / "a", kitchen_complete_path, num_steps=0, **common))
-    end = sp.train(tiny_args(tmp_path / "b", kitchen_complete_path, num_steps=1000, **common))
+    end = sp.train(tiny_args(tmp_path / "b", kitchen_complete_path, num_steps=400, **common))
     assert end["val"]["reconstruction_mse"] < 0.5 * start["val"]["reconstruction_mse"], (start, end)
     assert end["val"]["prior_nll"] < start["val"]["prior_nll"], (start, end)
 

@@ -336,11 +336,12 @@ def test_spirl_sac_runs_on_a_closed_loop_skill_model(tmp_path):
     assert result["env_steps"] >= 600 and result["updates"] > 0
 
 
-def test_resume_continues_exactly(tmp_path, skill_ckpt):
-    straight = sac.train(sac_args(tmp_path / "a", skill_ckpt, run_name=str(tmp_path / "a")))
-    first = sac.train(sac_args(tmp_path / "b", skill_ckpt, run_name=str(tmp_path / "b"), total_env_steps=300))
-    assert first["env_steps"] < straight["env_steps"]
-    resumed = sac.train(sac.Args(resume=first["checkpoint"], total_env_steps=600, threads=1))
+def test_resume_continues_exactly(tmp_path, skill_ckpt, short_kitchen):
+    short_kitchen(sac)  # 100-step episodes
+    straight = sac.train(sac_args(tmp_path / "a", skill_ckpt, run_name=str(tmp_path / "a"), total_env_steps=400))
+    first = sac.train(sac_args(tmp_path / "b", skill_ckpt, run_name=str(tmp_path / "b"), total_env_steps=250))
+    assert 0 < first["updates"] and first["env_steps"] < straight["env_steps"]
+    resumed = sac.train(sac.Args(resume=first["checkpoint"], total_env_steps=400, threads=1))
     assert resumed["env_steps"] == straight["env_steps"] and resumed["updates"] == straight["updates"]
     a, b = (torch.load(r["checkpoint"], weights_only=True) for r in (straight, resumed))
     for name in ("policy", "critic", "critic_target"):
@@ -379,7 +380,8 @@ def test_a_run_saved_before_a_science_flag_existed_resumes_with_the_old_behaviou
     assert sac.runs.resumed_args(sac.Args(resume=first["checkpoint"]), ckpt).bootstrap_at_time_limit is True
 
 
-def test_overlapped_and_strict_updates_both_learn_deterministically(tmp_path, skill_ckpt):
+def test_overlapped_and_strict_updates_both_learn_deterministically(tmp_path, skill_ckpt, short_kitchen):
+    short_kitchen(sac)  # 100-step episodes
     results = [
         sac.train(
             sac_args(tmp_path, skill_ckpt, run_name=str(tmp_path / name), overlap_updates=overlap, total_env_steps=400)

@@ -142,7 +142,7 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith("events.") for p in run_dir.glob("*")):
         time.sleep(0.5)  # the run is training once its tensorboard file exists
-    time.sleep(3)
+    time.sleep(1)
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=180)
     assert driver.returncode == 130, out
