@@ -31,10 +31,17 @@ Block stacking (writes bench/results/skills_block_stacking.json; docs/block_stac
    steps? the tower still whole after 20 and 40 steps?). A prior that stacks places and leaves towers alone.
 2. prior_rollouts: whole episodes of prior skills; the highest tower at reset and at the end, in the 5-block
    scene of the data and in the 11-block task (there also as executed, z = 2 tanh(u / scale)).
+3. oracle: the 11-block task with the data's scripted stacking policy building one tower (the block under the
+   gripper at reset is the base; each stacking step carries the table block nearest to it onto the top, up to the
+   data's tallest tower, 5 blocks). Every H steps it runs H steps on a copy of the env, and its actions are
+   encoded, decoded and executed: blocks stacked at the end and the most during the episode, against the scripted
+   actions themselves (the ceiling). Also log p_a(z|s) of the skills it asks for while building, next to the prior's
+   own samples: can a policy that starts as the prior find them?
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -48,6 +55,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from envs import block_stacking_demos as block_demos  # noqa: E402
 from envs.block_stacking import BLOCK_HALF, REST_Z, BlockStackingEnv, blocks_stacked, supported_heights  # noqa: E402
 from envs.datasets import WindowSampler, load_episodes, split_episodes  # noqa: E402
 from envs.errors import SpirlError  # noqa: E402
@@ -79,6 +87,8 @@ class Args:
     prior-initialised policy's skills at step 0; the authors' scale is 1)"""
     out: str | None = None
     """where to write the figures (default: bench/results/skills.json, block stacking skills_block_stacking.json)"""
+    task_steps: int = 1000
+    """block stacking: episode length of the 11-block task in the prior rollouts and the oracle (the task's 1000)"""
 
 
 class Snapshot:
@@ -330,16 +340,25 @@ def block_situation(env, rng: np.random.Generator, tower: int, holding: bool):
 
 
 @torch.no_grad()
+def run_block_skill(env, model, z: torch.Tensor, observation, steps: int | None = None):
+    """Execute skill z for `steps` env steps (default H) as spirl_sac.py does (open-loop: all actions decoded from z
+    at once; closed-loop: each from z and the current observation). Returns the last observation."""
+    steps = model.decoder.skill_horizon if steps is None else steps
+    actions = None if model.closed_loop else model.decoder(z[None])[0]
+    for k in range(steps):
+        now = torch.as_tensor(observation)[None]
+        action = actions[k] if actions is not None else model.decoder(now, z[None])[0]
+        observation = env.step(action.clamp(-1, 1).numpy())[0]
+    return observation
+
+
+@torch.no_grad()
 def run_block_skills(env, model, observation, steps: int, generator, squash_scale: float | None = None):
     """Skills sampled from the prior every H steps (see sample_skill), decoded and executed, for `steps` env steps."""
     H = model.decoder.skill_horizon
     for t in range(0, steps, H):
         z = sample_skill(model, observation, generator, squash_scale)
-        actions = None if model.closed_loop else model.decoder(z[None])[0]
-        for k in range(min(H, steps - t)):
-            now = torch.as_tensor(observation)[None]
-            action = actions[k] if actions is not None else model.decoder(now, z[None])[0]
-            observation = env.step(action.numpy())[0]
+        observation = run_block_skill(env, model, z, observation, min(H, steps - t))
     return observation
 
 
@@ -378,15 +397,17 @@ def block_probes(model, image: bool, tries: int, seed: int) -> dict:
     return figures
 
 
-def block_rollouts(model, image: bool, episodes: int, seed: int, squash_scales=()) -> dict:
+def block_rollouts(model, image: bool, episodes: int, seed: int, squash_scales=(), task_steps: int = 1000) -> dict:
     """Whole episodes of prior skills: in the 5-block training scene, the highest tower (blocks stacked on its
     base) at reset and at the end; in the 11-block task, at the end, also with the samples executed as
     z = 2 tanh(u / scale) for each of `squash_scales` (as the prior-initialised policy runs them)."""
     generator, figures = torch.Generator().manual_seed(seed), {}
-    runs = [("5-block scene", BlockStackingEnv.training, None), ("11-block task", BlockStackingEnv.downstream, None)]
-    runs += [
-        (f"11-block task, z = 2 tanh(u / {scale:g})", BlockStackingEnv.downstream, scale) for scale in squash_scales
-    ]
+
+    def task(image):
+        return BlockStackingEnv.downstream(image=image, max_episode_steps=task_steps)
+
+    runs = [("5-block scene", BlockStackingEnv.training, None), ("11-block task", task, None)]
+    runs += [(f"11-block task, z = 2 tanh(u / {scale:g})", task, scale) for scale in squash_scales]
     for name, make, scale in runs:
         env, start, end = make(image=image), [], []
         for i in range(episodes):
@@ -398,15 +419,104 @@ def block_rollouts(model, image: bool, episodes: int, seed: int, squash_scales=(
     return figures
 
 
+class TowerBuilder:
+    """The data's scripted stacking policy (envs/block_stacking_demos.py: the same waypoints, subgoals and steering)
+    building one tower in the 11-block task: the base is the block under the gripper at reset, each stacking step
+    carries the table block nearest to the base onto the tower's top, until the tower holds `blocks` blocks (the
+    data's tallest: 5); then it waits at the carry height. A failed step is followed by the next nearest block."""
+
+    def __init__(self, env: BlockStackingEnv, rng: np.random.Generator, blocks: int = 5):
+        self.rng, self.blocks = rng, blocks
+        self.column = [int(np.argmin(np.abs(env.block_yz()[:, 0] - env.state()[1])))]
+        self.plan, self.k, self.hold, self.source = [], 0, 0, None
+
+    @property
+    def building(self) -> bool:
+        return len(self.column) < self.blocks
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        yz = state[8:].reshape(-1, 3)[:, 1:]
+        if self.k == len(self.plan):  # the stacking step is over: check it, then plan the next one
+            if self.plan and self.source is not None and block_demos.stacked_on(yz, self.source, self.column[-1]):
+                self.column.append(self.source)
+            if not self.building:
+                self.plan, self.k, self.source = [np.array([state[1], block_demos.CARRY_Z, 1.0])], 0, None
+                return block_demos.steer(state, self.plan[0])
+            table = [i for i in range(len(yz)) if i not in self.column and abs(yz[i, 1] - REST_Z) < BLOCK_HALF / 2]
+            self.source = min(table, key=lambda i: abs(yz[i, 0] - yz[self.column[0], 0]))
+            self.plan, self.k, self.hold = block_demos.plan_stack(state, self.source, self.column[-1], self.rng), 0, 0
+        return block_demos.steer(state, self.plan[self.k])
+
+    def observe(self, state: np.ndarray):
+        """Move on along the plan once the state after the action reached its waypoint (or held it long enough)."""
+        waypoint = self.plan[self.k]
+        if len(waypoint) == 4:
+            self.hold += 1
+            if self.hold >= waypoint[3]:
+                self.k, self.hold = self.k + 1, 0
+        elif self.source is not None and np.all(np.abs(state[1:3] - waypoint[:2]) < block_demos.REACHED):
+            self.k += 1
+
+
+@torch.no_grad()
+def block_oracle(model, image: bool, episodes: int, seed: int, decode: bool, task_steps: int = 1000) -> dict:
+    """Closed loop at H: every H steps the TowerBuilder proposes H actions on a copy of the env; they are executed
+    as a skill (encoded with the observations they led to, decoded and run as spirl_sac.py runs skills) or as
+    they are. Returns blocks stacked at the end and at best, and with decode the prior log-densities."""
+    env, H = BlockStackingEnv.downstream(image=image, max_episode_steps=task_steps), model.decoder.skill_horizon
+    generator, end, best, skill_logp, sample_logp = torch.Generator().manual_seed(seed), [], [], [], []
+    for i in range(episodes):
+        observation, _ = env.reset(seed=seed + i)
+        builder, most = TowerBuilder(env, np.random.default_rng([seed, i])), 0
+        for _ in range(0, env.max_episode_steps, H):
+            if not decode:
+                for _ in range(H):
+                    observation = env.step(builder.act(env.state()))[0]
+                    builder.observe(env.state())
+                most = max(most, blocks_stacked(env.block_yz()))
+                continue
+            trial, proposer = copy.deepcopy(env), copy.deepcopy(builder)
+            visited, proposal = [observation], []
+            for _ in range(H):
+                proposal.append(proposer.act(trial.state()))
+                visited.append(trial.step(proposal[-1])[0])
+                proposer.observe(trial.state())
+            z = encode(model, visited, proposal)
+            if builder.building:
+                mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+                prior = torch.distributions.Normal(mu[0], log_sigma[0].exp())
+                skill_logp.append(float(prior.log_prob(z).sum()))
+                u = mu[0] + log_sigma[0].exp() * torch.randn(mu[0].shape, generator=generator)
+                sample_logp.append(float(prior.log_prob(u).sum()))
+            builder = proposer  # it goes on from where its proposal left it, as the kitchen oracle's planner
+            observation = run_block_skill(env, model, z, observation)
+            most = max(most, blocks_stacked(env.block_yz()))
+        end.append(blocks_stacked(env.block_yz()))
+        best.append(most)
+    figures = {"at the end": float(np.mean(end)), "best": float(np.mean(best)), "per_episode_end": end}
+    if decode:
+        quantiles = np.percentile(skill_logp, [10, 50, 90]).round(1).tolist()
+        figures["prior logp of its skills while building (10/50/90%)"] = quantiles
+        figures["prior logp of the prior's samples (10/50/90%)"] = (
+            np.percentile(sample_logp, [10, 50, 90]).round(1).tolist()
+        )
+    return figures
+
+
 def block_main(args: Args, model, config) -> dict:
-    start = time.time()
+    start, common = time.time(), (model, config["image"], args.episodes, args.seed)
     figures = {
         "checkpoint": args.checkpoint,
         "dataset_info": describe(config["dataset"]),
         "tries": args.episodes,
         "seed": args.seed,
-        "probes": block_probes(model, config["image"], args.episodes, args.seed),
-        "prior_rollouts": block_rollouts(model, config["image"], args.episodes, args.seed, args.squash_scales),
+        "task_steps": args.task_steps,
+        "probes": block_probes(*common),
+        "prior_rollouts": block_rollouts(*common, args.squash_scales, args.task_steps),
+        "oracle": {
+            "decoded_skills": block_oracle(*common, decode=True, task_steps=args.task_steps),
+            "scripted_actions": block_oracle(*common, decode=False, task_steps=args.task_steps),
+        },
     }
     figures["seconds"] = round(time.time() - start, 1)
     return figures

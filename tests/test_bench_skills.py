@@ -104,11 +104,32 @@ BLOCK_PRIOR = os.path.join(
 @pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
 def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
     out = tmp_path / "skills_block_stacking.json"
-    args = ["--checkpoint", BLOCK_PRIOR, "--episodes", "1", "--squash-scales", "2", "--out", str(out)]
-    figures = bench_skills.main(args)
+    args = ["--checkpoint", BLOCK_PRIOR, "--episodes", "1", "--squash-scales", "2", "--task-steps", "100"]
+    figures = bench_skills.main([*args, "--out", str(out)])
     assert json.loads(out.read_text()) == figures
     assert len(figures["probes"]) == 12 and all(v in (0.0, 1.0) for v in figures["probes"].values())
     assert set(figures["prior_rollouts"]) == {"5-block scene", "11-block task", "11-block task, z = 2 tanh(u / 2)"}
+    decoded, scripted = figures["oracle"]["decoded_skills"], figures["oracle"]["scripted_actions"]
+    assert 0 <= decoded["at the end"] <= decoded["best"] <= 10 and scripted["per_episode_end"] == [
+        scripted["at the end"]
+    ]
+    low, median, high = decoded["prior logp of its skills while building (10/50/90%)"]
+    assert low <= median <= high and np.isfinite(median)
+
+
+def test_the_oracles_tower_builder_stacks_in_the_11_block_task():
+    """The ceiling of the block-stacking oracle: the data's scripted policy, run on the 11-block task, builds its
+    tower there (the second block on the base within 150 steps, a 3-block tower within 300)."""
+    from envs.block_stacking import BlockStackingEnv, blocks_stacked
+
+    env = BlockStackingEnv.downstream(max_episode_steps=300)
+    env.reset(seed=0)
+    builder, stacked = bench_skills.TowerBuilder(env, np.random.default_rng(0)), []
+    for _ in range(300):
+        env.step(builder.act(env.state()))
+        builder.observe(env.state())
+        stacked.append(blocks_stacked(env.block_yz()))
+    assert max(stacked[:150]) >= 1 and stacked[-1] >= 2 and len(builder.column) == stacked[-1] + 1, stacked[::25]
 
 
 def test_a_probe_situation_holds_the_block_above_the_tower():
