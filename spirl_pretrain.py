@@ -361,7 +361,8 @@ class SkillModel(nn.Module):
         """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder: (mu, log sigma)."""
         if not self.closed_loop:
             return self.encoder(actions)
-        return self.encoder(torch.cat([actions, self.decoder_features(states[:, :-1])], dim=-1))
+        states = states[:, :-1, : self.decoder.state_dim]  # image observations: the state before the frames
+        return self.encoder(torch.cat([actions, self.decoder_features(states)], dim=-1))
 
     def decode(self, z: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """The H mean actions of skill z; the closed-loop decoder reads them off the data's states s_1..s_H."""

@@ -335,7 +335,11 @@ def test_closed_loop_image_model_reads_the_nearest_blocks_in_the_data_and_in_the
     with torch.no_grad():
         from_task = model.decoder(observation, z)  # 41-dim state, then the frames
         from_features = model.decoder.net(torch.cat([nearest_blocks(observation[:, :41]), z], -1))
+        window, actions = observation[:, None].expand(-1, 11, -1), torch.zeros(1, 10, 3)
+        encoded = model.encode(window, actions)  # the encoder reads the states of observations, not their frames
+        from_states = model.encode(window[..., :41], actions)
     torch.testing.assert_close(from_task, from_features)
+    torch.testing.assert_close(encoded, from_states)
 
 
 def test_flat_sac_runs_on_the_11_block_task(tmp_path):
