@@ -2,6 +2,7 @@
 per env, and a markdown table of the final figures.
 
     python docs/plot_fig4.py runs/<sweep name> --out docs/fig4        # docs/fig4_<env>.png + docs/fig4.md
+    python docs/plot_fig4.py runs/kitchen_fig4 runs/block_fig4 --out docs/fig4    # several sweeps, one table
 
 Reads runs/<sweep>/<env>__<method>__s<seed>[__<flag><value>...]/ as sweep.py names them; runs that
 differ only in the seed form one curve. The curve is the training episodes' progress figure
@@ -51,9 +52,9 @@ def read_run(run_dir: str, metric: str) -> dict | None:
             "seconds": seconds}  # fmt: skip
 
 
-def collect(sweep_dir: str) -> dict:
-    """{env: {(method, variant): [run, ...]}} of every run folder with logs."""
-    curves: dict = {}
+def collect(sweep_dir: str, curves: dict | None = None) -> dict:
+    """{env: {(method, variant): [run, ...]}} of every run folder with logs (added to `curves` when given)."""
+    curves = {} if curves is None else curves
     for name in sorted(os.listdir(sweep_dir)):
         match = RUN_NAME.match(name)
         if not match or match["env"] not in METRIC or not os.path.isdir(os.path.join(sweep_dir, name)):
@@ -135,9 +136,9 @@ def final_row(env: str, key, runs: list, last_fraction: float) -> str:
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", help="runs/<sweep name> (the folder sweep.py wrote)")
+    parser.add_argument("sweep_dirs", nargs="+", help="runs/<sweep name> (the folders sweep.py wrote)")
     parser.add_argument(
-        "--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <sweep_dir>/fig4)"
+        "--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <first sweep_dir>/fig4)"
     )
     parser.add_argument("--bin", type=int, default=20_000, help="env steps per averaging bin")
     parser.add_argument(
@@ -145,26 +146,30 @@ def main(argv: list[str] | None = None):
     )
     args = parser.parse_args(argv)
     fix = "pass runs/<sweep name>, the folder sweep.py writes (run folders named <env>__<method>__s<seed>)"
-    if not os.path.exists(args.sweep_dir):
-        sys.exit(f"error: {args.sweep_dir} does not exist; {fix}")
-    if not os.path.isdir(args.sweep_dir):
-        sys.exit(f"error: {args.sweep_dir} is a file, not a folder; {fix}")
     if args.bin < 1:
         sys.exit(f"error: --bin must be at least 1 env step (got {args.bin})")
     if not 0 < args.last_fraction <= 1:
         sys.exit(f"error: --last-fraction must be in (0, 1] (got {args.last_fraction})")
-    try:
-        curves = collect(args.sweep_dir)
-    except Exception as e:  # an unreadable folder or event file
-        sys.exit(f"error: cannot read the runs in {args.sweep_dir} ({type(e).__name__}); {fix}")
-    if not curves:
-        folder = os.path.normpath(args.sweep_dir)
-        if RUN_NAME.match(os.path.basename(folder)):
-            parent = os.path.dirname(folder) or "."
-            sys.exit(f"error: {args.sweep_dir} is one run, not a sweep; pass its parent folder {parent}")
-        sys.exit(f"error: no runs with logs in {args.sweep_dir}; {fix}")
-    out = args.out or os.path.join(args.sweep_dir, "fig4")
-    lines = [f"Final figures of `{args.sweep_dir}` (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
+    curves: dict = {}
+    for sweep_dir in args.sweep_dirs:
+        if not os.path.exists(sweep_dir):
+            sys.exit(f"error: {sweep_dir} does not exist; {fix}")
+        if not os.path.isdir(sweep_dir):
+            sys.exit(f"error: {sweep_dir} is a file, not a folder; {fix}")
+        found = sum(len(runs) for keys in curves.values() for runs in keys.values())
+        try:
+            collect(sweep_dir, curves)
+        except Exception as e:  # an unreadable folder or event file
+            sys.exit(f"error: cannot read the runs in {sweep_dir} ({type(e).__name__}); {fix}")
+        if sum(len(runs) for keys in curves.values() for runs in keys.values()) == found:
+            folder = os.path.normpath(sweep_dir)
+            if RUN_NAME.match(os.path.basename(folder)):
+                parent = os.path.dirname(folder) or "."
+                sys.exit(f"error: {sweep_dir} is one run, not a sweep; pass its parent folder {parent}")
+            sys.exit(f"error: no runs with logs in {sweep_dir}; {fix}")
+    out = args.out or os.path.join(args.sweep_dirs[0], "fig4")
+    folders = ", ".join(f"`{d}`" for d in args.sweep_dirs)
+    lines = [f"Final figures of {folders} (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
              f"Training: the mean over the training episodes of each run's last {args.last_fraction:.0%} of env steps; "
              "evaluation: the run's last evaluation (policy mean); minutes: the RL phase (tensorboard clock, pauses "
              "over 10 min left out); mean ± std over seeds.", ""]  # fmt: skip

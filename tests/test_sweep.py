@@ -129,6 +129,19 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
     assert "| SAC | 2 |" in table and "### Maze Navigation" in table
     with pytest.raises(SystemExit, match="no runs with logs"):
         plot_fig4.main([str(sweep_dir / "notes")])
+    other = tmp_path / "runs" / "blocks"  # a second sweep: one table and a PNG per env over both
+    writer = SummaryWriter(str(other / "block_stacking__spirl__s1"))
+    for step in range(1000, 20_000, 1000):
+        writer.add_scalar("charts/blocks_stacked", 1.0, step)
+    writer.close()
+    plot_fig4.main([str(sweep_dir), str(other), "--out", str(tmp_path / "both"), "--bin", "2000"])
+    both = (tmp_path / "both.md").read_text()
+    assert (
+        "### Kitchen Environment" in both
+        and "### Block Stacking" in both
+        and "| SPiRL (ours) | 1 | 19,000 | 1.00" in both
+    )
+    assert (tmp_path / "both_block_stacking.png").stat().st_size > 10_000
 
 
 def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
