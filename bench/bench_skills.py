@@ -89,6 +89,9 @@ class Args:
     """where to write the figures (default: bench/results/skills.json, block stacking skills_block_stacking.json)"""
     task_steps: int = 1000
     """block stacking: episode length of the 11-block task in the prior rollouts and the oracle (the task's 1000)"""
+    oracle_min_carry: float = 0.0
+    """block stacking: the oracle carries only table blocks at least this far (m) from the tower when there are any
+    (0: the nearest first)"""
 
 
 class Snapshot:
@@ -425,8 +428,8 @@ class TowerBuilder:
     carries the table block nearest to the base onto the tower's top, until the tower holds `blocks` blocks (the
     data's tallest: 5); then it waits at the carry height. A failed step is followed by the next nearest block."""
 
-    def __init__(self, env: BlockStackingEnv, rng: np.random.Generator, blocks: int = 5):
-        self.rng, self.blocks = rng, blocks
+    def __init__(self, env: BlockStackingEnv, rng: np.random.Generator, blocks: int = 5, min_carry: float = 0.0):
+        self.rng, self.blocks, self.min_carry = rng, blocks, min_carry
         self.column = [int(np.argmin(np.abs(env.block_yz()[:, 0] - env.state()[1])))]
         self.plan, self.k, self.hold, self.source = [], 0, 0, None
 
@@ -443,7 +446,9 @@ class TowerBuilder:
                 self.plan, self.k, self.source = [np.array([state[1], block_demos.CARRY_Z, 1.0])], 0, None
                 return block_demos.steer(state, self.plan[0])
             table = [i for i in range(len(yz)) if i not in self.column and abs(yz[i, 1] - REST_Z) < BLOCK_HALF / 2]
-            self.source = min(table, key=lambda i: abs(yz[i, 0] - yz[self.column[0], 0]))
+            distance = {i: abs(yz[i, 0] - yz[self.column[0], 0]) for i in table}
+            far = [i for i in table if distance[i] >= self.min_carry] or table
+            self.source = min(far, key=distance.get)
             self.plan, self.k, self.hold = block_demos.plan_stack(state, self.source, self.column[-1], self.rng), 0, 0
         return block_demos.steer(state, self.plan[self.k])
 
@@ -459,7 +464,9 @@ class TowerBuilder:
 
 
 @torch.no_grad()
-def block_oracle(model, image: bool, episodes: int, seed: int, decode: bool, task_steps: int = 1000) -> dict:
+def block_oracle(
+    model, image: bool, episodes: int, seed: int, decode: bool, task_steps: int = 1000, min_carry: float = 0.0
+) -> dict:
     """Closed loop at H: every H steps the TowerBuilder proposes H actions on a copy of the env; they are executed
     as a skill (encoded with the observations they led to, decoded and run as spirl_sac.py runs skills) or as
     they are. Returns blocks stacked at the end and at best, and with decode the prior log-densities."""
@@ -467,7 +474,7 @@ def block_oracle(model, image: bool, episodes: int, seed: int, decode: bool, tas
     generator, end, best, skill_logp, sample_logp = torch.Generator().manual_seed(seed), [], [], [], []
     for i in range(episodes):
         observation, _ = env.reset(seed=seed + i)
-        builder, most = TowerBuilder(env, np.random.default_rng([seed, i])), 0
+        builder, most = TowerBuilder(env, np.random.default_rng([seed, i]), min_carry=min_carry), 0
         for _ in range(0, env.max_episode_steps, H):
             if not decode:
                 for _ in range(H):
@@ -505,17 +512,19 @@ def block_oracle(model, image: bool, episodes: int, seed: int, decode: bool, tas
 
 def block_main(args: Args, model, config) -> dict:
     start, common = time.time(), (model, config["image"], args.episodes, args.seed)
+    carry = args.oracle_min_carry
     figures = {
         "checkpoint": args.checkpoint,
         "dataset_info": describe(config["dataset"]),
         "tries": args.episodes,
         "seed": args.seed,
         "task_steps": args.task_steps,
+        "oracle_min_carry": args.oracle_min_carry,
         "probes": block_probes(*common),
         "prior_rollouts": block_rollouts(*common, args.squash_scales, args.task_steps),
         "oracle": {
-            "decoded_skills": block_oracle(*common, decode=True, task_steps=args.task_steps),
-            "scripted_actions": block_oracle(*common, decode=False, task_steps=args.task_steps),
+            "decoded_skills": block_oracle(*common, decode=True, task_steps=args.task_steps, min_carry=carry),
+            "scripted_actions": block_oracle(*common, decode=False, task_steps=args.task_steps, min_carry=carry),
         },
     }
     figures["seconds"] = round(time.time() - start, 1)

@@ -130,6 +130,13 @@ def test_the_oracles_tower_builder_stacks_in_the_11_block_task():
         builder.observe(env.state())
         stacked.append(blocks_stacked(env.block_yz()))
     assert max(stacked[:150]) >= 1 and stacked[-1] >= 2 and len(builder.column) == stacked[-1] + 1, stacked[::25]
+    env.reset(seed=0)  # --oracle-min-carry: the first block carried is the nearest one at least that far away
+    far = bench_skills.TowerBuilder(env, np.random.default_rng(0), min_carry=0.35)
+    far.act(env.state())
+    yz = env.block_yz()
+    assert (
+        abs(yz[far.source, 0] - yz[far.column[0], 0]) >= 0.35 > abs(yz[builder.column[1], 0] - yz[builder.column[0], 0])
+    )
 
 
 def test_a_probe_situation_holds_the_block_above_the_tower():
