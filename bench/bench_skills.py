@@ -92,6 +92,12 @@ class Args:
     oracle_min_carry: float = 0.0
     """block stacking: the oracle carries only table blocks at least this far (m) from the tower when there are any
     (0: the nearest first)"""
+    oracle_refine_steps: int = 0
+    """block stacking: also run the oracle with each window's z refined by this many Adam steps on the decoded
+    actions' error (decoder inversion within |z| <= 2, the policy's range): what a high-level policy that picks z
+    for the outcome, not as the encoder would, could get from the same decoder (0: skip)"""
+    oracle_only: bool = False
+    """block stacking: skip the probes and prior rollouts (the oracle alone, for quick comparisons of checkpoints)"""
 
 
 class Snapshot:
@@ -463,15 +469,43 @@ class TowerBuilder:
             self.k += 1
 
 
+def refine_skill(model, z: torch.Tensor, actions, steps: int, lr: float = 0.05, bound: float = 2.0) -> torch.Tensor:
+    """Decoder inversion: starting from the encoder mean, the z whose decoded (and clipped, as executed) actions are
+    closest to `actions`, kept within the policy's range |z| <= bound. The encoder mean is what the ELBO asks for,
+    not the z whose execution is most precise; a high-level policy trained on outcomes may find the latter."""
+    target = torch.as_tensor(np.asarray(actions), dtype=torch.float32)[None]
+    z = z[None].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            error = (model.decoder(z).clamp(-1, 1) - target).pow(2).mean()
+            (grad,) = torch.autograd.grad(error, [z])
+            z.grad = grad
+            optimizer.step()
+            with torch.no_grad():
+                z.clamp_(-bound, bound)
+    return z.detach()[0]
+
+
 @torch.no_grad()
 def block_oracle(
-    model, image: bool, episodes: int, seed: int, decode: bool, task_steps: int = 1000, min_carry: float = 0.0
+    model,
+    image: bool,
+    episodes: int,
+    seed: int,
+    decode: bool,
+    task_steps: int = 1000,
+    min_carry: float = 0.0,
+    refine_steps: int = 0,
 ) -> dict:
     """Closed loop at H: every H steps the TowerBuilder proposes H actions on a copy of the env; they are executed
-    as a skill (encoded with the observations they led to, decoded and run as spirl_sac.py runs skills) or as
-    they are. Returns blocks stacked at the end and at best, and with decode the prior log-densities."""
+    as a skill (encoded with the observations they led to, decoded and run as spirl_sac.py runs skills; with
+    refine_steps, z then refined by decoder inversion) or as they are. Returns blocks stacked at the end and at
+    best, the decoded windows' action MSE, how far each skill ends from the plan (the gripper, cm), and with decode
+    the prior log-densities."""
     env, H = BlockStackingEnv.downstream(image=image, max_episode_steps=task_steps), model.decoder.skill_horizon
     generator, end, best, skill_logp, sample_logp = torch.Generator().manual_seed(seed), [], [], [], []
+    window_mse, offsets = [], []
     for i in range(episodes):
         observation, _ = env.reset(seed=seed + i)
         builder, most = TowerBuilder(env, np.random.default_rng([seed, i]), min_carry=min_carry), 0
@@ -489,18 +523,32 @@ def block_oracle(
                 visited.append(trial.step(proposal[-1])[0])
                 proposer.observe(trial.state())
             z = encode(model, visited, proposal)
+            if refine_steps and not model.closed_loop:
+                z = refine_skill(model, z, proposal, refine_steps)
+            if builder.building and not model.closed_loop:
+                decoded = model.decoder(z[None])[0].clamp(-1, 1).numpy()
+                window_mse.append(float(np.mean((decoded - np.asarray(proposal)) ** 2)))
             if builder.building:
                 mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
                 prior = torch.distributions.Normal(mu[0], log_sigma[0].exp())
                 skill_logp.append(float(prior.log_prob(z).sum()))
                 u = mu[0] + log_sigma[0].exp() * torch.randn(mu[0].shape, generator=generator)
                 sample_logp.append(float(prior.log_prob(u).sum()))
+            building = builder.building
             builder = proposer  # it goes on from where its proposal left it, as the kitchen oracle's planner
             observation = run_block_skill(env, model, z, observation)
+            if building:  # how far the skill's execution ends from where the scripted actions took the copy
+                offsets.append(np.linalg.norm(env.state()[1:3] - trial.state()[1:3]))
             most = max(most, blocks_stacked(env.block_yz()))
         end.append(blocks_stacked(env.block_yz()))
         best.append(most)
     figures = {"at the end": float(np.mean(end)), "best": float(np.mean(best)), "per_episode_end": end}
+    if window_mse:
+        figures["action MSE of the decoded windows while building"] = round(float(np.mean(window_mse)), 5)
+    if offsets:
+        figures["gripper offset from the plan at each skill's end while building, cm (50/90%)"] = (
+            (100 * np.percentile(offsets, [50, 90])).round(2).tolist()
+        )
     if decode:
         quantiles = np.percentile(skill_logp, [10, 50, 90]).round(1).tolist()
         figures["prior logp of its skills while building (10/50/90%)"] = quantiles
@@ -520,13 +568,19 @@ def block_main(args: Args, model, config) -> dict:
         "seed": args.seed,
         "task_steps": args.task_steps,
         "oracle_min_carry": args.oracle_min_carry,
-        "probes": block_probes(*common),
-        "prior_rollouts": block_rollouts(*common, args.squash_scales, args.task_steps),
         "oracle": {
             "decoded_skills": block_oracle(*common, decode=True, task_steps=args.task_steps, min_carry=carry),
             "scripted_actions": block_oracle(*common, decode=False, task_steps=args.task_steps, min_carry=carry),
         },
     }
+    if args.oracle_refine_steps:
+        figures["oracle"]["refined_skills"] = block_oracle(
+            *common, decode=True, task_steps=args.task_steps, min_carry=carry, refine_steps=args.oracle_refine_steps
+        )
+        figures["oracle_refine_steps"] = args.oracle_refine_steps
+    if not args.oracle_only:
+        figures["probes"] = block_probes(*common)
+        figures["prior_rollouts"] = block_rollouts(*common, args.squash_scales, args.task_steps)
     figures["seconds"] = round(time.time() - start, 1)
     return figures
 
@@ -549,6 +603,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv)
     if args.episodes < 1:
         sys.exit(f"error: --episodes must be at least 1 (got {args.episodes})")
+    if args.oracle_refine_steps < 0:
+        sys.exit(f"error: --oracle-refine-steps must be 0 or more (got {args.oracle_refine_steps})")
     torch.set_num_threads(1)
     try:
         model, config = load_skill_model(args.checkpoint)
