@@ -113,14 +113,17 @@ def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
     assert 0 <= decoded["at the end"] <= decoded["best"] <= 10 and scripted["per_episode_end"] == [
         scripted["at the end"]
     ]
+    assert decoded["action MSE of the decoded windows while building"] >= 0
+    offset_median, offset_high = decoded["gripper offset from the plan at each skill's end while building, cm (50/90%)"]
+    assert 0 <= offset_median <= offset_high
     low, median, high = decoded["prior logp of its skills while building (10/50/90%)"]
     assert low <= median <= high and np.isfinite(median)
 
 
 @pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
 def test_decoder_inversion_brings_the_decoded_actions_closer_and_stays_in_the_policys_range():
-    """--oracle-refine-steps: from the encoder mean of a jerky scripted window, Adam on z lowers the decoded actions'
-    error, and z stays within |z| <= 2 (what the high-level policy can output)."""
+    """--oracle-refine-steps: from the encoder mean of a jerky window (random actions, harder than any data window),
+    Adam on z lowers the decoded actions' error, and z stays within |z| <= 2 (what the high-level policy can output)."""
     import torch
 
     from spirl_pretrain import load_skill_model
