@@ -469,7 +469,7 @@ def train(args: Args) -> dict:
     # An image prior (and so the policy, its copy) needs the env's image observations.
     env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if skill_config["image"] else {})
     env = make_env(args.env, **env_kwargs)
-    metric = env_spec(args.env)["progress_metric"]
+    logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
 
     def learn():  # Alg. 1 lines 8-13: one gradient step on a batch from the replay
@@ -527,7 +527,8 @@ def train(args: Args) -> dict:
                 episodes += 1
 
                 # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
-                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                progress = {k: float(info.get(k, 0)) for k in logged}
+                log.episode(episode_return, progress, env_steps, env_steps - episode_start)
                 crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
                 if crossed or env_steps >= args.total_env_steps or stop.requested:
                     log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint

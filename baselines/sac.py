@@ -430,7 +430,7 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = {"tasks": args.tasks} if args.tasks else {}
     env = make_env(args.env, **env_kwargs)
-    metric = spec["progress_metric"]  # None for a gymnasium task: the return is its only measure
+    logged = spec["episode_info"]  # info entries logged at each episode's end; none for a gymnasium task
     losses = []  # sac_update's outputs since the last log
 
     def learn():  # one gradient step on a batch from the replay
@@ -480,7 +480,7 @@ def train(args: Args) -> dict:
                 episodes += 1
 
                 # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
-                progress = {metric: float(info.get(metric, 0))} if metric else {}
+                progress = {k: float(info.get(k, 0)) for k in logged}
                 log.episode(episode_return, progress, env_steps, env_steps - episode_start)
                 crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
                 if crossed or env_steps >= args.total_env_steps or stop.requested:

@@ -505,7 +505,7 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = {"tasks": args.tasks} if args.tasks else {}
     env = make_env(args.env, **env_kwargs)
-    metric = env_spec(args.env)["progress_metric"]
+    logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
 
     def learn():  # one gradient step on a batch from the replay
@@ -565,7 +565,8 @@ def train(args: Args) -> dict:
                 episodes += 1
 
                 # TRY NOT TO MODIFY: logging and checkpoints happen only between episodes.
-                log.episode(episode_return, {metric: float(info.get(metric, 0))}, env_steps, env_steps - episode_start)
+                progress = {k: float(info.get(k, 0)) for k in logged}
+                log.episode(episode_return, progress, env_steps, env_steps - episode_start)
                 crossed = env_steps // args.checkpoint_every > episode_start // args.checkpoint_every
                 if crossed or env_steps >= args.total_env_steps or stop.requested:
                     log.losses(losses, updates, env_steps)  # the NaN check comes before the checkpoint

@@ -401,8 +401,8 @@ class BlockStackingEnv(gym.Env):
     def _info(self, height: float) -> dict:
         return {
             "blocks_stacked": blocks_in_tower(height),
-            "lifted": int(self.lifted.sum()),
-            "delivered": int(self.delivered.sum()),
+            "blocks_lifted": int(self.lifted.sum()),
+            "blocks_delivered": int(self.delivered.sum()),
         }
 
     # ---- gym API

@@ -77,7 +77,7 @@ def test_pick_and_place_stacks_and_the_reward_counts_the_stack_once():
     env.reset(seed=0)
     (reward_held, info_held), (reward, info) = pick_and_place(env, 5, 6)
     # Held above block 6: its stacking bonus (2) replaces its lift bonus (1); no tower yet.
-    assert info_held["delivered"] == 1 and reward_held == pytest.approx(2.0, abs=1e-6)
+    assert info_held["blocks_delivered"] == 1 and reward_held == pytest.approx(2.0, abs=1e-6)
     # On it and let go: the bonus stays, plus 50 x 0.08 m of tower; counted once, not per step's history.
     assert info["blocks_stacked"] == 1 and reward == pytest.approx(2.0 + 50 * 2 * BLOCK_HALF, abs=0.05)
     for _ in range(5):
@@ -85,7 +85,7 @@ def test_pick_and_place_stacks_and_the_reward_counts_the_stack_once():
     assert again == pytest.approx(reward, abs=0.05)
     # A second pair elsewhere adds its own bonus but no height: only the highest tower counts.
     _, (reward2, info2) = pick_and_place(env, 1, 0)
-    assert info2["blocks_stacked"] == 1 and info2["delivered"] == 2
+    assert info2["blocks_stacked"] == 1 and info2["blocks_delivered"] == 2
     assert reward2 == pytest.approx(reward + 2.0, abs=0.05)
     sparse = BlockStackingEnv.downstream(sparse=True)
     sparse.reset(seed=0)
@@ -457,6 +457,13 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior
     )
     assert result["env_steps"] >= 1000 and "blocks_stacked" in result["eval"]
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped
+    # Each training episode logs where the dense reward came from, beside the blocks stacked.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    logged = set(events.Tags()["scalars"])
+    assert {"charts/blocks_stacked", "charts/blocks_lifted", "charts/blocks_delivered"} <= logged, logged
 
 
 def test_the_bc_fit_sees_each_pair_as_the_env_shows_it_previous_frame_then_current(block_dataset):
