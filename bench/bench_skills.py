@@ -66,7 +66,7 @@ from envs.kitchen_demos import completion_order  # noqa: E402
 from envs.kitchen_scripted import SubtaskController  # noqa: E402
 from envs.registry import ENV_SPECS, LOCAL_DATASETS  # noqa: E402
 from spirl_pretrain import evaluate_windows, gaussian_nll, load_skill_model  # noqa: E402
-from spirl_sac import squash  # noqa: E402
+from spirl_sac import SKILL_RANGE, squash  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KITCHEN_RESULTS = os.path.join(RESULTS, "skills.json")
@@ -239,14 +239,19 @@ def sample_skill(model, observation, generator, squash_scale: float | None = Non
     return u if squash_scale is None else squash(u, squash_scale)
 
 
-def prior_rollouts(model, episodes: int, seed: int, squash_scale: float | None = None) -> dict:
+def prior_rollouts(model, episodes: int, seed: int, squash_scale: float | None = None, uniform: bool = False) -> dict:
+    """Whole kitchen episodes of skills sampled from the prior; `uniform`: skills drawn uniformly from [-2, 2]^|Z|
+    instead, what SSP (skills without a prior, baselines/ssp.py) explores with in its warm-up."""
     env, generator = KitchenEnv(), torch.Generator().manual_seed(seed)
     subtasks, first = [], Counter()
     for i in range(episodes):
         observation, info = env.reset(seed=seed + i)
         states, done = [env.qpos[:STATE_DIM].copy()], False
         while not done:
-            z = sample_skill(model, observation, generator, squash_scale)
+            if uniform:
+                z = SKILL_RANGE * (2 * torch.rand(model.decoder.latent_dim, generator=generator) - 1)
+            else:
+                z = sample_skill(model, observation, generator, squash_scale)
             reached, done, info, observation = run_skill(env, model, z, observation, model.decoder.skill_horizon)
             states += reached
         subtasks.append(info["subtasks_completed"])
@@ -644,6 +649,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"z = 2 tanh(u / {scale:g})": prior_rollouts(model, args.episodes, args.seed, scale)["mean_subtasks"]
             for scale in args.squash_scales
         },
+        "random_skills": prior_rollouts(model, args.episodes, args.seed, uniform=True),
         "prior_next_subtask": prior_next_subtask(model, args.episodes, args.seed),
         "first_skill_logp": first_skill_logp(model, args.episodes, args.seed, H),
     }

@@ -56,6 +56,7 @@ def test_bench_skills_writes_every_figure(tmp_path, two_episodes):
     assert set(executed) == {"z = 2 tanh(u / 1)", "z = 2 tanh(u / 2)"} and all(0 <= v <= 4 for v in executed.values())
     assert list(figures["prior_next_subtask"]) == ["after microwave", "after kettle", "after bottom burner"]
     assert all(0 <= v <= 1 for probe in figures["prior_next_subtask"].values() for v in probe.values())
+    assert len(figures["random_skills"]["per_episode"]) == 1 and 0 <= figures["random_skills"]["mean_subtasks"] <= 4
     assert set(figures["first_skill_logp"]) >= {"microwave", "kettle", "prior_samples"}
     logp = figures["first_skill_logp"].values()
     assert all(v["min"] <= v["mean"] <= v["max"] and np.isfinite(v["mean"]) for v in logp)
@@ -177,3 +178,24 @@ def test_a_probe_situation_holds_the_block_above_the_tower():
     for _ in range(5):
         env.step(np.array([0.0, 0.0, 1.0]))
     assert bench_skills.column_size(env.block_yz(), y0) == 3
+
+
+@pytest.mark.skipif(not os.path.exists(bench_skills.Args.checkpoint), reason="no shipped kitchen checkpoint")
+def test_random_skills_fill_the_policy_box_as_ssp_warm_up(monkeypatch):
+    """The random-skill rollouts draw z uniformly from [-2, 2]^|Z|, not from the prior."""
+    import torch
+
+    from spirl_pretrain import load_skill_model
+
+    seen = []
+
+    def one_skill_episode(env, model, z, observation, steps):
+        seen.append(z.clone())
+        return [], True, {"subtasks_completed": 0}, observation
+
+    monkeypatch.setattr(bench_skills, "run_skill", one_skill_episode)
+    model, _ = load_skill_model(bench_skills.Args.checkpoint)
+    figures = bench_skills.prior_rollouts(model, episodes=40, seed=0, uniform=True)
+    z = torch.stack(seen)
+    assert figures["per_episode"] == [0] * 40 and z.shape == (40, model.decoder.latent_dim)
+    assert z.abs().max() <= 2 and z.max() > 1.8 and z.min() < -1.8 and abs(z.mean()) < 0.2
