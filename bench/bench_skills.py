@@ -565,6 +565,41 @@ def block_oracle(
     return figures
 
 
+@torch.no_grad()
+def block_replay(model, image: bool, episodes, seed: int) -> dict:
+    """The skills in their own scene: held-out data episodes (5 blocks, each from its own start state, for its
+    recorded length), the tower's gain (blocks stacked at the end minus at reset) with the recorded actions (the
+    data's stacking steps), with the episode's own H-step windows encoded and decoded (open-loop, as spirl_sac.py
+    executes skills), and with skills chosen every H steps by the prior (sampled, and its mean). Recorded ->
+    encoded is what the decoder loses; encoded -> prior is what the prior's choice of skill loses."""
+    env, generator, H = (
+        BlockStackingEnv.training(image=image),
+        torch.Generator().manual_seed(seed),
+        model.decoder.skill_horizon,
+    )
+    gains = {"recorded actions": [], "encoded windows": [], "prior samples": [], "prior mean": []}
+    for episode in episodes:
+        T = len(episode.actions)
+        for mode, gain in gains.items():
+            observation, _ = env.reset(seed=episode.seed)
+            start = blocks_stacked(env.block_yz())
+            for t in range(0, T, H):
+                steps = min(H, T - t)
+                if mode == "recorded actions" or (mode == "encoded windows" and steps < H):
+                    for action in episode.actions[t : t + steps]:
+                        observation = env.step(action)[0]
+                    continue
+                if mode == "encoded windows":
+                    z = encode(model, episode.states[t : t + H + 1], episode.actions[t : t + H])
+                else:
+                    mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+                    noise = torch.randn(mu.shape, generator=generator) if mode == "prior samples" else 0.0
+                    z = (mu + torch.exp(log_sigma) * noise)[0]
+                observation = run_block_skill(env, model, z, observation, steps)
+            gain.append(blocks_stacked(env.block_yz()) - start)
+    return {f"tower gain, {mode}": float(np.mean(gain)) for mode, gain in gains.items()}
+
+
 def block_main(args: Args, model, config) -> dict:
     start, common = time.time(), (model, config["image"], args.episodes, args.seed)
     carry = args.oracle_min_carry
@@ -586,6 +621,15 @@ def block_main(args: Args, model, config) -> dict:
         )
         figures["oracle_refine_steps"] = args.oracle_refine_steps
     if not args.oracle_only:
+        dataset = args.dataset or config["dataset"]
+        try:
+            episodes = load_episodes(dataset, "block_stacking")
+        except SpirlError as e:  # the rest of the bench needs no data
+            figures["in_distribution"] = f"skipped: {e}"
+        else:
+            _, held_out = split_episodes(episodes, config["val_fraction"], config["seed"])
+            held_out = [e for e in held_out if e.seed is not None][: args.episodes]
+            figures["in_distribution"] = block_replay(model, config["image"], held_out, args.seed)
         figures["probes"] = block_probes(*common)
         figures["prior_rollouts"] = block_rollouts(*common, args.squash_scales, args.task_steps)
     figures["seconds"] = round(time.time() - start, 1)

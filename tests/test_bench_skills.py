@@ -104,10 +104,20 @@ BLOCK_PRIOR = os.path.join(
 
 @pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
 def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
+    from envs.block_stacking_demos import Args as CollectBlocks
+    from envs.block_stacking_demos import collect as collect_blocks
+
+    data = tmp_path / "blocks"
+    collect_blocks(CollectBlocks(episodes=3, out=str(data), seed=5, workers=1))
     out = tmp_path / "skills_block_stacking.json"
     args = ["--checkpoint", BLOCK_PRIOR, "--episodes", "1", "--squash-scales", "2", "--task-steps", "100"]
-    figures = bench_skills.main([*args, "--out", str(out)])
+    figures = bench_skills.main([*args, "--dataset", str(data), "--out", str(out)])
     assert json.loads(out.read_text()) == figures
+    replayed = figures["in_distribution"]  # one held-out episode: the recorded actions make its stacking steps
+    assert replayed["tower gain, recorded actions"] >= 1
+    assert set(replayed) == {
+        f"tower gain, {m}" for m in ("recorded actions", "encoded windows", "prior samples", "prior mean")
+    }
     assert len(figures["probes"]) == 12 and all(v in (0.0, 1.0) for v in figures["probes"].values())
     assert set(figures["prior_rollouts"]) == {"5-block scene", "11-block task", "11-block task, z = 2 tanh(u / 2)"}
     decoded, scripted = figures["oracle"]["decoded_skills"], figures["oracle"]["scripted_actions"]
