@@ -483,3 +483,29 @@ def test_the_bc_fit_sees_each_pair_as_the_env_shows_it_previous_frame_then_curre
     states = np.stack([e0[0], e0[1], e1[0], e1[1]])
     expected = DatasetViews()(None, previous, states)
     torch.testing.assert_close(got, expected)
+
+
+def test_the_critic_inputs_diagnostic_widens_only_the_critics_and_resumes(tmp_path, monkeypatch):
+    """bench/block_critic_inputs.py: SPiRL whose critics also see the bonus flags and the time (as its main wires
+    it, in 100-step episodes), run and resumed."""
+    import sys
+
+    import torch
+
+    import spirl_sac as sac
+    from envs.block_stacking import BlockStackingEnv
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import block_critic_inputs as diagnostic
+
+    short = lambda name, **kw: BlockStackingEnv.downstream(max_episode_steps=100, **kw)  # noqa: E731
+    monkeypatch.setattr(diagnostic, "PLAIN_MAKE_ENV", short)
+    monkeypatch.setattr(sac, "make_env", diagnostic.make_env)
+    monkeypatch.setattr(sac, "load_skill_model", diagnostic.load_skill_model)
+    tiny = dict(warmup_transitions=5, batch_size=8, eval_every=10**6, eval_episodes=1, threads=1)
+    result = sac.train(sac.Args(env="block_stacking", total_env_steps=200, run_name=str(tmp_path / "run"), **tiny))
+    resumed = sac.train(sac.Args(resume=result["checkpoint"], total_env_steps=400, **tiny))
+    assert resumed["env_steps"] >= 400 and resumed["updates"] > result["updates"]
+    ckpt = torch.load(result["checkpoint"], weights_only=True)
+    assert ckpt["skill_config"]["state_dim"] == 41 + 23
+    assert ckpt["learner"]["critic"]["weights.0"].shape[1] == 41 + 23 + 10  # state, flags and time, skill
