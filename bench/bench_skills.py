@@ -23,6 +23,7 @@ Kitchen:
 6. first_skill_logp: log p_a(z|s0) of the encoder mean of each subtask's first H scripted actions from the reset
    state, next to the log-density of the prior's own samples there (what a typical skill gets): a skill far
    below it is one that a policy initialised from the prior seldom samples.
+7. random_skills: as 4, with z drawn uniformly from [-2, 2]^|Z|, the skills SSP (baselines/ssp.py) explores with.
 Writes bench/results/skills.json; the shipped model's figures are in docs/kitchen.md.
 
 Block stacking (writes bench/results/skills_block_stacking.json; docs/block_stacking.md):
@@ -31,14 +32,17 @@ Block stacking (writes bench/results/skills_block_stacking.json; docs/block_stac
    steps? the tower still whole after 20 and 40 steps?). A prior that stacks places and leaves towers alone.
 2. prior_rollouts: whole episodes of prior skills; the highest tower at reset and at the end, in the 5-block
    scene of the data and in the 11-block task (there also as executed, z = 2 tanh(u / scale)).
-3. oracle: the 11-block task with the data's scripted stacking policy building one tower (the block under the
+3. in_distribution: held-out data episodes replayed in the 5-block scene from their own start states: the tower's
+   gain with the recorded actions, with their windows encoded and decoded, and with the prior choosing the skills
+   (sampled, mean): what the decoder loses and what the prior's choice loses (skipped when the dataset is absent).
+4. oracle: the 11-block task with the data's scripted stacking policy building one tower (the block under the
    gripper at reset is the base; each stacking step carries the table block nearest to it onto the top, up to the
    data's tallest tower, 5 blocks). Every H steps it runs H steps on a copy of the env, and its actions are
    encoded, decoded and executed: blocks stacked at the end and the most during the episode, against the scripted
    actions themselves (the ceiling). Also log p_a(z|s) of the skills it asks for while building, next to the prior's
    own samples: can a policy that starts as the prior find them? And the decoded windows' action error and how far
    each skill ends from where the scripted actions would have taken the gripper. --oracle-refine-steps adds a run
-   with each z refined by decoder inversion; --oracle-only skips 1 and 2 (~2 min for 8 episodes).
+   with each z refined by decoder inversion; --oracle-only skips 1 to 3 (~2 min for 8 episodes).
 """
 
 from __future__ import annotations
@@ -570,8 +574,9 @@ def block_replay(model, image: bool, episodes, seed: int) -> dict:
     """The skills in their own scene: held-out data episodes (5 blocks, each from its own start state, for its
     recorded length), the tower's gain (blocks stacked at the end minus at reset) with the recorded actions (the
     data's stacking steps), with the episode's own H-step windows encoded and decoded (open-loop, as spirl_sac.py
-    executes skills), and with skills chosen every H steps by the prior (sampled, and its mean). Recorded ->
-    encoded is what the decoder loses; encoded -> prior is what the prior's choice of skill loses."""
+    executes skills; a last window shorter than H runs its recorded actions), and with skills chosen every H steps
+    by the prior (sampled, and its mean). Recorded -> encoded is what the decoder loses; encoded -> prior is what
+    the prior's choice of skill loses."""
     env, generator, H = (
         BlockStackingEnv.training(image=image),
         torch.Generator().manual_seed(seed),
@@ -628,8 +633,13 @@ def block_main(args: Args, model, config) -> dict:
             figures["in_distribution"] = f"skipped: {e}"
         else:
             _, held_out = split_episodes(episodes, config["val_fraction"], config["seed"])
-            held_out = [e for e in held_out if e.seed is not None][: args.episodes]
-            figures["in_distribution"] = block_replay(model, config["image"], held_out, args.seed)
+            if not held_out or any(e.seed is None for e in held_out):
+                figures["in_distribution"] = (
+                    f"skipped: {dataset} has no held-out episodes with env seeds; "
+                    "`python -m envs.block_stacking_demos --overwrite` writes them"
+                )
+            else:
+                figures["in_distribution"] = block_replay(model, config["image"], held_out[: args.episodes], args.seed)
         figures["probes"] = block_probes(*common)
         figures["prior_rollouts"] = block_rollouts(*common, args.squash_scales, args.task_steps)
     figures["seconds"] = round(time.time() - start, 1)

@@ -509,3 +509,5 @@ def test_the_critic_inputs_diagnostic_widens_only_the_critics_and_resumes(tmp_pa
     ckpt = torch.load(result["checkpoint"], weights_only=True)
     assert ckpt["skill_config"]["state_dim"] == 41 + 23
     assert ckpt["learner"]["critic"]["weights.0"].shape[1] == 41 + 23 + 10  # state, flags and time, skill
+    prior = {k.removeprefix("skill_prior."): v for k, v in ckpt["skill_model"].items() if k.startswith("skill_prior.")}
+    assert {k: v.shape for k, v in ckpt["learner"]["policy"].items()} == {k: v.shape for k, v in prior.items()}
