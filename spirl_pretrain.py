@@ -25,6 +25,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ class Args:
     closed_loop: bool = False
     """the authors' closed-loop skill decoder (their SPiRL v2): an MLP decodes each action from [s_t, z] as the skill
     runs, and the encoder also sees the states; default: the paper's open-loop LSTM decoder"""
+    block_features: Literal["nearest_blocks", "local_blocks"] | None = None
+    """block stacking: what the state prior and the closed-loop decoder read of a state (envs/block_stacking.py):
+    the gripper and its 5 nearest blocks relative to it, or the same without the gripper's position along the table;
+    default nearest_blocks, or the resumed run's"""
     image: bool = False
     """image skill prior (maze, block stacking): p_a(z | s) sees two stacked 32 x 32 frames (maze: top-down, block
     stacking: front view) through 3 conv layers instead of the state vector (app. B.1, C)"""
@@ -217,9 +222,10 @@ def state_feature_map(name: str | None, state_dim: int):
     instead; here that would render 11 frame pairs per training window instead of 1)."""
     if name is None:
         return (lambda states: states), state_dim
-    from envs.block_stacking import FEATURE_DIM, nearest_blocks
+    from envs.block_stacking import STATE_FEATURES
 
-    return (lambda states: nearest_blocks(states.flatten(0, -2)).unflatten(0, states.shape[:-1])), FEATURE_DIM
+    f, width = STATE_FEATURES[name]
+    return (lambda states: f(states.flatten(0, -2)).unflatten(0, states.shape[:-1])), width
 
 
 class ClosedLoopSkillDecoder(nn.Module):
@@ -282,10 +288,10 @@ class SkillPrior(nn.Module):
         # "nearest_blocks" (block stacking without images): the MLP sees the gripper and the 5 blocks
         # nearest to it (envs/block_stacking.py), so the 5-block data and the 11-block task fit one net.
         self.features = None
-        if state_features == "nearest_blocks":
-            from envs.block_stacking import FEATURE_DIM, nearest_blocks
+        if state_features is not None:
+            from envs.block_stacking import STATE_FEATURES
 
-            self.features, state_dim = nearest_blocks, FEATURE_DIM
+            self.features, state_dim = STATE_FEATURES[state_features]
         self.conv, width = None, state_dim
         if image:
             convs, channels = [], IMAGE_SHAPE[0]
@@ -544,6 +550,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.image and args.env not in ("maze", "block_stacking"):
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
+    if args.block_features and args.env != "block_stacking":
+        raise SpirlError(f"--block-features chooses block-stacking state features; drop it for --env {args.env}")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
         make_env(args.env, **rollout_env_kwargs(args)).close()
     saved = {} if ckpt is None else ckpt["config"]
@@ -553,21 +561,25 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
     if saved and saved["dataset"] != dataset:
         print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
     beta = saved.get("beta", spec["beta"]) if args.beta is None else args.beta
+    trained_features = saved.get("decoder_state_features") or saved.get("state_features")
+    if args.block_features and trained_features and args.block_features != trained_features:
+        raise SpirlError(f"{args.resume} reads {trained_features}: drop --block-features {args.block_features}")
+    block_features = args.block_features or trained_features or "nearest_blocks"
     num_steps = saved.get("num_steps", 100_000) if args.num_steps is None else args.num_steps
     device = runs.resolve_device(args.device)
-    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps, device=device)
+    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps, device=device, block_features=block_features)
 
 
 def model_config(args: Args) -> dict:
     """A checkpoint's "config": what SkillModel(**config) builds, and the data and settings it was trained with."""
     spec = env_spec(args.env)
     # Block stacking's state prior sees features that fit both its 5-block data and the 11-block task.
-    features = "nearest_blocks" if args.env == "block_stacking" and not args.image else None
+    features = args.block_features if args.env == "block_stacking" and not args.image else None
     trained = {k: getattr(args, k) for k in KEPT_ON_RESUME + ("dataset", "beta", "num_steps", "lr", "batch_size")}
     # The open-loop decoder's initial LSTM state is learned, as the authors' (models trained before had zeros).
     sizes = dict(state_dim=spec["state_dim"], action_dim=spec["action_dim"])
     # A closed-loop decoder on block stacking reads the nearest-block features: data and task states differ in size.
-    decoder_features = "nearest_blocks" if args.closed_loop and "data_state_dims" in spec else None
+    decoder_features = args.block_features if args.closed_loop and "data_state_dims" in spec else None
     return dict(
         **sizes,
         state_features=features,

@@ -369,6 +369,64 @@ def test_nearest_block_features_fit_the_5_block_data_and_the_11_block_task():
     assert features.shape == (5, 3) and torch.all(distances[1:] >= distances[:-1])  # relative, nearest first
 
 
+def test_local_block_features_do_not_depend_on_where_along_the_table_the_gripper_is():
+    import torch
+
+    from envs.block_stacking import LOCAL_FEATURE_DIM, local_blocks, nearest_blocks
+
+    env = BlockStackingEnv.downstream()
+    env.reset(seed=0)
+    state = torch.as_tensor(env.state())[None]
+    state[0, 1] = 0.05  # off the row's symmetry: no two blocks equally near (their order would be a rounding matter)
+    shifted = state.clone()
+    shifted[0, 1] += 0.3  # the gripper and every block 0.3 m further along the table
+    shifted[0, 9::3] += 0.3
+    assert local_blocks(state).shape == (1, LOCAL_FEATURE_DIM) == (1, 21)
+    torch.testing.assert_close(local_blocks(shifted), local_blocks(state))
+    assert not torch.allclose(nearest_blocks(shifted), nearest_blocks(state))  # these see the gripper's y
+    torch.testing.assert_close(local_blocks(state), nearest_blocks(state)[:, 2:])  # the rest is the same
+
+
+def test_closed_loop_block_model_with_local_features_is_kept_on_resume(block_dataset, tmp_path):
+    import spirl_pretrain as sp
+    from envs import SpirlError
+
+    small = dict(batch_size=8, hidden_dim=16, prior_layers=2, val_fraction=0.2, val_every=2, log_every=2)
+    args = sp.Args(
+        env="block_stacking",
+        image=True,
+        closed_loop=True,
+        block_features="local_blocks",
+        dataset=block_dataset,
+        num_steps=2,
+        run_name=str(tmp_path / "skills"),
+        **small,
+    )
+    result = sp.train(args)
+    model, config = sp.load_skill_model(result["checkpoint"])
+    assert config["decoder_state_features"] == "local_blocks" and model.decoder.net[0].in_features == 21 + 10
+    resumed = sp.train(
+        sp.Args(env="block_stacking", image=True, closed_loop=True, resume=result["checkpoint"], num_steps=4, **small)
+    )
+    assert (
+        resumed["step"] == 4
+        and sp.load_skill_model(resumed["checkpoint"])[1]["decoder_state_features"] == "local_blocks"
+    )
+    with pytest.raises(SpirlError, match="drop --block-features"):
+        sp.train(
+            sp.Args(
+                env="block_stacking",
+                image=True,
+                closed_loop=True,
+                resume=result["checkpoint"],
+                block_features="nearest_blocks",
+                **small,
+            )
+        )
+    with pytest.raises(SpirlError, match="drop it for --env kitchen"):
+        sp.train(sp.Args(env="kitchen", block_features="local_blocks"))
+
+
 def test_state_prior_pretrains_on_the_5_block_data_and_drives_spirl_on_the_11_block_task(block_dataset, tmp_path):
     import spirl_pretrain as sp
     import spirl_sac as sac
