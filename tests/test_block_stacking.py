@@ -384,7 +384,11 @@ def test_local_block_features_do_not_depend_on_where_along_the_table_the_gripper
     assert local_blocks(state).shape == (1, LOCAL_FEATURE_DIM) == (1, 21)
     torch.testing.assert_close(local_blocks(shifted), local_blocks(state))
     assert not torch.allclose(nearest_blocks(shifted), nearest_blocks(state))  # these see the gripper's y
-    torch.testing.assert_close(local_blocks(state), nearest_blocks(state)[:, 2:])  # the rest is the same
+    blocks = local_blocks(state)[0, 6:].reshape(5, 3)
+    assert torch.all(blocks[1:, 1] > blocks[:-1, 1])  # the row's 5 nearest blocks, left to right
+    nearest = nearest_blocks(state)[0, 8:].reshape(5, 3)
+    assert sorted(blocks[:, 1].tolist()) == sorted(nearest[:, 1].tolist())  # the same blocks as nearest_blocks
+    torch.testing.assert_close(local_blocks(state)[:, :6], nearest_blocks(state)[:, 2:8])  # and the same gripper
 
 
 def test_closed_loop_block_model_with_local_features_is_kept_on_resume(block_dataset, tmp_path):
