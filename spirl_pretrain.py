@@ -228,6 +228,12 @@ def state_feature_map(name: str | None, state_dim: int):
     return (lambda states: f(states.flatten(0, -2)).unflatten(0, states.shape[:-1])), width
 
 
+def state_part(observations: torch.Tensor, state_dim: int) -> torch.Tensor:
+    """The state of an observation (..., O): image observations put the frames (IMAGE_DIM values) after a state of
+    any size up to `state_dim` (block stacking: 23 values in the 5-block scene, 41 in the task)."""
+    return observations[..., :-IMAGE_DIM] if observations.shape[-1] > state_dim else observations
+
+
 class ClosedLoopSkillDecoder(nn.Module):
     """p(a_t | s_t, z): the authors' closed-loop decoder (their SPiRL v2): an MLP on [s_t, z] gives each of the H
     actions from the state the skill has reached, so a skill can correct its course. Their kitchen config: an input
@@ -246,7 +252,7 @@ class ClosedLoopSkillDecoder(nn.Module):
 
     def forward(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(B, H, S) states and (B, |Z|) skills -> (B, H, A) actions; or one step: (B, S), (B, |Z|) -> (B, A)."""
-        states = self.features(states[..., : self.state_dim])  # image observations: the state before the frames
+        states = self.features(state_part(states, self.state_dim))
         if states.dim() == 2:
             return self.net(torch.cat([states, z], dim=-1))
         z = z[:, None].expand(-1, states.shape[1], -1)
@@ -367,7 +373,7 @@ class SkillModel(nn.Module):
         """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder: (mu, log sigma)."""
         if not self.closed_loop:
             return self.encoder(actions)
-        states = states[:, :-1, : self.decoder.state_dim]  # image observations: the state before the frames
+        states = state_part(states[:, :-1], self.decoder.state_dim)
         return self.encoder(torch.cat([actions, self.decoder_features(states)], dim=-1))
 
     def decode(self, z: torch.Tensor, states: torch.Tensor) -> torch.Tensor:

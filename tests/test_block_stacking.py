@@ -340,6 +340,9 @@ def test_closed_loop_image_model_reads_the_nearest_blocks_in_the_data_and_in_the
         from_states = model.encode(window[..., :41], actions)
     torch.testing.assert_close(from_task, from_features)
     torch.testing.assert_close(encoded, from_states)
+    scene = torch.as_tensor(BlockStackingEnv.training(image=True).reset(seed=0)[0])[None]  # 23 dims, then frames
+    with torch.no_grad():
+        torch.testing.assert_close(model.decoder(scene, z), model.decoder(scene[:, :23], z))
 
 
 def test_flat_sac_runs_on_the_11_block_task(tmp_path):
