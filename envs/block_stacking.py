@@ -180,25 +180,30 @@ def nearest_blocks(states):
     return torch.cat([gripper, nearest.flatten(1)], dim=1)
 
 
-LOCAL_FEATURE_DIM = FEATURE_DIM - 2
+LOCAL_FEATURE_DIM = 6 + 4 * NEAREST_BLOCKS
 
 
 def local_blocks(states):
-    """(B, 8 + 3 n) torch states -> (B, 21): the gripper's height, velocity, angle and opening, then its 5 nearest
-    blocks relative to it, in order along the table (left to right, and bottom to top within a column).
+    """(B, 8 + 3 n) torch states -> (B, 26): the gripper's height, velocity, angle and opening, then its 5 nearest
+    blocks as the view around the gripper (render_views) shows them: each as (x, y, z) relative to the gripper and 1,
+    in order along the table (left to right, bottom to top within a column); a block out of view, or missing, as
+    four zeros.
 
-    Why: what is around the gripper, wherever along the table it is, read as the authors' image view that follows
-    the gripper shows it. A closed-loop decoder fit to the 5-block data on nearest_blocks reconstructed the data's
-    windows (action MSE 0.014 in y) but not the scripted tower builder's in the 11-block task (0.21): there the
-    blocks stand in a row 0.2 m apart, so two blocks are often about equally near and their order nearest-first
-    flips with a centimetre of drift (68% of the builder's states have two of the 6 nearest within 2 cm of each
-    other, 37% of the data's). An order along the table changes only when a block enters or leaves the 5 nearest."""
+    Why: the authors' closed-loop decoder reads the frames, which show what is within about 0.3 m of the gripper
+    and nothing of where along the table it is. A closed-loop decoder fit to the 5-block data on nearest_blocks
+    reconstructed the data's windows (action MSE 0.014 in y) but not the scripted tower builder's in the 11-block
+    task (0.21): in the data the 5 nearest blocks are all the blocks, tower included, so the decoder learnt to read
+    where to carry a block off the state; in the task's row of 11 the tower is often not among them."""
     import torch
 
     features = nearest_blocks(states)
     blocks = features[:, 8:].reshape(len(states), NEAREST_BLOCKS, 3)
+    top, bottom = VIEW_SIZE / 2 - VIEW_BELOW, -VIEW_SIZE / 2 - VIEW_BELOW
+    seen = (blocks[:, :, 1].abs() < VIEW_SIZE / 2) & (blocks[:, :, 2] < top) & (blocks[:, :, 2] > bottom)
     key = blocks[:, :, 1] + 0.25 * blocks[:, :, 2]  # columns >= 0.15 m apart; 4 stacked blocks rise 0.32 m
-    along = torch.gather(blocks, 1, key.argsort(dim=1)[..., None].expand(-1, -1, 3))
+    order = torch.where(seen, key, torch.full_like(key, float("inf"))).argsort(dim=1)
+    blocks = torch.cat([blocks, torch.ones_like(blocks[:, :, :1])], dim=2) * seen[..., None]
+    along = torch.gather(blocks, 1, order[..., None].expand(-1, -1, 4))
     return torch.cat([features[:, 2:8], along.flatten(1)], dim=1)
 
 

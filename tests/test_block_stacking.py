@@ -372,7 +372,7 @@ def test_nearest_block_features_fit_the_5_block_data_and_the_11_block_task():
     assert features.shape == (5, 3) and torch.all(distances[1:] >= distances[:-1])  # relative, nearest first
 
 
-def test_local_block_features_do_not_depend_on_where_along_the_table_the_gripper_is():
+def test_local_block_features_show_the_blocks_in_view_wherever_along_the_table_the_gripper_is():
     import torch
 
     from envs.block_stacking import LOCAL_FEATURE_DIM, local_blocks, nearest_blocks
@@ -381,17 +381,21 @@ def test_local_block_features_do_not_depend_on_where_along_the_table_the_gripper
     env.reset(seed=0)
     state = torch.as_tensor(env.state())[None]
     state[0, 1] = 0.05  # off the row's symmetry: no two blocks equally near (their order would be a rounding matter)
+    state[0, 2] = REST_Z + 0.3  # the table blocks in view below the gripper
     shifted = state.clone()
-    shifted[0, 1] += 0.3  # the gripper and every block 0.3 m further along the table
-    shifted[0, 9::3] += 0.3
-    assert local_blocks(state).shape == (1, LOCAL_FEATURE_DIM) == (1, 21)
-    torch.testing.assert_close(local_blocks(shifted), local_blocks(state))
+    shifted[0, 1] += 0.4  # the gripper and every block 0.4 m further along the table
+    shifted[0, 9::3] += 0.4
+    features = local_blocks(state)
+    assert features.shape == (1, LOCAL_FEATURE_DIM) == (1, 26)
+    torch.testing.assert_close(local_blocks(shifted), features)
     assert not torch.allclose(nearest_blocks(shifted), nearest_blocks(state))  # these see the gripper's y
-    blocks = local_blocks(state)[0, 6:].reshape(5, 3)
-    assert torch.all(blocks[1:, 1] > blocks[:-1, 1])  # the row's 5 nearest blocks, left to right
-    nearest = nearest_blocks(state)[0, 8:].reshape(5, 3)
-    assert sorted(blocks[:, 1].tolist()) == sorted(nearest[:, 1].tolist())  # the same blocks as nearest_blocks
-    torch.testing.assert_close(local_blocks(state)[:, :6], nearest_blocks(state)[:, 2:8])  # and the same gripper
+    torch.testing.assert_close(features[:, :6], nearest_blocks(state)[:, 2:8])  # the gripper but its x and y
+    blocks = features[0, 6:].reshape(5, 4)
+    # The row's blocks 0.2 m apart: those at y = 0, 0.2 and 0.4 are in the 0.64 m view around y = 0.05, left to right.
+    assert blocks[:, 3].tolist() == [1, 1, 0, 0, 0] or blocks[:, 3].tolist() == [1, 1, 1, 0, 0]
+    seen = blocks[blocks[:, 3] == 1]
+    assert torch.all(seen[1:, 1] > seen[:-1, 1]) and torch.all(seen[:, 1].abs() < 0.32)
+    assert torch.all(blocks[blocks[:, 3] == 0] == 0)
 
 
 def test_closed_loop_block_model_with_local_features_is_kept_on_resume(block_dataset, tmp_path):
@@ -411,7 +415,7 @@ def test_closed_loop_block_model_with_local_features_is_kept_on_resume(block_dat
     )
     result = sp.train(args)
     model, config = sp.load_skill_model(result["checkpoint"])
-    assert config["decoder_state_features"] == "local_blocks" and model.decoder.net[0].in_features == 21 + 10
+    assert config["decoder_state_features"] == "local_blocks" and model.decoder.net[0].in_features == 26 + 10
     resumed = sp.train(
         sp.Args(env="block_stacking", image=True, closed_loop=True, resume=result["checkpoint"], num_steps=4, **small)
     )
