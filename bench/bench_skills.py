@@ -43,6 +43,8 @@ Block stacking (writes bench/results/skills_block_stacking.json; docs/block_stac
    own samples: can a policy that starts as the prior find them? And the decoded windows' action error and how far
    each skill ends from where the scripted actions would have taken the gripper. --oracle-refine-steps adds a run
    with each z refined by decoder inversion; --oracle-only skips 1 to 3 (~2 min for 8 episodes).
+5. window_fit: teacher-forced reconstruction per action dimension of the data's scripted episodes (5-block scene)
+   and of the tower builder's windows in the 11-block task: does what the decoder learnt carry over to the task?
 """
 
 from __future__ import annotations
@@ -605,6 +607,46 @@ def block_replay(model, image: bool, episodes, seed: int) -> dict:
     return {f"tower gain, {mode}": float(np.mean(gain)) for mode, gain in gains.items()}
 
 
+@torch.no_grad()
+def block_window_fit(model, episodes: int, seed: int) -> dict:
+    """Teacher-forced reconstruction, per action dimension (y, z, grip): each H-step window encoded with its states
+    and decoded along the same states (the closed-loop decoder reads them; the open-loop one does not), on episodes
+    of the data's scripted policy in its 5-block scene and on the scripted tower builder's windows in the 11-block
+    task while it builds (400 steps from each reset). A decoder that fits the data but not the task has learnt
+    something of the data's scene that does not carry over."""
+    H = model.decoder.skill_horizon
+
+    def window_mse(states, actions) -> list:
+        states, actions = torch.as_tensor(np.asarray(states)), torch.as_tensor(np.asarray(actions))
+        errors = []
+        for t in range(0, len(actions) - H + 1, H):
+            s, a = states[None, t : t + H + 1], actions[None, t : t + H]
+            errors.append((model.decode(model.encode(s, a)[0], s) - a).pow(2).mean(dim=(0, 1)).numpy())
+        return errors
+
+    rng, scene, data = np.random.default_rng(seed), BlockStackingEnv.training(), []
+    for i in range(episodes):
+        episode = block_demos.scripted_episode(scene, rng, seed + 1000 + i, stacks=2)
+        data += window_mse(episode["states"], episode["actions"])
+    task, builder_windows = BlockStackingEnv.downstream(max_episode_steps=400), []
+    for i in range(max(1, episodes // 5)):
+        task.reset(seed=seed + i)
+        builder = TowerBuilder(task, np.random.default_rng([seed, i]))
+        states, actions, building = [task.state().copy()], [], []
+        for _ in range(task.max_episode_steps):
+            building.append(builder.building)
+            actions.append(builder.act(task.state()))
+            task.step(actions[-1])
+            builder.observe(task.state())
+            states.append(task.state().copy())
+        windows = window_mse(np.asarray(states, np.float32), np.asarray(actions, np.float32))
+        builder_windows += [w for k, w in enumerate(windows) if building[k * H + H - 1]]
+    return {
+        "action MSE (y, z, grip), the data's scripted episodes": np.mean(data, 0).round(4).tolist(),
+        "action MSE (y, z, grip), the tower builder in the task": np.mean(builder_windows, 0).round(4).tolist(),
+    }
+
+
 def block_main(args: Args, model, config) -> dict:
     start, common = time.time(), (model, config["image"], args.episodes, args.seed)
     carry = args.oracle_min_carry
@@ -620,6 +662,7 @@ def block_main(args: Args, model, config) -> dict:
             "scripted_actions": block_oracle(*common, decode=False, task_steps=args.task_steps, min_carry=carry),
         },
     }
+    figures["window_fit"] = block_window_fit(model, args.episodes, args.seed)
     if args.oracle_refine_steps:
         figures["oracle"]["refined_skills"] = block_oracle(
             *common, decode=True, task_steps=args.task_steps, min_carry=carry, refine_steps=args.oracle_refine_steps

@@ -129,6 +129,11 @@ def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
     assert 0 <= offset_median <= offset_high
     low, median, high = decoded["prior logp of its skills while building (10/50/90%)"]
     assert low <= median <= high and np.isfinite(median)
+    # The shipped open-loop skills reconstruct scripted windows in both scenes (measured 0.011-0.013 in y and z).
+    fit = figures["window_fit"]
+    in_data = fit["action MSE (y, z, grip), the data's scripted episodes"]
+    in_task = fit["action MSE (y, z, grip), the tower builder in the task"]
+    assert len(in_data) == len(in_task) == 3 and max(in_data) < 0.05 and max(in_task) < 0.1
 
 
 @pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
