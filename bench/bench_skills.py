@@ -642,8 +642,10 @@ def block_window_fit(model, episodes: int, seed: int) -> dict:
         windows = window_mse(np.asarray(states, np.float32), np.asarray(actions, np.float32))
         builder_windows += [w for k, w in enumerate(windows) if building[k * H + H - 1]]
     return {
-        "action MSE (y, z, grip), the data's scripted episodes": np.mean(data, 0).round(4).tolist(),
-        "action MSE (y, z, grip), the tower builder in the task": np.mean(builder_windows, 0).round(4).tolist(),
+        "action MSE (y, z, grip), the data's scripted episodes": [round(float(x), 4) for x in np.mean(data, 0)],
+        "action MSE (y, z, grip), the tower builder in the task": [
+            round(float(x), 4) for x in np.mean(builder_windows, 0)
+        ],
     }
 
 
