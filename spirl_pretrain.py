@@ -55,6 +55,10 @@ class Args:
     closed_loop: bool = False
     """the authors' closed-loop skill decoder (their SPiRL v2): an MLP decodes each action from [s_t, z] as the skill
     runs, and the encoder also sees the states; default: the paper's open-loop LSTM decoder"""
+    decoder_frames: bool = False
+    """block stacking, with --image --closed-loop: the closed-loop decoder and its encoder read the two stacked frames
+    at every step through their own conv layers, as the authors' ImageClSPiRLMdl, instead of --block-features (the
+    frames of all H + 1 steps of each window are rendered per batch: several times slower)"""
     block_features: Literal["nearest_blocks", "local_blocks"] | None = None
     """block stacking: what the state prior and the closed-loop decoder read of a state (envs/block_stacking.py):
     the gripper and its 5 nearest blocks relative to it, or the same without the gripper's position along the table;
@@ -222,16 +226,46 @@ def state_feature_map(name: str | None, state_dim: int):
     instead; here that would render 11 frame pairs per training window instead of 1)."""
     if name is None:
         return (lambda states: states), state_dim
+    if name == "frames":
+        return FrameFeatures(), FrameFeatures.width
     from envs.block_stacking import STATE_FEATURES
 
     f, width = STATE_FEATURES[name]
     return (lambda states: f(states.flatten(0, -2)).unflatten(0, states.shape[:-1])), width
 
 
+def conv_layers() -> nn.Sequential:
+    """Two stacked 32 x 32 RGB frames (6 channels) -> 32 x 4 x 4 features, flattened: 3 conv layers (kernel 3,
+    stride 2, 8/16/32 channels, BatchNorm, LeakyReLU) in the channels-last layout (PyTorch's CPU convolutions with so
+    few channels run several times faster in it)."""
+    convs, channels = [], IMAGE_SHAPE[0]
+    for out in (8, 16, 32):
+        convs += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
+        channels = out
+    return nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
+
+
+class FrameFeatures(nn.Module):
+    """What the closed-loop decoder and its encoder read of an image observation when they read the frames, as the
+    authors' ImageClSPiRLMdl: the observation's two stacked frames (its last IMAGE_DIM values, in [0, 1]) through
+    their own conv layers (trained by the reconstruction loss; the prior has its own), (..., O) -> (..., 512)."""
+
+    width = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = conv_layers()
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        frames = observations[..., -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE) * 2 - 1  # in [-1, 1], as the prior's
+        return self.conv(frames.contiguous(memory_format=torch.channels_last)).unflatten(0, observations.shape[:-1])
+
+
 def state_part(observations: torch.Tensor, state_dim: int) -> torch.Tensor:
     """The state of an observation (..., O): image observations put the frames (IMAGE_DIM values) after a state of
-    any size up to `state_dim` (block stacking: 23 values in the 5-block scene, 41 in the task)."""
-    return observations[..., :-IMAGE_DIM] if observations.shape[-1] > state_dim else observations
+    any size up to `state_dim` (block stacking: 23 values in the 5-block scene, 41 in the task); other observations
+    start with the state (the kitchen's 60 values: the 30 of the state first)."""
+    return observations[..., :-IMAGE_DIM] if observations.shape[-1] > IMAGE_DIM else observations[..., :state_dim]
 
 
 class ClosedLoopSkillDecoder(nn.Module):
@@ -245,14 +279,19 @@ class ClosedLoopSkillDecoder(nn.Module):
     def __init__(self, state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, state_features=None):
         super().__init__()
         self.state_dim, self.latent_dim, self.skill_horizon = state_dim, latent_dim, skill_horizon
-        self.features, width = state_feature_map(state_features, state_dim)
+        self.features, self.feature_dim = state_feature_map(state_features, state_dim)
+        self.reads_frames = state_features == "frames"
         self.net = nn.Sequential(
-            *mlp_blocks(width + latent_dim, hidden_dim, 5, True), nn.Linear(hidden_dim, action_dim)
+            *mlp_blocks(self.feature_dim + latent_dim, hidden_dim, 5, True), nn.Linear(hidden_dim, action_dim)
         )
+
+    def read(self, states: torch.Tensor) -> torch.Tensor:
+        """What the decoder (and the encoder) see of states or observations (..., S or O) -> (..., feature_dim)."""
+        return self.features(states if self.reads_frames else state_part(states, self.state_dim))
 
     def forward(self, states: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(B, H, S) states and (B, |Z|) skills -> (B, H, A) actions; or one step: (B, S), (B, |Z|) -> (B, A)."""
-        states = self.features(state_part(states, self.state_dim))
+        states = self.read(states)
         if states.dim() == 2:
             return self.net(torch.cat([states, z], dim=-1))
         z = z[:, None].expand(-1, states.shape[1], -1)
@@ -300,14 +339,7 @@ class SkillPrior(nn.Module):
             self.features, state_dim = STATE_FEATURES[state_features]
         self.conv, width = None, state_dim
         if image:
-            convs, channels = [], IMAGE_SHAPE[0]
-            for out in (8, 16, 32):
-                conv = nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False)
-                convs += [conv, nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
-                channels = out
-            # Channels-last layout: PyTorch's CPU convolutions with so few channels run several times faster in it.
-            self.conv = nn.Sequential(*convs, nn.Flatten()).to(memory_format=torch.channels_last)
-            width = 32 * (IMAGE_SHAPE[1] // 8) * (IMAGE_SHAPE[2] // 8)
+            self.conv, width = conv_layers(), FrameFeatures.width
         blocks = mlp_blocks(width, hidden_dim, layers, input_block)
         self.net = nn.Sequential(*blocks, nn.Linear(hidden_dim if blocks else width, 2 * latent_dim))
 
@@ -345,13 +377,13 @@ class SkillModel(nn.Module):
     ):
         super().__init__()
         self.closed_loop = closed_loop
-        self.decoder_features, width = state_feature_map(decoder_state_features, state_dim)
-        self.encoder = SkillEncoder(action_dim + (width if closed_loop else 0), latent_dim, hidden_dim)
-        if closed_loop:
+        if closed_loop:  # the encoder reads the states as the decoder does (with the frames: the same conv layers)
             decoder = (state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, decoder_state_features)
             self.decoder = ClosedLoopSkillDecoder(*decoder)
+            self.encoder = SkillEncoder(action_dim + self.decoder.feature_dim, latent_dim, hidden_dim)
         else:
             self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state)
+            self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
         prior = (
             state_dim,
             latent_dim,
@@ -373,8 +405,7 @@ class SkillModel(nn.Module):
         """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder: (mu, log sigma)."""
         if not self.closed_loop:
             return self.encoder(actions)
-        states = state_part(states[:, :-1], self.decoder.state_dim)
-        return self.encoder(torch.cat([actions, self.decoder_features(states)], dim=-1))
+        return self.encoder(torch.cat([actions, self.decoder.read(states[:, :-1])], dim=-1))
 
     def decode(self, z: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """The H mean actions of skill z; the closed-loop decoder reads them off the data's states s_1..s_H."""
@@ -411,7 +442,7 @@ def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | Non
     training, sq_err, nll, n = model.training, 0.0, 0.0, 0
     model.eval()
     device = next(model.parameters()).device
-    for batch in windows.all_windows(batch_size=2048):
+    for batch in windows.all_windows(batch_size=256 if windows.step_observations else 2048):
         states, actions, observations = (x.to(device) for x in batch)
         mu_q, _ = model.encode(states, actions)
         sq_err += (model.decode(mu_q, states) - actions).pow(2).mean(dim=(1, 2)).sum()
@@ -424,8 +455,13 @@ def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | Non
 
 
 def validate(model: SkillModel, train_windows: WindowSampler, val_windows: WindowSampler) -> dict:
-    """The metrics of evaluate_windows on held-out episodes, and on (up to 4096) training windows."""
-    return {"val": evaluate_windows(model, val_windows), "train": evaluate_windows(model, train_windows, limit=4096)}
+    """The metrics of evaluate_windows on held-out episodes (up to 4096 windows when every step's frames are
+    rendered), and on (up to 4096) training windows."""
+    val_limit = 4096 if val_windows.step_observations else None
+    return {
+        "val": evaluate_windows(model, val_windows, limit=val_limit),
+        "train": evaluate_windows(model, train_windows, limit=4096),
+    }
 
 
 @torch.no_grad()
@@ -470,7 +506,7 @@ def train(args: Args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    data = (args.dataset, args.env, args.skill_horizon, args.val_fraction, args.seed, args.image)
+    data = (args.dataset, args.env, args.skill_horizon, args.val_fraction, args.seed, args.image, args.decoder_frames)
     train_windows, val_windows = skill_windows(*data)
 
     config = model_config(args)
@@ -556,6 +592,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.image and args.env not in ("maze", "block_stacking"):
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
+    if args.decoder_frames and not (args.env == "block_stacking" and args.image and args.closed_loop):
+        raise SpirlError("--decoder-frames is for block stacking's closed-loop image model: add --image --closed-loop")
     if args.block_features and args.env != "block_stacking":
         raise SpirlError(f"--block-features chooses block-stacking state features; drop it for --env {args.env}")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
@@ -568,12 +606,15 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
     beta = saved.get("beta", spec["beta"]) if args.beta is None else args.beta
     trained_features = saved.get("decoder_state_features") or saved.get("state_features")
+    decoder_frames = args.decoder_frames or trained_features == "frames"  # a resumed run keeps its decoder's input
+    trained_features = None if trained_features == "frames" else trained_features
     if args.block_features and trained_features and args.block_features != trained_features:
         raise SpirlError(f"{args.resume} reads {trained_features}: drop --block-features {args.block_features}")
     block_features = args.block_features or trained_features or "nearest_blocks"
     num_steps = saved.get("num_steps", 100_000) if args.num_steps is None else args.num_steps
     device = runs.resolve_device(args.device)
-    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps, device=device, block_features=block_features)
+    features = dict(block_features=block_features, decoder_frames=decoder_frames)
+    return replace(args, dataset=dataset, beta=beta, num_steps=num_steps, device=device, **features)
 
 
 def model_config(args: Args) -> dict:
@@ -586,6 +627,7 @@ def model_config(args: Args) -> dict:
     sizes = dict(state_dim=spec["state_dim"], action_dim=spec["action_dim"])
     # A closed-loop decoder on block stacking reads the nearest-block features: data and task states differ in size.
     decoder_features = args.block_features if args.closed_loop and "data_state_dims" in spec else None
+    decoder_features = "frames" if args.decoder_frames else decoder_features
     return dict(
         **sizes,
         state_features=features,

@@ -64,7 +64,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import block_stacking_demos as block_demos  # noqa: E402
-from envs.block_stacking import BLOCK_HALF, REST_Z, BlockStackingEnv, blocks_stacked, supported_heights  # noqa: E402
+from envs.block_stacking import (  # noqa: E402
+    BLOCK_HALF,
+    DOWNSTREAM_HALF_LENGTH,
+    REST_Z,
+    TRAIN_HALF_LENGTH,
+    BlockStackingEnv,
+    DatasetViews,
+    blocks_stacked,
+    supported_heights,
+)
 from envs.datasets import WindowSampler, load_episodes, split_episodes  # noqa: E402
 from envs.errors import SpirlError  # noqa: E402
 from envs.kitchen import ALL_SUBTASKS, DEFAULT_TASKS, STATE_DIM, KitchenEnv, subtasks_complete  # noqa: E402
@@ -586,7 +595,7 @@ def block_replay(model, image: bool, episodes, seed: int) -> dict:
     )
     gains = {"recorded actions": [], "encoded windows": [], "prior samples": [], "prior mean": []}
     for episode in episodes:
-        T = len(episode.actions)
+        T, states = len(episode.actions), as_observed(model, episode.states, TRAIN_HALF_LENGTH)
         for mode, gain in gains.items():
             observation, _ = env.reset(seed=episode.seed)
             start = blocks_stacked(env.block_yz())
@@ -597,7 +606,7 @@ def block_replay(model, image: bool, episodes, seed: int) -> dict:
                         observation = env.step(action)[0]
                     continue
                 if mode == "encoded windows":
-                    z = encode(model, episode.states[t : t + H + 1], episode.actions[t : t + H])
+                    z = encode(model, states[t : t + H + 1], episode.actions[t : t + H])
                 else:
                     mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
                     noise = torch.randn(mu.shape, generator=generator) if mode == "prior samples" else 0.0
@@ -605,6 +614,16 @@ def block_replay(model, image: bool, episodes, seed: int) -> dict:
                 observation = run_block_skill(env, model, z, observation, steps)
             gain.append(blocks_stacked(env.block_yz()) - start)
     return {f"tower gain, {mode}": float(np.mean(gain)) for mode, gain in gains.items()}
+
+
+def as_observed(model, states, half_length: float):
+    """An episode's states (T, S) as the skill model's encoder and decoder read them: as they are, or, for a
+    closed-loop decoder that reads the frames, as image observations (T, S + 6144) rendered in the scene with this
+    half length (the first step's previous frame is its own, as in the data)."""
+    if not getattr(model.decoder, "reads_frames", False):
+        return states
+    states = torch.as_tensor(np.asarray(states, np.float32))
+    return DatasetViews(half_length).sequence(states[:1], states[None])[0]
 
 
 @torch.no_grad()
@@ -627,7 +646,7 @@ def block_window_fit(model, episodes: int, seed: int) -> dict:
     rng, scene, data = np.random.default_rng(seed), BlockStackingEnv.training(), []
     for i in range(episodes):
         episode = block_demos.scripted_episode(scene, rng, seed + 1000 + i, stacks=2)
-        data += window_mse(episode["states"], episode["actions"])
+        data += window_mse(as_observed(model, episode["states"], TRAIN_HALF_LENGTH), episode["actions"])
     task, builder_windows = BlockStackingEnv.downstream(max_episode_steps=400), []
     for i in range(max(1, episodes // 5)):
         task.reset(seed=seed + i)
@@ -639,7 +658,8 @@ def block_window_fit(model, episodes: int, seed: int) -> dict:
             task.step(actions[-1])
             builder.observe(task.state())
             states.append(task.state().copy())
-        windows = window_mse(np.asarray(states, np.float32), np.asarray(actions, np.float32))
+        states = as_observed(model, np.asarray(states, np.float32), DOWNSTREAM_HALF_LENGTH)
+        windows = window_mse(states, np.asarray(actions, np.float32))
         builder_windows += [w for k, w in enumerate(windows) if building[k * H + H - 1]]
     return {
         "action MSE (y, z, grip), the data's scripted episodes": [round(float(x), 4) for x in np.mean(data, 0)],

@@ -309,6 +309,18 @@ class DatasetViews:
         frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
         return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
 
+    def sequence(self, previous_states, states):
+        """The observations at every step of windows: the states one step before each window (B, S) and the windows'
+        states (B, T, S) -> (B, T, S + 6144), each state's view rendered once."""
+        import torch
+
+        states = torch.as_tensor(states, dtype=torch.float32)
+        chain = torch.cat([torch.as_tensor(previous_states, dtype=torch.float32)[:, None], states], dim=1)
+        b, t = states.shape[:2]
+        views = render_views(chain.flatten(0, 1).numpy(), self.half_length).reshape(b, t + 1, -1)
+        frames = torch.from_numpy(np.concatenate([views[:, :-1], views[:, 1:]], axis=2)).float().div_(255.0)
+        return torch.cat([states, frames], dim=2)
+
 
 # ----------------------------------------------------------------------------- the env
 

@@ -210,9 +210,11 @@ class WindowSampler:
     Each batch is (states (B, H+1, S), actions (B, H, A), observations (B, O)): `observations` is the
     skill prior's input at the window's first step, the state s_1 itself unless an `observe` function
     renders more (the maze's image observations): observe(episode indices into `episodes` (B,),
-    states one step before s_1 (B, S) (s_1 itself at an episode's start), s_1 (B, S)) -> (B, O)."""
+    states one step before s_1 (B, S) (s_1 itself at an episode's start), s_1 (B, S)) -> (B, O).
+    With `step_observations` the states come as observations at every step, (B, H+1, O) (observe.sequence
+    renders them: a closed-loop decoder that reads the frames)."""
 
-    def __init__(self, episodes: list[Episode], skill_horizon: int, observe=None):
+    def __init__(self, episodes: list[Episode], skill_horizon: int, observe=None, step_observations: bool = False):
         if skill_horizon < 1:
             raise SpirlError(f"--skill-horizon must be at least 1 (got {skill_horizon})")
         H = skill_horizon
@@ -227,7 +229,11 @@ class WindowSampler:
             warnings.warn(
                 f"{self.skipped} of {len(episodes)} episodes are shorter than H+1 = {H + 1} states and are skipped"
             )
-        self.skill_horizon, self.observe = H, observe
+        if step_observations and not hasattr(observe, "sequence"):
+            raise SpirlError(
+                "observations at every step of a window need image data that renders them (block stacking)"
+            )
+        self.skill_horizon, self.observe, self.step_observations = H, observe, step_observations
         self.num_episodes = len(usable)
         self.episode_ids = torch.tensor(usable)  # index of each usable episode in `episodes`
         self.states = torch.from_numpy(np.concatenate([episodes[i].states for i in usable]))
@@ -247,6 +253,9 @@ class WindowSampler:
         if self.observe is None:
             return states, self.actions[a[:, None] + self._action_steps], states[:, 0]
         previous = self.states[s - (start > 0).long()]
+        if self.step_observations:  # the window's states become observations: state, then the two frames
+            states = self.observe.sequence(previous, states)
+            return states, self.actions[a[:, None] + self._action_steps], states[:, 0]
         observations = self.observe(self.episode_ids[episode], previous, states[:, 0])
         return states, self.actions[a[:, None] + self._action_steps], observations
 
@@ -353,17 +362,26 @@ def dataset_views(env: str, episodes: list, dataset: str):
     return DatasetViews([e.seed for e in episodes])
 
 
-def skill_windows(dataset: str, env: str, skill_horizon: int, val_fraction: float, seed: int, image: bool = False):
+def skill_windows(
+    dataset: str,
+    env: str,
+    skill_horizon: int,
+    val_fraction: float,
+    seed: int,
+    image: bool = False,
+    step_frames: bool = False,
+):
     """spirl_pretrain.py's data: episodes -> split by episode -> H-step windows (never across an episode boundary);
     returns (training windows, validation windows or None). With `image`, the frames the image prior sees are
-    rendered per batch: block stacking's from the states, the maze's from each episode's layout (its env seed)."""
+    rendered per batch: block stacking's from the states, the maze's from each episode's layout (its env seed);
+    with `step_frames` at every step of the windows, for a closed-loop decoder that reads them."""
     episodes = load_episodes(dataset, env)
     train_episodes, val_episodes = split_episodes(episodes, val_fraction, seed)
     observe = [None, None]
     if image:
         observe = [dataset_views(env, part, dataset) for part in (train_episodes, val_episodes)]
-    train_windows = WindowSampler(train_episodes, skill_horizon, observe[0])
-    val_windows = WindowSampler(val_episodes, skill_horizon, observe[1]) if val_episodes else None
+    train_windows = WindowSampler(train_episodes, skill_horizon, observe[0], step_frames)
+    val_windows = WindowSampler(val_episodes, skill_horizon, observe[1], step_frames) if val_episodes else None
     counts = f"{len(train_episodes)} train / {len(val_episodes)} validation episodes"
     print(f"{dataset}: {counts}, {train_windows.num_windows} training windows of H={skill_horizon}")
     return train_windows, val_windows

@@ -372,6 +372,66 @@ def test_nearest_block_features_fit_the_5_block_data_and_the_11_block_task():
     assert features.shape == (5, 3) and torch.all(distances[1:] >= distances[:-1])  # relative, nearest first
 
 
+def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_steps_and_drives_spirl(block_dataset, tmp_path):
+    """--decoder-frames (the authors' ImageClSPiRLMdl): the decoder and its encoder read every step's two frames
+    through shared conv layers; the windows' steps are rendered from the states (each view once: the frame pairs
+    are the views of consecutive steps), and spirl_sac.py decodes from the task's image observations."""
+    import torch
+
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+    from envs.block_stacking import DatasetViews, render_views
+    from envs.datasets import skill_windows
+    from envs.errors import SpirlError
+
+    train_windows, _ = skill_windows(block_dataset, "block_stacking", 10, 0.2, 1, image=True, step_frames=True)
+    states, actions, first = train_windows.sample(4, torch.Generator().manual_seed(0))
+    assert states.shape == (4, 11, 23 + 6144) and actions.shape == (4, 10, 3)
+    torch.testing.assert_close(first, states[:, 0])
+    view = torch.from_numpy(render_views(states[:, 3, :23].numpy(), 0.6).reshape(4, -1)).float() / 255
+    torch.testing.assert_close(states[:, 3, 23 + 3072 :], view)  # step 3's current frame
+    torch.testing.assert_close(states[:, 4, 23 : 23 + 3072], view)  # ... is step 4's previous one
+    single = DatasetViews()(None, states[:, 2, :23].numpy(), states[:, 3, :23].numpy())
+    torch.testing.assert_close(states[:, 3], single)  # the same observation as the image prior's pipeline
+
+    small = dict(batch_size=4, hidden_dim=16, prior_layers=2, val_fraction=0.2, val_every=2, log_every=2)
+    args = sp.Args(
+        env="block_stacking",
+        image=True,
+        closed_loop=True,
+        decoder_frames=True,
+        dataset=block_dataset,
+        num_steps=2,
+        run_name=str(tmp_path / "skills"),
+        **small,
+    )
+    result = sp.train(args)
+    model, config = sp.load_skill_model(result["checkpoint"])
+    assert config["decoder_state_features"] == "frames" and model.decoder.net[0].in_features == 512 + 10
+    assert any(name.startswith("decoder.features.conv") for name in model.state_dict())
+    resumed = sp.train(
+        sp.Args(env="block_stacking", image=True, closed_loop=True, resume=result["checkpoint"], num_steps=3, **small)
+    )
+    assert resumed["step"] == 3 and sp.load_skill_model(resumed["checkpoint"])[1]["decoder_state_features"] == "frames"
+    with pytest.raises(SpirlError, match="add --image --closed-loop"):
+        sp.train(sp.Args(env="block_stacking", closed_loop=True, decoder_frames=True, dataset=block_dataset))
+    run = sac.train(
+        sac.Args(
+            env="block_stacking",
+            prior_checkpoint=resumed["checkpoint"],
+            total_env_steps=300,
+            warmup_transitions=10,
+            batch_size=8,
+            critic_hidden=16,
+            eval_every=10**6,
+            eval_episodes=1,
+            threads=1,
+            run_name=str(tmp_path / "rl"),
+        )
+    )
+    assert run["env_steps"] >= 300 and run["updates"] > 0
+
+
 def test_local_block_features_show_the_blocks_in_view_wherever_along_the_table_the_gripper_is():
     import torch
 
