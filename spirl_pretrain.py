@@ -221,9 +221,9 @@ def mlp_blocks(width: int, hidden_dim: int, layers: int, input_block: bool) -> l
 
 def state_feature_map(name: str | None, state_dim: int):
     """(f, width): what a closed-loop decoder and its encoder read of a state (..., S) -> (..., width). None: the
-    state itself. "nearest_blocks" (block stacking): the gripper and its 5 nearest blocks, 23 values that exist in
-    the 5-block data and the 11-block task alike (the authors' image model encodes the frames at every step
-    instead; here that would render 11 frame pairs per training window instead of 1)."""
+    state itself. Block stacking: "nearest_blocks" (the gripper and its 5 nearest blocks, 23 values that exist in the
+    5-block data and the 11-block task alike) or "local_blocks" (envs/block_stacking.py); "frames": an image
+    observation's two frames through conv layers, as the authors' image model (FrameFeatures)."""
     if name is None:
         return (lambda states: states), state_dim
     if name == "frames":
@@ -378,12 +378,15 @@ class SkillModel(nn.Module):
         super().__init__()
         self.closed_loop = closed_loop
         if closed_loop:  # the encoder reads the states as the decoder does (with the frames: the same conv layers)
-            decoder = (state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, decoder_state_features)
-            self.decoder = ClosedLoopSkillDecoder(*decoder)
-            self.encoder = SkillEncoder(action_dim + self.decoder.feature_dim, latent_dim, hidden_dim)
+            sizes = (state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, decoder_state_features)
+            decoder = ClosedLoopSkillDecoder(*sizes)
+            width = decoder.feature_dim
         else:
-            self.decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state)
-            self.encoder = SkillEncoder(action_dim, latent_dim, hidden_dim)
+            decoder = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon, learned_initial_state)
+            width = 0
+        # Encoder first, then decoder: the order of the parameters, which a resumed optimizer's state follows.
+        self.encoder = SkillEncoder(action_dim + width, latent_dim, hidden_dim)
+        self.decoder = decoder
         prior = (
             state_dim,
             latent_dim,
