@@ -56,12 +56,20 @@ def load_policy(path: str):
         raise SpirlError(f"{path} is a run on --env {args.env}; {FIX}")
     weights = ckpt["policy"] if "policy" in ckpt else ckpt["learner"]["policy"]
     if kind in SKILL_KINDS:
-        from spirl_pretrain import SkillModel
+        from spirl_pretrain import SkillModel, load_skill_model
 
-        model = SkillModel(**ckpt["skill_config"]).eval()
-        model.load_state_dict(ckpt["skill_model"])
-        policy = module.make_policy(model.skill_prior, prior_init=False)
+        if "skill_model" in ckpt:  # a checkpoint.pt holds its skill model
+            model = SkillModel(**ckpt["skill_config"]).eval()
+            model.load_state_dict(ckpt["skill_model"])
+        else:  # a policy.pt names it
+            model = load_skill_model(args.prior_checkpoint)[0]
+        if kind == "spirl_sac":  # the prior's architecture
+            policy = module.make_policy(model.skill_prior, prior_init=False)
+        else:  # baselines/ssp.py: the authors' SSP policy, sized by its run's flags
+            config = ckpt["skill_config"]
+            policy = module.GaussianPolicy(config["state_dim"], config["latent_dim"], args.hidden, args.layers)
         policy.load_state_dict(weights)
+        policy.eval()
         scale = getattr(args, "squash_scale", None) or 1.0
 
         squash = {"scale": scale} if kind == "spirl_sac" else {}  # baselines/ssp.py keeps the authors' squash

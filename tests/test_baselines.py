@@ -1,6 +1,7 @@
 """baselines/: flat SAC, BC + SAC, the flat action prior and SSP run end to end
 on every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
 
+import os
 from dataclasses import replace as replace_args
 
 import numpy as np
@@ -12,6 +13,7 @@ import spirl_sac
 from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
 from envs import load_episodes
+from tests.conftest import ROOT
 from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixture, reused)
 from tests.test_pretrain import write_d4rl_file
 
@@ -88,6 +90,23 @@ def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets
     assert resumed["env_steps"] >= 2 * steps and resumed["updates"] > result["updates"]
     with pytest.raises(module.SpirlError, match="not a baselines"):
         module.train(module.Args(resume=result["policy"]))
+    if env == "kitchen":  # docs/plot_kitchen_rollout.py (Fig. 8) rebuilds each baseline's policy and acts with it
+        import importlib.util
+
+        from envs import make_env
+
+        path = os.path.join(ROOT, "docs", "plot_kitchen_rollout.py")
+        spec = importlib.util.spec_from_file_location("plot_kitchen_rollout", path)
+        rollout = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(rollout)
+        for saved in (resumed["checkpoint"], resumed["policy"]):
+            act, kind = rollout.load_policy(saved)
+            kitchen = make_env("kitchen")
+            state, _ = kitchen.reset(seed=0)
+            with torch.no_grad():
+                steps_taken = act(kitchen, state)[-1]
+            assert kind == module.__name__.split(".")[-1] and steps_taken >= 1
+            kitchen.close()
 
 
 def test_flat_prior_kl_matches_the_closed_form_on_gaussians():

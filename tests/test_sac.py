@@ -1,5 +1,6 @@
 """spirl_sac.py: Algorithm 1's pieces (init, KL, Q-target, storage), determinism, resume, bad input."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import spirl_pretrain as sp
 import spirl_sac as sac
-from envs import SpirlError
+from envs import SpirlError, make_env
 from envs.runs import save_checkpoint
 from tests.conftest import ROOT
 from tests.test_pretrain import tiny_args, write_d4rl_file
@@ -328,6 +329,16 @@ def test_smoke_pretrain_then_sac_in_the_kitchen(tmp_path):
         assert tag in logged and all(np.isfinite(logged[tag])), tag
     assert all(a != 1.0 for a in logged["charts/alpha"])  # alpha is tuned from its start at 1
     assert os.path.isfile(result["policy"])
+    # docs/plot_kitchen_rollout.py (Fig. 8) acts with the run's policy, from its checkpoint.pt or its policy.pt
+    spec = importlib.util.spec_from_file_location("rollout", os.path.join(ROOT, "docs", "plot_kitchen_rollout.py"))
+    rollout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rollout)
+    for saved in (result["checkpoint"], result["policy"]):
+        act, kind = rollout.load_policy(saved)
+        env = make_env("kitchen")
+        with torch.no_grad():
+            assert kind == "spirl_sac" and act(env, env.reset(seed=0)[0])[-1] >= 1  # one skill: its env steps
+        env.close()
 
 
 def test_spirl_sac_runs_on_a_closed_loop_skill_model(tmp_path):
