@@ -635,18 +635,30 @@ def block_window_fit(model, episodes: int, seed: int) -> dict:
     something of the data's scene that does not carry over."""
     H = model.decoder.skill_horizon
 
-    def window_mse(states, actions) -> list:
+    def windows(states, actions) -> tuple[torch.Tensor, torch.Tensor]:  # (N, H + 1, S), (N, H, A)
         states, actions = torch.as_tensor(np.asarray(states)), torch.as_tensor(np.asarray(actions))
-        errors = []
-        for t in range(0, len(actions) - H + 1, H):
-            s, a = states[None, t : t + H + 1], actions[None, t : t + H]
-            errors.append((model.decode(model.encode(s, a)[0], s) - a).pow(2).mean(dim=(0, 1)).numpy())
-        return errors
+        starts = range(0, len(actions) - H + 1, H)
+        return torch.stack([states[t : t + H + 1] for t in starts]), torch.stack([actions[t : t + H] for t in starts])
 
-    rng, scene, data = np.random.default_rng(seed), BlockStackingEnv.training(), []
+    def window_mse(states, actions) -> list:  # per window, each decoded from its encoder mean
+        s, a = windows(states, actions)
+        return list((model.decode(model.encode(s, a)[0], s) - a).pow(2).mean(dim=1).numpy())
+
+    rng, scene, data_windows = np.random.default_rng(seed), BlockStackingEnv.training(), []
     for i in range(episodes):
         episode = block_demos.scripted_episode(scene, rng, seed + 1000 + i, stacks=2)
-        data += window_mse(as_observed(model, episode["states"], TRAIN_HALF_LENGTH), episode["actions"])
+        data_windows.append(windows(as_observed(model, episode["states"], TRAIN_HALF_LENGTH), episode["actions"]))
+    s, a = (torch.cat(x) for x in zip(*data_windows))
+    encoded = model.encode(s, a)[0]
+    data = list((model.decode(encoded, s) - a).pow(2).mean(dim=1).numpy())
+    # How much of each action dimension comes from z: the same windows decoded with z = 0 (the prior's centre)
+    # and with another window's z. An open-loop decoder needs z for everything; a closed-loop one may read some
+    # dimensions off the state alone.
+    other = encoded[torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed))]
+    without_z = {
+        name: [round(float(x), 4) for x in (model.decode(z, s) - a).pow(2).mean(dim=(0, 1))]
+        for name, z in (("z = 0", torch.zeros_like(encoded)), ("another window's z", other))
+    }
     task, builder_windows = BlockStackingEnv.downstream(max_episode_steps=400), []
     for i in range(max(1, episodes // 5)):
         task.reset(seed=seed + i)
@@ -659,10 +671,11 @@ def block_window_fit(model, episodes: int, seed: int) -> dict:
             builder.observe(task.state())
             states.append(task.state().copy())
         states = as_observed(model, np.asarray(states, np.float32), DOWNSTREAM_HALF_LENGTH)
-        windows = window_mse(states, np.asarray(actions, np.float32))
-        builder_windows += [w for k, w in enumerate(windows) if building[k * H + H - 1]]
+        errors = window_mse(states, np.asarray(actions, np.float32))
+        builder_windows += [w for k, w in enumerate(errors) if building[k * H + H - 1]]
     return {
         "action MSE (y, z, grip), the data's scripted episodes": [round(float(x), 4) for x in np.mean(data, 0)],
+        **{f"action MSE (y, z, grip), the data's scripted episodes, {k}": v for k, v in without_z.items()},
         "action MSE (y, z, grip), the tower builder in the task": [
             round(float(x), 4) for x in np.mean(builder_windows, 0)
         ],

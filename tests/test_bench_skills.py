@@ -134,6 +134,9 @@ def test_bench_skills_probes_a_block_stacking_prior(tmp_path):
     in_data = fit["action MSE (y, z, grip), the data's scripted episodes"]
     in_task = fit["action MSE (y, z, grip), the tower builder in the task"]
     assert len(in_data) == len(in_task) == 3 and max(in_data) < 0.05 and max(in_task) < 0.1
+    # The open-loop decoder reads nothing but z: without the window's own z its horizontal moves are lost.
+    for name in ("z = 0", "another window's z"):
+        assert fit[f"action MSE (y, z, grip), the data's scripted episodes, {name}"][0] > 3 * in_data[0], name
 
 
 @pytest.mark.skipif(not os.path.exists(BLOCK_PRIOR), reason="no shipped block-stacking checkpoint")
