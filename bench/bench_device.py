@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import traceback
+from dataclasses import replace
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -36,7 +37,7 @@ import spirl_sac as sac  # noqa: E402
 def pretrain_samples_per_s(folder: str, device: str, steps: int, log_every: int, **flags) -> float:
     run = os.path.join(folder, f"pretrain_{device}_{flags['env']}")
     args = sp.Args(num_steps=steps, log_every=log_every, val_fraction=0.0, checkpoint_every=10**9, run_name=run)
-    sp.train(sp.replace(args, device=device, **flags))
+    sp.train(replace(args, device=device, **flags))
     events = EventAccumulator(run).Reload()
     rates = [event.value for event in events.Scalars("charts/samples_per_s")]
     return statistics.median(rates[1:] or rates)  # the first log holds the start-up (allocation, first kernels)

@@ -7,6 +7,20 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+DOCS = os.path.join(ROOT, "docs")
+
+
+def docs_script(name: str):
+    """docs/<name>.py as a module, imported as when it runs as a script (docs/ on the path: plot_pretrain imports
+    plot_sac)."""
+    import importlib
+
+    sys.path.insert(0, DOCS)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(DOCS)
+
 
 # The real D4RL file lives in ../shared beside the checkout on the developers' machines and in CI;
 # a user's clone has no ../shared, so tests that need it skip with this reason.

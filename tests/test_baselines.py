@@ -1,7 +1,6 @@
 """baselines/: flat SAC, BC + SAC, the flat action prior and SSP run end to end
 on every env, log the common metrics and resume; the flat prior's KL and the BC fit are checked."""
 
-import os
 from dataclasses import replace as replace_args
 
 import numpy as np
@@ -13,7 +12,7 @@ import spirl_sac
 from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
 from envs import load_episodes
-from tests.conftest import ROOT
+from tests.conftest import docs_script
 from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixture, reused)
 from tests.test_pretrain import write_d4rl_file
 
@@ -91,16 +90,10 @@ def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets
     with pytest.raises(module.SpirlError, match="not a baselines"):
         module.train(module.Args(resume=result["policy"]))
     if env == "kitchen":  # docs/plot_kitchen_rollout.py (Fig. 8) rebuilds each baseline's policy and acts with it
-        import importlib.util
-
         from envs import make_env
 
-        path = os.path.join(ROOT, "docs", "plot_kitchen_rollout.py")
-        spec = importlib.util.spec_from_file_location("plot_kitchen_rollout", path)
-        rollout = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(rollout)
         for saved in (resumed["checkpoint"], resumed["policy"]):
-            act, kind = rollout.load_policy(saved)
+            act, kind = docs_script("plot_kitchen_rollout").load_policy(saved)
             kitchen = make_env("kitchen")
             state, _ = kitchen.reset(seed=0)
             with torch.no_grad():

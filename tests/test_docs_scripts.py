@@ -6,16 +6,14 @@ second or so of importing torch per case: main must exit with a one-line `error:
 (what Python then prints to stderr) and print nothing else to stderr.
 """
 
-import importlib
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DOCS, ROOT, docs_script
 
-DOCS = os.path.join(ROOT, "docs")
 SCRIPTS = ("plot_sac", "plot_pretrain", "plot_fig4", "plot_maze_exploration", "plot_block_stacking")
 SCRIPTS += ("plot_kitchen_rollout",)
 CHECKPOINT_SCRIPTS = (
@@ -28,11 +26,7 @@ KITCHEN_SKILLS = os.path.join(ROOT, "checkpoints", "kitchen-scripted-skills.pt")
 
 def script_error(name: str, args: list[str], capfd) -> str:
     """The one-line error of docs/<name>.py main(args), run in this process."""
-    sys.path.insert(0, DOCS)  # as when run as a script: plot_pretrain imports plot_sac
-    try:
-        module = importlib.import_module(name)
-    finally:
-        sys.path.remove(DOCS)
+    module = docs_script(name)
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         module.main(args)

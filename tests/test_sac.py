@@ -1,6 +1,5 @@
 """spirl_sac.py: Algorithm 1's pieces (init, KL, Q-target, storage), determinism, resume, bad input."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import spirl_pretrain as sp
 import spirl_sac as sac
 from envs import SpirlError, make_env
 from envs.runs import save_checkpoint
-from tests.conftest import ROOT
+from tests.conftest import ROOT, docs_script
 from tests.test_pretrain import tiny_args, write_d4rl_file
 
 STATE_DIM, LATENT_DIM = 30, 10
@@ -330,11 +329,8 @@ def test_smoke_pretrain_then_sac_in_the_kitchen(tmp_path):
     assert all(a != 1.0 for a in logged["charts/alpha"])  # alpha is tuned from its start at 1
     assert os.path.isfile(result["policy"])
     # docs/plot_kitchen_rollout.py (Fig. 8) acts with the run's policy, from its checkpoint.pt or its policy.pt
-    spec = importlib.util.spec_from_file_location("rollout", os.path.join(ROOT, "docs", "plot_kitchen_rollout.py"))
-    rollout = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rollout)
     for saved in (result["checkpoint"], result["policy"]):
-        act, kind = rollout.load_policy(saved)
+        act, kind = docs_script("plot_kitchen_rollout").load_policy(saved)
         env = make_env("kitchen")
         with torch.no_grad():
             assert kind == "spirl_sac" and act(env, env.reset(seed=0)[0])[-1] >= 1  # one skill: its env steps
