@@ -41,6 +41,9 @@ class Args:
     """spirl_pretrain.py's checkpoint.pt for this env (skill decoder and prior); default: the one in checkpoints/"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
+    sparse_reward: bool = False
+    """block stacking: reward the highest tower's height only (the authors' SparseHighStack11StackEnvV0, the
+    variant of their closed-loop curves) instead of Fig. 4's dense reward with its lift and carry bonuses"""
     delta: float | None = None
     """target divergence: alpha keeps KL(pi || p_a) near it (default per env, app. B.2: kitchen 5, maze 1, blocks 5)"""
     total_env_steps: int | None = None
@@ -468,6 +471,7 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     # An image prior (and so the policy, its copy) needs the env's image observations.
     env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if skill_config["image"] else {})
+    env_kwargs |= {"sparse": True} if args.sparse_reward else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
@@ -561,6 +565,8 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.sparse_reward and args.env != "block_stacking":
+        raise SpirlError(f"--sparse-reward is a block-stacking reward; drop it for --env {args.env}")
     sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
     positive = ("delta", "policy_lr", "critic_lr", "alpha_lr", "tau", "squash_scale")
     runs.check_flags(args, at_least_one=sizes, positive=positive)

@@ -43,6 +43,9 @@ class Args:
     """offline data for BC, as spirl_pretrain.py's --dataset (default: the env's in envs/registry.py)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
+    sparse_reward: bool = False
+    """block stacking: reward the highest tower's height only (the authors' SparseHighStack11StackEnvV0, the
+    variant of their closed-loop curves) instead of Fig. 4's dense reward with its lift and carry bonuses"""
     target_entropy: float | None = None
     """entropy of pi(a | s) that alpha is tuned towards (default: SAC's heuristic -|A|)"""
     total_env_steps: int | None = None
@@ -492,6 +495,7 @@ def train(args: Args) -> dict:
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
+    env_kwargs |= {"sparse": True} if args.sparse_reward else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
@@ -573,6 +577,8 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.sparse_reward and args.env != "block_stacking":
+        raise SpirlError(f"--sparse-reward is a block-stacking reward; drop it for --env {args.env}")
     sizes = ("hidden", "layers", "critic_hidden", "critic_layers", "batch_size", "buffer_size")
     sizes += ("eval_every", "eval_episodes", "log_every")
     runs.check_flags(args, at_least_one=sizes, positive=("policy_lr", "critic_lr", "alpha_lr", "tau"))

@@ -45,6 +45,9 @@ class Args:
     """offline data for the action prior, as spirl_pretrain.py's --dataset (default: the env's in envs/registry.py)"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
+    sparse_reward: bool = False
+    """block stacking: reward the highest tower's height only (the authors' SparseHighStack11StackEnvV0, the
+    variant of their closed-loop curves) instead of Fig. 4's dense reward with its lift and carry bonuses"""
     delta: float = 1.0
     """target divergence: alpha keeps KL(pi || p) near it (the authors' flat prior configs: 1)"""
     total_env_steps: int | None = None
@@ -497,6 +500,7 @@ def train(args: Args) -> dict:
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if args.image else {})
+    env_kwargs |= {"sparse": True} if args.sparse_reward else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
@@ -578,6 +582,8 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.sparse_reward and args.env != "block_stacking":
+        raise SpirlError(f"--sparse-reward is a block-stacking reward; drop it for --env {args.env}")
     sizes = ("hidden", "layers", "critic_hidden", "critic_layers", "batch_size", "buffer_size")
     sizes += ("eval_every", "eval_episodes", "log_every")
     runs.check_flags(args, at_least_one=sizes, positive=("delta", "policy_lr", "critic_lr", "alpha_lr", "tau"))

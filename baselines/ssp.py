@@ -45,6 +45,9 @@ class Args:
     """spirl_pretrain.py's checkpoint.pt for this env (its decoder; the prior is unused); default: checkpoints/"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
+    sparse_reward: bool = False
+    """block stacking: reward the highest tower's height only (the authors' SparseHighStack11StackEnvV0, the
+    variant of their closed-loop curves) instead of Fig. 4's dense reward with its lift and carry bonuses"""
     target_entropy: float | None = None
     """entropy of pi(z | s) that alpha is tuned towards. Default: -|Z| + (|Z| - 1) log 2 (-3.76 for |Z| = 10), what the
     authors' code enforces: its target is SAC's -|Z|, but its log-probability of z = 2 tanh(u) subtracts the log 2 of
@@ -504,6 +507,7 @@ def train(args: Args) -> dict:
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = {"tasks": args.tasks} if args.tasks else {}
+    env_kwargs |= {"sparse": True} if args.sparse_reward else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
@@ -599,6 +603,8 @@ def resolve_args(args: Args) -> Args:
     spec = env_spec(args.env)
     if args.tasks and args.env != "kitchen":
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
+    if args.sparse_reward and args.env != "block_stacking":
+        raise SpirlError(f"--sparse-reward is a block-stacking reward; drop it for --env {args.env}")
     sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
     runs.check_flags(
         args, at_least_one=sizes + ("hidden", "layers"), positive=("policy_lr", "critic_lr", "alpha_lr", "tau")
