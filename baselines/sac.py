@@ -341,7 +341,8 @@ class ReplayBuffer:
     def _store(self, states, frames, i: int, observation):
         observation = torch.as_tensor(observation)
         states[i] = observation[: self.state_dim]
-        frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)  # frames are k / 255
+        if frames.shape[1]:  # frames are k / 255; a buffer without frames keeps the state of an image observation
+            frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)
 
     def _observations(self, states, frames, idx) -> torch.Tensor:
         if frames.shape[1] == 0:

@@ -356,7 +356,8 @@ class ReplayBuffer:
     def _store(self, states, frames, i: int, observation):
         observation = torch.as_tensor(observation)
         states[i] = observation[: self.state_dim]
-        frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)  # frames are k / 255
+        if frames.shape[1]:  # frames are k / 255; a buffer without frames keeps the state of an image observation
+            frames[i] = observation[self.state_dim :].mul(255).round_().to(torch.uint8)
 
     def _observations(self, states, frames, idx) -> torch.Tensor:
         if frames.shape[1] == 0:
@@ -494,7 +495,8 @@ def train(args: Args) -> dict:
     decoder = skill_model.decoder
 
     # Replay buffer, policy (freshly initialised), critics, alpha. Policy and critics see the state vector only, so the
-    # env gives no frames, even with an image skill model (its prior is not used here).
+    # env gives frames only to a decoder that reads them (--decoder-frames, the authors' ImageClSPiRLMdl); an image
+    # skill model's prior is not used here.
     learner = build_learner(args, skill_model, skill_config)
     buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], 0, device)
     act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
@@ -508,6 +510,7 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = {"tasks": args.tasks} if args.tasks else {}
     env_kwargs |= {"sparse": True} if args.sparse_reward else {}
+    env_kwargs |= {"image": True} if skill_config.get("decoder_state_features") == "frames" else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log

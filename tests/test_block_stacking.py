@@ -1,6 +1,7 @@
 """Block stacking: physics, reward, image observations, the scripted data and the methods on it."""
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -429,6 +430,12 @@ def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_steps_and_dr
             run_name=str(tmp_path / "rl"),
         )
     )
+    assert run["env_steps"] >= 300 and run["updates"] > 0
+    from baselines import ssp  # the same decoder without the prior: the env must still give it the frames
+
+    small_rl = dict(total_env_steps=300, warmup_transitions=10, batch_size=8, critic_hidden=16, eval_episodes=1)
+    args = ssp.Args(env="block_stacking", prior_checkpoint=resumed["checkpoint"], run_name=str(tmp_path / "ssp"))
+    run = ssp.train(replace(args, eval_every=10**6, threads=1, **small_rl))
     assert run["env_steps"] >= 300 and run["updates"] > 0
 
 
