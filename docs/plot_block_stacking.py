@@ -6,8 +6,9 @@ policy sees at the same steps.
 
 Given a spirl_sac.py run's checkpoint.pt, the policy's mean skill is executed (as in its evaluations);
 given a spirl_pretrain.py checkpoint, skills are sampled from the learned prior p_a(z | s). Either
-way each skill is decoded into H actions executed open-loop. The scene is drawn from the state
-vector (blocks are drawn upright: the state has no block angles).
+way each skill runs for H steps as spirl_sac.py runs it (spirl_sac.execute_skill: an open-loop decoder
+gives its H actions at once, a closed-loop one each action from z and the current observation). The
+scene is drawn from the state vector (blocks are drawn upright: the state has no block angles).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from envs import SpirlError  # noqa: E402
 from envs.block_stacking import BLOCK_HALF, COLOURS, MAX_OPENING, TABLE_TOP, BlockStackingEnv, render_view  # noqa: E402
 from spirl_pretrain import SkillModel, load_skill_model  # noqa: E402
+from spirl_sac import execute_skill  # noqa: E402
 
 FIX = ("pass runs/<run>/checkpoint.pt of a spirl_sac.py --env block_stacking run, or a spirl_pretrain.py checkpoint "
        "(shipped: checkpoints/block-stacking-image-skills.pt)")  # fmt: skip
 
 
 def load_actor(path: str):
-    """(skill model, choose(state, generator) -> H actions) from a spirl_sac.py or spirl_pretrain.py checkpoint;
+    """(skill model, choose(state, generator) -> skill z) from a spirl_sac.py or spirl_pretrain.py checkpoint;
     a one-line SpirlError that names the fix for a missing, unreadable or wrong one."""
     if os.path.isdir(path):
         inside = os.path.join(path, "checkpoint.pt")
@@ -63,14 +65,14 @@ def load_actor(path: str):
             scale = (ckpt.get("args") or {}).get("squash_scale") or 1.0  # older runs: the authors' squash
 
             def choose(state, generator):  # the policy's mean skill, as spirl_sac.py's evaluations
-                return model.decoder(squash(policy(torch.as_tensor(state)[None])[0], scale))[0]
+                return squash(policy(torch.as_tensor(state)[None])[0], scale)[0]
         else:
             model, config = load_skill_model(path)
             env_name = config["env"]
 
             def choose(state, generator):  # z ~ p_a(z | s)
                 mu, log_sigma = model.skill_prior(torch.as_tensor(state)[None])
-                return model.decoder(mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
+                return (mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator))[0]
     except SpirlError as e:  # not a spirl_pretrain.py checkpoint either
         raise SpirlError(str(e) if "pass " in str(e) else f"{e}; {FIX}") from None  # name the fix once
     except (KeyError, RuntimeError, TypeError) as e:  # missing entries, or weights that do not fit the config
@@ -83,19 +85,33 @@ def load_actor(path: str):
 @torch.no_grad()
 def run_episode(model, choose, image: bool, seed: int) -> tuple[list[np.ndarray], list[int]]:
     """The states and blocks stacked at every step of one downstream episode."""
-    env = BlockStackingEnv.downstream(image=image)
+    env = Recorder(BlockStackingEnv.downstream(image=image))
     generator = torch.Generator().manual_seed(seed)
-    observation, info = env.reset(seed=seed)
-    states, stacked, done = [env.state()], [info["blocks_stacked"]], False
+    observation, done = env.reset(seed=seed), False
     while not done:
-        for action in choose(observation, generator).clamp(-1, 1).numpy():
-            observation, _, terminated, truncated, info = env.step(action)
-            states.append(env.state())
-            stacked.append(info["blocks_stacked"])
-            done = terminated or truncated
-            if done:
-                break
-    return states, stacked
+        observation, _, terminated, truncated, _, _ = execute_skill(
+            env, model.decoder, choose(observation, generator), observation
+        )
+        done = terminated or truncated
+    return env.states, env.stacked
+
+
+class Recorder:
+    """The env, keeping every step's state and blocks stacked."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def reset(self, seed: int):
+        observation, info = self.env.reset(seed=seed)
+        self.states, self.stacked = [self.env.state()], [info["blocks_stacked"]]
+        return observation
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.states.append(self.env.state())
+        self.stacked.append(out[-1]["blocks_stacked"])
+        return out
 
 
 def draw_scene(ax, state: np.ndarray, half_length: float):

@@ -98,7 +98,9 @@ def test_bench_skills_runs_a_closed_loop_model(tmp_path, two_episodes):
 
 
 BLOCK_PRIOR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "block-stacking-image-skills.pt"
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "checkpoints",
+    "block-stacking-image-skills-open-loop.pt",
 )
 
 

@@ -568,7 +568,9 @@ def test_data_fit_baselines_run_on_the_11_block_task(name, image, block_dataset,
 
 
 def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior(tmp_path):
-    """`python spirl_sac.py --env block_stacking` needs no --prior-checkpoint: the repo ships the image prior."""
+    """`python spirl_sac.py --env block_stacking` needs no --prior-checkpoint: the repo ships the image prior with the
+    authors' closed-loop decoder that reads the frames (ImageClSPiRLMdl, their beta 1e-4), and the paper's open-loop
+    one beside it."""
     import torch
 
     import spirl_pretrain as sp
@@ -577,7 +579,11 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior
     shipped = sac.env_spec("block_stacking")["default_prior"]
     assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
     _, config = sp.load_skill_model(shipped, env="block_stacking", state_dim=41, action_dim=3, image=True)
-    assert config["dataset"] == "spirl/block-stacking-scripted-v0" and config["beta"] == 1e-2
+    assert config["dataset"] == "spirl/block-stacking-scripted-v0" and config["beta"] == 1e-4
+    assert config["closed_loop"] and config["decoder_state_features"] == "frames"
+    open_loop = shipped.replace(".pt", "-open-loop.pt")
+    _, config = sp.load_skill_model(open_loop, env="block_stacking", state_dim=41, action_dim=3, image=True)
+    assert not config["closed_loop"] and config["beta"] == 1e-2
     result = sac.train(
         sac.Args(
             env="block_stacking",
