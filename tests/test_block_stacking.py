@@ -23,6 +23,14 @@ from envs.block_stacking import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def short_episodes(monkeypatch, *modules, steps=200):
+    """The scripts' 11-block task in `steps`-step episodes (their final evaluation runs `steps` env steps, not 1000)."""
+    for module in modules:
+        monkeypatch.setattr(
+            module, "make_env", lambda name, **kwargs: BlockStackingEnv.downstream(max_episode_steps=steps, **kwargs)
+        )
+
+
 def move(env, y, z, grip, max_steps=80):
     """Drive the gripper to (y, z) with the fingers at `grip`; returns the last (reward, info)."""
     for _ in range(max_steps):
@@ -346,8 +354,10 @@ def test_closed_loop_image_model_reads_the_nearest_blocks_in_the_data_and_in_the
         torch.testing.assert_close(model.decoder(scene, z), model.decoder(scene[:, :23], z))
 
 
-def test_flat_sac_runs_on_the_11_block_task(tmp_path):
+def test_flat_sac_runs_on_the_11_block_task(tmp_path, monkeypatch):
     from baselines import sac as flat_sac
+
+    short_episodes(monkeypatch, flat_sac)
 
     small = dict(hidden=16, layers=2, batch_size=16, warmup_steps=200, eval_every=10**6, eval_episodes=1, log_every=50)
     args = flat_sac.Args(env="block_stacking", total_env_steps=1000, threads=1, run_name=str(tmp_path / "sac"), **small)
@@ -373,7 +383,9 @@ def test_nearest_block_features_fit_the_5_block_data_and_the_11_block_task():
     assert features.shape == (5, 3) and torch.all(distances[1:] >= distances[:-1])  # relative, nearest first
 
 
-def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_steps_and_drives_spirl(block_dataset, tmp_path):
+def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_steps_and_drives_spirl(
+    block_dataset, tmp_path, monkeypatch
+):
     """--decoder-frames (the authors' ImageClSPiRLMdl): the decoder and its encoder read every step's two frames
     through shared conv layers; the windows' steps are rendered from the states (each view once: the frame pairs
     are the views of consecutive steps), and spirl_sac.py decodes from the task's image observations."""
@@ -416,6 +428,9 @@ def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_steps_and_dr
     assert resumed["step"] == 3 and sp.load_skill_model(resumed["checkpoint"])[1]["decoder_state_features"] == "frames"
     with pytest.raises(SpirlError, match="add --image --closed-loop"):
         sp.train(sp.Args(env="block_stacking", closed_loop=True, decoder_frames=True, dataset=block_dataset))
+    from baselines import ssp  # the same decoder without the prior: the env must still give it the frames
+
+    short_episodes(monkeypatch, sac, ssp)
     run = sac.train(
         sac.Args(
             env="block_stacking",
@@ -431,8 +446,6 @@ def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_steps_and_dr
         )
     )
     assert run["env_steps"] >= 300 and run["updates"] > 0
-    from baselines import ssp  # the same decoder without the prior: the env must still give it the frames
-
     small_rl = dict(total_env_steps=150, warmup_transitions=10, batch_size=8, critic_hidden=16, eval_episodes=1)
     args = ssp.Args(env="block_stacking", prior_checkpoint=resumed["checkpoint"], run_name=str(tmp_path / "ssp"))
     run = ssp.train(replace(args, eval_every=10**6, threads=1, **small_rl))
@@ -567,7 +580,7 @@ def test_data_fit_baselines_run_on_the_11_block_task(name, image, block_dataset,
     assert has_conv == image
 
 
-def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior(tmp_path):
+def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior(tmp_path, monkeypatch):
     """`python spirl_sac.py --env block_stacking` needs no --prior-checkpoint: the repo ships the image prior with the
     authors' closed-loop decoder that reads the frames (ImageClSPiRLMdl, their beta 1e-4), and the paper's open-loop
     one beside it."""
@@ -584,6 +597,7 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_block_stacking_image_prior
     open_loop = shipped.replace(".pt", "-open-loop.pt")
     _, config = sp.load_skill_model(open_loop, env="block_stacking", state_dim=41, action_dim=3, image=True)
     assert not config["closed_loop"] and config["beta"] == 1e-2
+    short_episodes(monkeypatch, sac)
     result = sac.train(
         sac.Args(
             env="block_stacking",
