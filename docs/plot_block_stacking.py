@@ -2,7 +2,8 @@
 policy sees at the same steps.
 
     python docs/plot_block_stacking.py runs/<spirl_sac run>/checkpoint.pt --out docs/block_stacking_spirl.png
-    python docs/plot_block_stacking.py checkpoints/block-stacking-image-skills.pt --out docs/block_stacking_prior.png
+    python docs/plot_block_stacking.py checkpoints/block-stacking-image-skills-open-loop.pt \
+        --out docs/block_stacking_prior.png   # the open-loop prior drew this figure
 
 Given a spirl_sac.py run's checkpoint.pt, the policy's mean skill is executed (as in its evaluations);
 given a spirl_pretrain.py checkpoint, skills are sampled from the learned prior p_a(z | s). Either
