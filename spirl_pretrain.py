@@ -637,6 +637,7 @@ def model_config(args: Args) -> dict:
         decoder_state_features=decoder_features,
         centred_frames=args.image,
         learned_initial_state=not args.closed_loop,
+        **({"view": "camera"} if args.env == "maze" and args.image else {}),  # the maze frames (envs/maze.py render)
         **trained,
     )
 

@@ -1,11 +1,17 @@
-"""Facts about the maze task: how far the goal is, how far random actions get, env speed.
+"""Facts about the maze task and its data: how far the goal is, how far random actions get, what the planner's
+episodes look like, how much two stacked frames show, and how fast the env and its frames run.
 
-    python bench/bench_maze.py            # writes bench/results/maze.json
+    python bench/bench_maze.py                                   # writes bench/results/maze.json
+    python bench/bench_maze.py --frames-out docs/maze_frames.png # and sample frame pairs of the camera view
 
 - the downstream start-goal distance along the shortest path (cells);
 - uniform random actions in the downstream maze: the largest straight-line distance from the start
   within an episode, and the steps spent within the goal threshold, over `--episodes` episodes;
-- env steps/s of a training env (new layout every 500 steps) and of the image env.
+- `--planner-episodes` episodes of envs/maze_demos.py's planner (the data's): median length, the share cut
+  at 500 actions, speed percentiles, the share of steps that brake, cells covered per 10-step skill, and the
+  share of consecutive camera frames that are identical (two stacked frames must show motion);
+- env steps/s of a training env (new layout every 500 steps) and of the image env, and camera frames/s in
+  batches of 256 (spirl_pretrain.py renders the data's frames per batch); the renderer is numpy.
 """
 
 from __future__ import annotations
@@ -20,15 +26,27 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs.maze import DOWNSTREAM_GOAL, DOWNSTREAM_START, MazeEnv, downstream_layout, shortest_path  # noqa: E402
+from envs.maze import (  # noqa: E402
+    DOWNSTREAM_GOAL,
+    DOWNSTREAM_START,
+    MazeEnv,
+    downstream_layout,
+    render,
+    shortest_path,
+    training_task,
+)
 
 
 @dataclass
 class Args:
     episodes: int = 10
     """random-action episodes in the downstream maze (2000 steps each)"""
+    planner_episodes: int = 100
+    """episodes of the data's planner (envs/maze_demos.py) to measure"""
     out: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "maze.json")
     """where to write the figures"""
+    frames_out: str | None = None
+    """also draw sample (previous, current) frame pairs of planner episodes to this PNG"""
 
 
 def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
@@ -41,8 +59,68 @@ def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
     return steps / (time.time() - start)
 
 
+def episode_frames(episode: dict) -> np.ndarray:
+    """(T + 1, 3, 32, 32) camera frames of a planner episode, rendered from its states as the data's are."""
+    task, states = training_task(episode["seed"]), episode["states"]
+    n = len(states)
+    return render(np.repeat(task.walls[None], n, 0), states, np.repeat(task.goal[None], n, 0))
+
+
+def planner_figures(episodes: list[dict]) -> dict:
+    lengths = np.array([len(e["actions"]) for e in episodes])
+    speeds = np.concatenate([np.linalg.norm(e["states"][:, 2:], axis=1) for e in episodes])
+    braking = np.mean(np.concatenate([np.diff(np.linalg.norm(e["states"][:, 2:], axis=1)) < 0 for e in episodes]))
+    skill = np.concatenate([np.linalg.norm(e["states"][10:, :2] - e["states"][:-10, :2], axis=1) for e in episodes])
+    identical = [(f[1:] == f[:-1]).all(axis=(1, 2, 3)) for f in map(episode_frames, episodes)]
+    return {
+        "episodes": len(episodes),
+        "median_length": float(np.median(lengths)),
+        "cut_at_500_actions": float(np.mean([not e["terminated"] for e in episodes])),
+        "speed_percentiles_10_50_90": [round(float(v), 2) for v in np.percentile(speeds, [10, 50, 90])],
+        "braking_steps": round(float(braking), 3),
+        "cells_per_10_step_skill": round(float(skill.mean()), 3),
+        "identical_consecutive_frames": round(float(np.mean(np.concatenate(identical))), 4),
+    }
+
+
+def frames_per_second(episodes: list[dict], batch: int = 256, repeats: int = 5) -> float:
+    task = training_task(episodes[0]["seed"])
+    states = np.concatenate([e["states"] for e in episodes])[:batch]
+    walls, goals = np.repeat(task.walls[None], len(states), 0), np.repeat(task.goal[None], len(states), 0)
+    start = time.time()
+    for _ in range(repeats):
+        render(walls, states, goals)
+    return repeats * len(states) / (time.time() - start)
+
+
+def draw_frame_pairs(episodes: list[dict], path: str, pairs: int = 4):
+    """A PNG of `pairs` (previous, current) frame pairs from the first planner episode, upscaled 8x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episode = max(episodes[:10], key=lambda e: len(e["actions"]))
+    frames = episode_frames(episode)
+    steps = np.linspace(20, len(frames) - 1, pairs).astype(int)
+    fig, axes = plt.subplots(2, pairs, figsize=(2.2 * pairs, 4.6))
+    for column, t in enumerate(steps):
+        speed = np.linalg.norm(episode["states"][t, 2:])
+        for row, (frame, name) in enumerate(((frames[t - 1], f"step {t - 1}"), (frames[t], f"step {t}"))):
+            axes[row, column].imshow(frame.transpose(1, 2, 0), interpolation="nearest")
+            axes[row, column].set_title(name + (f", speed {speed:.1f}" if row else ""), fontsize=8)
+            axes[row, column].axis("off")
+    fig.suptitle("maze camera frames (previous above, current below), envs/maze.py render_views", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main():
     import tyro
+
+    from envs.maze_demos import Args as DemoArgs
+    from envs.maze_demos import collect_chunk
 
     args = tyro.cli(Args)
     env = MazeEnv.downstream()
@@ -54,17 +132,24 @@ def main():
             state, reward, *_ = env.step(rng.uniform(-1, 1, 2))
             far, at_goal = max(far, float(np.linalg.norm(state[:2] - start))), at_goal + int(reward > 0)
         farthest.append(far)
+    episodes = collect_chunk(DemoArgs(out="unused"), 0, args.planner_episodes)
     figures = {
         "shortest_path_cells": len(shortest_path(downstream_layout(), DOWNSTREAM_START, DOWNSTREAM_GOAL)) - 1,
         "random_actions_farthest_cells": [round(f, 1) for f in farthest],
         "random_actions_steps_at_goal": at_goal,
-        "train_env_steps_per_s": steps_per_second(MazeEnv()),
-        "image_env_steps_per_s": steps_per_second(MazeEnv.downstream(image=True)),
+        "planner": planner_figures(episodes),
+        "renderer": "numpy (envs/maze.py render_views)",
+        "train_env_steps_per_s": round(steps_per_second(MazeEnv())),
+        "image_env_steps_per_s": round(steps_per_second(MazeEnv.downstream(image=True))),
+        "camera_frames_per_s_batch_256": round(frames_per_second(episodes)),
     }
     print(json.dumps(figures, indent=2))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(figures, f, indent=2)
+    if args.frames_out:
+        draw_frame_pairs(episodes, args.frames_out)
+        print(f"wrote {args.frames_out}")
 
 
 if __name__ == "__main__":

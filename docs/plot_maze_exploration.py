@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None):
         sys.exit(f"error: {e}")
     except OSError as e:
         sys.exit(f"error: cannot create the folder of {args.out} ({e.strerror}); pass another --out")
-    env = MazeEnv.downstream(image=config["image"])  # an image prior sees the top-down frames
+    view = config.get("view", "camera")  # the frames the prior was trained on
+    env = MazeEnv.downstream(image=config["image"], view=view)  # an image prior sees the top-down frames
     panels = [("skills from the learned prior", skill_actions(model, True)),
               ("skills from N(0, I)", skill_actions(model, False))]  # fmt: skip
     if flat is not None:

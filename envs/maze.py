@@ -1,7 +1,8 @@
 """Point-mass maze navigation (paper Sec. 4.2, app. C) on gymnasium-robotics PointMaze.
 
-The layouts, shortest paths, the downstream maze, the env and its image observations (a top-down
-view rasterised with numpy) are here; the planner's data is written by envs/maze_demos.py.
+The layouts, shortest paths, the downstream maze, the tasks, the env and its image observations (the
+authors' agent-centred camera view, drawn with numpy) are here; the planner's data is written by
+envs/maze_demos.py.
 
 - Layouts are boolean wall grids with a wall border. Training layouts are random, made as the
   authors' (kpertsch/d4rl): straight walls of 30-50% of the side, each with one doorway at a random
@@ -14,9 +15,8 @@ view rasterised with numpy) are here; the planner's data is written by envs/maze
   time (bench/bench_maze.py); the goal is 26 cells away along the grid, about 520 steps at the top speed.
 - The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] driving its x and y joints
   (the "(x, y) velocity actions" of D4RL maze2d are likewise actuator inputs), velocity clipped to 5;
-  the state is (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell). PointMaze jitters the
-  start and goal by up to 0.25 cells each episode; the reference set-up is silent on this, and the
-  2-cell goal threshold makes it immaterial, so it is kept.
+  the state is (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell). Starts and goals are
+  placed as the authors' envs place them (draw_training_task; downstream: at rest on the given cells).
 - One PointMaze model serves every layout: it is built once with a wall box on every interior cell,
   and a new layout switches boxes on and off (collision and colour) instead of recompiling the model
   (72 ms a build, measured; a new layout comes with every training episode).
@@ -27,12 +27,15 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import deque
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
 with contextlib.redirect_stderr(io.StringIO()):  # silence an import-time notice about Adroit envs
     from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
+
+from envs.errors import SpirlError
 
 TRAIN_SIZE = 20  # interior cells per side of a training layout
 DOWNSTREAM_SIZE = 40  # four times the training area
@@ -134,12 +137,7 @@ def downstream_layout() -> np.ndarray:
     return walls
 
 
-# ----------------------------------------------------------------------------- top-down view
-
-VIEW_PIXELS = 32
-VIEW_CELLS = 8.0  # the view spans this many cells, centred on the agent
-FLOOR, WALL, AGENT = (np.array(c, dtype=np.uint8) for c in ((230, 230, 230), (60, 60, 160), (220, 40, 40)))
-AGENT_RADIUS = 0.5  # cells
+# ----------------------------------------------------------------------------- tasks
 
 
 def cell_to_xy(walls: np.ndarray, cell) -> np.ndarray:
@@ -153,13 +151,154 @@ def xy_to_cell(walls: np.ndarray, xy) -> tuple[int, int]:
     return int(np.floor(rows / 2 - xy[1])), int(np.floor(xy[0] + cols / 2))
 
 
-def render_views(walls: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """(B, 3, 32, 32) uint8 top-down views of the VIEW_CELLS x VIEW_CELLS cells around each of the B
-    positions `xy` (B, 2), in the layouts `walls` (B, rows, cols): floor, walls (outside the maze counts
-    as wall) and the agent as a disk at the centre. Rasterised with numpy from the grid, no renderer
-    needed. Row 0 is the top (+y) edge."""
+# Easy to overlook in the authors' maze: its particle body sits at (1.2, 1.2) while the wall of cell (i, j) is
+# centred at (i + 1, j + 1), so a position they give as a cell (a start, a goal, a planner waypoint) lies 0.2 off
+# that cell's centre: down and to the right in this map (their x runs down the rows, their y along the columns).
+CELL_ANCHOR = np.array([0.2, -0.2])
+
+
+def cell_anchor(walls: np.ndarray, cell) -> np.ndarray:
+    """Where the authors put the agent for "cell (row, col)": its centre + CELL_ANCHOR."""
+    return cell_to_xy(walls, cell) + CELL_ANCHOR
+
+
+class MazeTask(NamedTuple):
+    walls: np.ndarray
+    start_cell: tuple[int, int]
+    goal_cell: tuple[int, int]
+    start: np.ndarray  # (x, y)
+    goal: np.ndarray  # (x, y)
+    velocity: np.ndarray  # (vx, vy) at the start
+
+
+def draw_training_task(rng: np.random.Generator) -> MazeTask:
+    """A training episode's task as in the authors' data (kpertsch/d4rl maze_model.py): a new random layout, start
+    and goal cells uniform over its free cells, each position jittered by U(-0.1, 0.1), a start velocity N(0, 0.1)."""
+    walls = random_layout(TRAIN_SIZE, rng)
+    free = np.argwhere(~walls)
+    start_cell, goal_cell = (tuple(int(i) for i in free[k]) for k in rng.integers(len(free), size=2))
+    start = cell_anchor(walls, start_cell) + rng.uniform(-0.1, 0.1, 2)
+    goal = cell_anchor(walls, goal_cell) + rng.uniform(-0.1, 0.1, 2)
+    return MazeTask(walls, start_cell, goal_cell, start, goal, rng.normal(0.0, 0.1, 2))
+
+
+def training_task(seed: int) -> MazeTask:
+    """The task that `MazeEnv().reset(seed=seed)` sets (drawn first from the generator gymnasium seeds), rebuilt
+    without the simulator: the data stores each episode's seed."""
+    return draw_training_task(gym.utils.seeding.np_random(seed)[0])
+
+
+# ----------------------------------------------------------------------------- top-down view
+
+# The authors' frames (kpertsch/d4rl maze_model.py, rendered by mujoco-py at 32 x 32 pixels) show what a camera
+# 5 units above the agent, looking straight down (field of view 45 degrees), sees under a headlight (ambient 0.4,
+# diffuse 0.8): orange wall boxes 0.4 high (top at z = 0.2) whose sides show where they are not straight below,
+# a dark-blue checkered floor (z = -0.1; squares two cells wide whose edges run through cell centres), the agent
+# as a green sphere of radius 0.2 and the goal as a red one. That is about 4 x 4 cells, 7.6 pixels per cell on the
+# floor. The camera tracks the agent with MuJoCo's smoothing, lookat += 0.2 (agent - lookat) at every rendered
+# frame, so a moving agent sits off centre, ahead of the camera. Together with the floor pattern this is what
+# shows heading and speed in two stacked frames.
+# This is the same picture drawn with numpy, no OpenGL: each pixel gets the exact share of every half-cell it
+# covers (walls, floor squares and wall sides all lie on a half-cell grid), so moving a fraction of a pixel changes
+# the frame, and the markers are anti-aliased disks. The camera sits at the steady state of MuJoCo's filter:
+# CAMERA_LAG seconds of motion behind the agent (4 frames of travel at dt = 0.01), so a frame depends on the state
+# (x, y, vx, vy) alone and a dataset's frames can be rendered from its states.
+VIEW_PIXELS = 32
+CAMERA_HEIGHT, FIELD_OF_VIEW = 5.0, 45.0  # above the agent (z = 0), degrees
+FLOOR_Z, WALL_TOP_Z, MARKER_RADIUS = -0.1, 0.2, 0.2
+CAMERA_LAG = 0.04  # s: lookat - agent = -(1 - 0.2) / 0.2 * dt * velocity, the filter's steady state at dt 0.01
+
+
+def lit(rgb, light: float) -> np.ndarray:  # a material's colour under the headlight (ambient + diffuse * cos)
+    return np.minimum(np.asarray(rgb) * light, 1.0)
+
+
+WALL_RGB, FLOOR_RGB, AGENT_RGB, GOAL_RGB = (
+    (0.7, 0.5, 0.3),
+    ((0.2, 0.3, 0.4), (0.1, 0.2, 0.3)),
+    (0.3, 0.6, 0.3),
+    (0.6, 0.3, 0.3),
+)
+WALL_TOP, AGENT, GOAL = lit(WALL_RGB, 1.2), lit(AGENT_RGB, 1.2), lit(GOAL_RGB, 1.2)  # faces the light: 0.4 + 0.8
+WALL_SIDE = lit(WALL_RGB, 0.64)  # a side seen at a slant: 0.4 + 0.8 * 0.3
+FLOOR = np.stack([lit(rgb, 1.2) for rgb in FLOOR_RGB])
+
+
+def pixels_per_cell(z: float) -> float:
+    """Image scale of the plane at height z (cells are PointMaze units)."""
+    return VIEW_PIXELS / (2 * (CAMERA_HEIGHT - z) * np.tan(np.radians(FIELD_OF_VIEW / 2)))
+
+
+def _coverage(edges: np.ndarray, window: int):
+    """Pixel edges (B, P + 1) on a half-cell axis -> (first half-cell (B,), (B, P, window) share of each pixel in
+    half-cells first .. first + window - 1)."""
+    first = np.floor(edges[:, 0]).astype(np.int64)
+    k = first[:, None, None] + np.arange(window)
+    overlap = np.minimum(edges[:, 1:, None], k + 1) - np.maximum(edges[:, :-1, None], k)
+    return first, np.clip(overlap, 0.0, None) / (edges[:, 1:] - edges[:, :-1])[..., None]
+
+
+def _layer(walls: np.ndarray, centre: np.ndarray, z: float):
+    """The grid seen at height z around `centre` (B, 2): (coverage over rows (B, P, K), over columns (B, P, K),
+    wall mask of the K x K half-cells (B, K, K), their checker parity (B, K, K))."""
     batch, rows, cols = walls.shape
-    offsets = (np.arange(VIEW_PIXELS) + 0.5) / VIEW_PIXELS * VIEW_CELLS - VIEW_CELLS / 2
+    half_width = VIEW_PIXELS / 2 / pixels_per_cell(z)
+    steps = np.linspace(-half_width, half_width, VIEW_PIXELS + 1)
+    u = 2 * (centre[:, 0, None] + steps + cols / 2)  # column axis in half-cells, 0 at the grid's left edge
+    v = 2 * (rows / 2 - centre[:, 1, None] + steps)  # row axis in half-cells, 0 at the top edge (image row 0)
+    window = int(np.ceil(4 * half_width)) + 2
+    c0, cover_u = _coverage(u, window)
+    r0, cover_v = _coverage(v, window)
+    ku, kv = c0[:, None] + np.arange(window), r0[:, None] + np.arange(window)  # (B, K) half-cell indices
+    r, c = kv[:, :, None] // 2, ku[:, None, :] // 2
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)  # outside the grid lies floor, as in the authors' scene
+    wall = inside & walls[np.arange(batch)[:, None, None], np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)]
+    parity = ((kv[:, :, None] - 1) // 4 + (ku[:, None, :] - 1) // 4) % 2  # square edges at even cells' centres
+    return cover_v, cover_u, wall, parity
+
+
+def _disk(centre: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """(B, P, P) anti-aliased coverage of a MARKER_RADIUS disk at `point` (B, 2), at z = 0 around `centre`."""
+    scale = pixels_per_cell(0.0)
+    offsets = (np.arange(VIEW_PIXELS) + 0.5 - VIEW_PIXELS / 2) / scale
+    dx = centre[:, 0, None, None] + offsets[None, None, :] - point[:, 0, None, None]
+    dy = centre[:, 1, None, None] - offsets[None, :, None] - point[:, 1, None, None]
+    return np.clip(MARKER_RADIUS * scale - np.hypot(dx, dy) * scale + 0.5, 0.0, 1.0)
+
+
+def render_views(walls: np.ndarray, states: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    """(B, 3, 32, 32) uint8 top-down views (module notes above) of B states (B, >= 4) (x, y, vx, vy) in the layouts
+    `walls` (B, rows, cols), the goals (B, 2) marked. Row 0 is the top (+y) edge."""
+    states = np.asarray(states, dtype=np.float64)
+    centre = states[:, :2] - CAMERA_LAG * states[:, 2:4]
+    # The floor plane, where wall boxes stand on it seen as their sides (their tops cover the rest).
+    cover_v, cover_u, wall, parity = _layer(walls, centre, FLOOR_Z)
+    colours = np.where(wall[:, None], WALL_SIDE[:, None, None], FLOOR.T[:, parity].swapaxes(0, 1))  # (B, 3, K, K)
+    image = cover_v[:, None] @ colours @ cover_u.transpose(0, 2, 1)[:, None]  # (B, 3, P, P)
+    # The wall tops, nearer the camera and so larger.
+    cover_v, cover_u, wall, _ = _layer(walls, centre, WALL_TOP_Z)
+    top = (cover_v @ wall.astype(np.float64) @ cover_u.transpose(0, 2, 1))[:, None]
+    image = top * WALL_TOP[:, None, None] + (1 - top) * image
+    for point, colour in ((goals, GOAL), (states[:, :2], AGENT)):
+        disk = _disk(centre, np.asarray(point, dtype=np.float64))[:, None]
+        image = disk * colour[:, None, None] + (1 - disk) * image
+    return (image * 255 + 0.5).astype(np.uint8)
+
+
+RASTER_CELLS = 8.0  # the raster view spans this many cells, centred on the agent
+RASTER_FLOOR, RASTER_WALL, RASTER_AGENT = (
+    np.array(c, dtype=np.uint8) for c in ((230, 230, 230), (60, 60, 160), (220, 40, 40))
+)
+RASTER_AGENT_RADIUS = 0.5  # cells
+
+
+def render_raster_views(walls: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """view="raster", the frames of the maze models trained before the camera view: (B, 3, 32, 32) uint8 flat
+    top-down views of the RASTER_CELLS x RASTER_CELLS cells around each of the B positions `xy` (B, 2) in the
+    layouts `walls` (B, rows, cols): floor, walls (outside the maze counts as wall) and the agent as a disk at the
+    centre, one colour each, no goal."""
+    batch, rows, cols = walls.shape
+    offsets = (np.arange(VIEW_PIXELS) + 0.5) / VIEW_PIXELS * RASTER_CELLS - RASTER_CELLS / 2
     x = xy[:, 0, None, None] + offsets[None, None, :]  # (B, 1, W)
     y = xy[:, 1, None, None] - offsets[None, :, None]  # (B, H, 1)
     r = np.floor(rows / 2 - y).astype(np.int64)
@@ -167,39 +306,44 @@ def render_views(walls: np.ndarray, xy: np.ndarray) -> np.ndarray:
     inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
     cell_is_wall = walls[np.arange(batch)[:, None, None], np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)]
     is_wall = np.where(inside, cell_is_wall, True)
-    image = np.where(is_wall[..., None], WALL, FLOOR)
-    image[:, (offsets[None, :] ** 2 + offsets[:, None] ** 2) <= AGENT_RADIUS**2] = AGENT
+    image = np.where(is_wall[..., None], RASTER_WALL, RASTER_FLOOR)
+    image[:, (offsets[None, :] ** 2 + offsets[:, None] ** 2) <= RASTER_AGENT_RADIUS**2] = RASTER_AGENT
     return np.ascontiguousarray(image.transpose(0, 3, 1, 2))
 
 
-def render_view(walls: np.ndarray, xy) -> np.ndarray:
-    """(3, 32, 32) uint8 view around one position `xy` in the layout `walls` (see render_views)."""
-    return render_views(walls[None], np.asarray(xy, dtype=np.float64)[None])[0]
+VIEWS = ("camera", "raster")
 
 
-def training_layout(seed: int) -> np.ndarray:
-    """The training layout that `MazeEnv().reset(seed=seed)` builds (the env draws it first from the
-    generator gymnasium seeds), rebuilt without the simulator: the data stores each episode's seed."""
-    return random_layout(TRAIN_SIZE, gym.utils.seeding.np_random(seed)[0])
+def render(walls: np.ndarray, states: np.ndarray, goals: np.ndarray, view: str = "camera") -> np.ndarray:
+    """(B, 3, 32, 32) uint8 frames of B states in the layouts `walls` (B, rows, cols), goals (B, 2): the camera
+    view (render_views) or, for models trained on it, the raster view (render_raster_views)."""
+    if view == "raster":
+        return render_raster_views(walls, np.asarray(states, dtype=np.float64)[:, :2])
+    return render_views(walls, states, goals)
 
 
 class DatasetViews:
     """The image observations of a maze dataset's steps, rendered on demand (85k episodes of frames
-    would take 130 GB; their layouts take 41 MB). `seeds`: each episode's env seed.
+    would take 130 GB; their layouts take 41 MB). `seeds`: each episode's env seed, which rebuilds its
+    layout and goal (training_task).
 
     Called with episode indices (B,), the states one step earlier (B, 4) and the states (B, 4), it
     returns what MazeEnv(image=True) observes there: the state, then the previous and the current
     frame scaled to [0, 1], (B, 4 + 6144) float32. At an episode's first step pass the state as its
     own previous one, as the env's reset does."""
 
-    def __init__(self, seeds):
-        self.layouts = np.stack([training_layout(int(s)) for s in seeds])
+    def __init__(self, seeds, view: str = "camera"):
+        tasks = [training_task(int(s)) for s in seeds]
+        self.layouts = np.stack([t.walls for t in tasks])
+        self.goals = np.stack([t.goal for t in tasks])
+        self.view = view
 
     def __call__(self, episode, previous_states, states):
         import torch  # envs needs torch only here, for the data pipeline of spirl_pretrain.py
 
-        layouts = self.layouts[np.asarray(episode)]
-        views = [render_views(layouts, np.asarray(s[:, :2], dtype=np.float64)) for s in (previous_states, states)]
+        episode = np.asarray(episode)
+        layouts, goals = self.layouts[episode], self.goals[episode]
+        views = [render(layouts, np.asarray(s), goals, self.view) for s in (previous_states, states)]
         frames = np.concatenate(views, axis=1)
         frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
         return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
@@ -209,10 +353,11 @@ class DatasetViews:
 
 
 class MazeEnv(gym.Env):
-    """Point-mass maze. `layout=None`: a new random training layout, start and goal every episode;
+    """Point-mass maze. `layout=None`: a new training task every episode (draw_training_task: layout, start, goal);
     otherwise that layout with fixed `start` and `goal` cells (the downstream task by default:
-    `MazeEnv.downstream()`). Observation: the 4-dim state, or with `image=True` the state followed by
-    two stacked top-down frames (previous, current), flattened: 4 + 2 * 3 * 32 * 32 values."""
+    `MazeEnv.downstream()`), where the agent starts at rest, as the authors' downstream env. Observation: the 4-dim
+    state, or with `image=True` the state followed by two stacked top-down frames (previous, current), flattened:
+    4 + 2 * 3 * 32 * 32 values in [0, 1]; `view` chooses the frames (render)."""
 
     def __init__(
         self,
@@ -222,16 +367,15 @@ class MazeEnv(gym.Env):
         image: bool = False,
         max_episode_steps: int | None = None,
         goal_threshold: float = GOAL_THRESHOLD,
-        goal_distance: tuple[int, int] = (5, 20),
+        view: str = "camera",
     ):
+        if view not in VIEWS:
+            raise SpirlError(f"unknown maze view '{view}': choose one of {', '.join(VIEWS)}")
         self.training = layout is None
         self.size = TRAIN_SIZE if self.training else layout.shape[0] - 2
         self.walls = layout if layout is not None else random_layout(TRAIN_SIZE, np.random.default_rng(0))
         self.start, self.goal_cell = start, goal
-        self.image, self.goal_threshold = image, goal_threshold
-        # Training goals lie this many cells (shortest path) from the start: the point mass covers at
-        # most 0.05 cells per step (velocity clip 5, dt 0.01), so 20 cells fit a 500-step episode.
-        self.goal_distance = goal_distance
+        self.image, self.goal_threshold, self.view = image, goal_threshold, view
         default_steps = TRAIN_EPISODE_STEPS if self.training else DOWNSTREAM_EPISODE_STEPS
         self.max_episode_steps = max_episode_steps or default_steps
         full = np.ones((self.size + 2, self.size + 2), dtype=int)  # a wall box on every cell, switched per layout
@@ -260,15 +404,9 @@ class MazeEnv(gym.Env):
         self._maze.maze._maze_map = walls.astype(int).tolist()  # PointMaze checks reset/goal cells on it
         self.walls = walls
 
-    def _draw_start_and_goal(self):
-        free = np.argwhere(~self.walls)
-        low, high = self.goal_distance
-        while True:  # a start from which some cell lies at the wanted distance (nearly always the first)
-            start = tuple(free[self.np_random.integers(len(free))])
-            dist = distances_from(self.walls, start)
-            goals = np.argwhere((dist >= low) & (dist <= high))
-            if len(goals):
-                return start, tuple(goals[self.np_random.integers(len(goals))])
+    def view_at(self, state: np.ndarray) -> np.ndarray:
+        """(3, 32, 32) uint8 frame of `state` (x, y, vx, vy) in this episode's layout, with its goal."""
+        return render(self.walls[None], np.asarray(state)[None], self.goal[None], self.view)[0]
 
     def _observation(self, state: np.ndarray) -> np.ndarray:
         if not self.image:
@@ -278,29 +416,36 @@ class MazeEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
-        start, goal = self.start, self.goal_cell
-        if self.training:  # a new layout, start and goal, drawn from this env's generator
-            self._set_layout(random_layout(TRAIN_SIZE, self.np_random))  # = training_layout(seed) when seeded
-            start, goal = self._draw_start_and_goal()
-        cells = {"reset_cell": np.array(start), "goal_cell": np.array(goal)}
-        obs, _ = self._maze.reset(seed=int(self.np_random.integers(2**31)), options=cells)
-        self.goal = obs["desired_goal"].copy()
+        if self.training:  # a new layout, start and goal, drawn from this env's generator (= training_task(seed))
+            task = draw_training_task(self.np_random)
+            self._set_layout(task.walls)
+        else:
+            start, goal = cell_anchor(self.walls, self.start), cell_anchor(self.walls, self.goal_cell)
+            task = MazeTask(self.walls, tuple(self.start), tuple(self.goal_cell), start, goal, np.zeros(2))
+        cells = {"reset_cell": np.array(task.start_cell), "goal_cell": np.array(task.goal_cell)}
+        self._maze.reset(seed=int(self.np_random.integers(2**31)), options=cells)
+        point = self._maze.point_env
+        point.set_state(np.asarray(task.start, dtype=np.float64), np.asarray(task.velocity, dtype=np.float64))
+        self._maze.goal = self.goal = np.asarray(task.goal, dtype=np.float64)
         self.steps, self.reached = 0, False
-        state = obs["observation"]
+        state = np.concatenate([point.data.qpos, point.data.qvel]).astype(np.float32)
         if self.image:
-            self._view = render_view(self.walls, state[:2])
+            self._view = self.view_at(state)
             self._previous_view = self._view
-        return self._observation(state), {"start_cell": start, "goal_cell": goal, "success": False}
+        info = {"start_cell": task.start_cell, "goal_cell": task.goal_cell, "success": False}
+        return self._observation(state), info
 
     def step(self, action):
         obs, _, _, _, _ = self._maze.step(np.asarray(action, dtype=np.float64))
-        state = obs["observation"]
+        state = obs["observation"].astype(
+            np.float32
+        )  # frames drawn from the state as observed (and as datasets store it)
         self.steps += 1
         distance = float(np.linalg.norm(state[:2] - self.goal))
         reward = float(distance <= self.goal_threshold)  # per-step binary reward near the goal
         self.reached |= reward > 0
         if self.image:
-            self._previous_view, self._view = self._view, render_view(self.walls, state[:2])
+            self._previous_view, self._view = self._view, self.view_at(state)
         truncated = self.steps >= self.max_episode_steps
         # "success": the goal was reached at some step of this episode (the paper's maze success rate)
         return self._observation(state), reward, False, truncated, {"success": self.reached, "distance": distance}

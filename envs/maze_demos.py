@@ -1,16 +1,20 @@
-"""Maze training data: a planner on the map plus a waypoint controller, as in D4RL maze2d.
+"""Maze training data: a planner on the map plus a waypoint controller, as the authors' (kpertsch/d4rl
+scripts/generate_randMaze2d_datasets.py and pointmaze/waypoint_controller.py).
 
-    python -m envs.maze_demos --episodes 85000   # the paper's count -> data/maze-planner-v0 (one process per core)
+    python -m envs.maze_demos --episodes 85000   # the paper's count -> data/maze-planner-v1 (one process per core)
     python -m envs.maze_demos --episodes 200 --out /tmp/maze-small --random-action-fraction 0.5
 
-Every episode has a new random 20 x 20 layout, start and goal (envs/maze.py). The planner takes the
-shortest path on the grid (BFS), keeps its corner cells as waypoints, and a PD controller steers the
-point mass through them (D4RL's maze2d gains: 10 on the position error, -1 on the velocity). An
-episode ends at the goal (within GOAL_REACHED cells) or after 500 steps. `--random-action-fraction`
-replaces that fraction of actions by uniform random ones: sub-optimal data (app. G). Episode i uses
-the generator seeded (seed, i) and env seed seed * 1000003 + i, so the data does not depend on
---workers.
-Observations are the 4-dim state; actions the 2-dim ones executed.
+Every episode has a new random 20 x 20 layout, and start and goal cells uniform over its free cells
+(envs/maze.py draw_training_task). The planner takes a shortest path on the grid (BFS) and puts a waypoint
+on every cell of it, jittered by up to 0.2 in each axis; a PD controller steers the point mass through
+them (gains 10 on the position error, -1 on the velocity) and moves on to the next waypoint only within
+0.1 of the current one, so it brakes at most cells. An episode ends within 0.1 of the goal or after 500
+actions; cut episodes are kept (about half of them: start and goal are often far apart), and as the
+authors only episodes of more than 20 actions. The actions are the controller's, without noise.
+`--random-action-fraction` replaces that fraction of actions by uniform random ones: sub-optimal data
+(app. G). Episode i uses the generator seeded (seed, i, attempt) and env seed
+(seed * 1000003 + i) * 16 + attempt (a new attempt replaces a too short episode), so the data does not
+depend on --workers. Observations are the 4-dim state; actions the 2-dim ones executed.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ import numpy as np
 
 from envs.datasets import worker_pool, write_minari
 from envs.errors import SpirlError
-from envs.maze import MazeEnv, cell_to_xy, shortest_path
+from envs.maze import MazeEnv, cell_anchor, shortest_path
 from envs.registry import LOCAL_DATASETS
 
-DATASET_ID = "spirl/maze-planner-v0"
-GOAL_REACHED = 0.5  # cells
-P_GAIN, D_GAIN = 10.0, -1.0  # D4RL maze2d's waypoint controller
-WAYPOINT_TOLERANCE = 0.5  # cells: switch to the next waypoint this close to the current one
+DATASET_ID = "spirl/maze-planner-v1"
+P_GAIN, D_GAIN = 10.0, -1.0  # the authors' waypoint controller
+REACHED = 0.1  # cells: a waypoint (and the goal) counts as reached this close, moving less than this per step
+WAYPOINT_JITTER = 0.2  # cells, each axis
+MIN_ACTIONS = 20  # the authors keep episodes of more than this many actions
+ATTEMPTS = 16  # env seeds per episode index: the next replaces a too short episode
 
 
 @dataclass
@@ -43,19 +49,20 @@ class Args:
     """seed of layouts, starts, goals and noise; the same seed gives the same dataset"""
     random_action_fraction: float = 0.0
     """fraction of steps whose action is uniform random instead of the controller's (sub-optimal data, app. G)"""
-    action_noise: float = 0.1
-    """std of Gaussian noise added to the controller's actions (before clipping)"""
+    action_noise: float = 0.0
+    """std of Gaussian noise added to the controller's actions (before clipping; the authors' data has none)"""
     overwrite: bool = False
     """replace an existing dataset at --out"""
     workers: int = 0
     """processes collecting episodes in parallel (0: one per CPU core); the data does not depend on it"""
 
 
-def corner_waypoints(walls: np.ndarray, path: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Centres of the cells where the path turns, then the goal cell's centre."""
-    triples = zip(path, path[1:], path[2:])
-    corners = [b for a, b, c in triples if (b[0] - a[0], b[1] - a[1]) != (c[0] - b[0], c[1] - b[1])]
-    return [cell_to_xy(walls, cell) for cell in corners + [path[-1]]]
+def waypoints(walls: np.ndarray, path: list[tuple[int, int]], rng: np.random.Generator) -> list[np.ndarray]:
+    """The authors' plan: every cell after the start, each at its anchor (envs/maze.py cell_anchor) less up to
+    WAYPOINT_JITTER in their two axes (their waypoint - U(0, 1) * 0.2), i.e. towards the cell's centre; the goal
+    cell last, at its anchor exactly."""
+    jitter = WAYPOINT_JITTER * rng.uniform(size=(max(len(path) - 2, 0), 2)) * np.array([-1.0, 1.0])
+    return [cell_anchor(walls, cell) + j for cell, j in zip(path[1:-1], jitter)] + [cell_anchor(walls, path[-1])]
 
 
 def controller_action(state: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -64,24 +71,29 @@ def controller_action(state: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args: Args) -> dict:
     state, info = env.reset(seed=env_seed)
-    waypoints = corner_waypoints(env.walls, shortest_path(env.walls, info["start_cell"], info["goal_cell"]))
-    waypoints[-1] = env.goal  # the exact goal (PointMaze jitters it inside its cell)
-    states, actions, rewards, k, reached = [state], [], [], 0, False
+    plan = waypoints(env.walls, shortest_path(env.walls, info["start_cell"], info["goal_cell"]), rng)
+    target = plan[-1]  # the controller aims at the goal cell's anchor, as the authors' (not at the jittered goal)
+    states, actions, rewards, k, reached, previous = [state], [], [], 0, False, state[:2]
     for _ in range(env.max_episode_steps):
-        while k < len(waypoints) - 1 and np.linalg.norm(waypoints[k] - state[:2]) < WAYPOINT_TOLERANCE:
-            k += 1
+        # The authors' rule: done within REACHED of the target while moving less than REACHED per step (at the
+        # top speed of 5 the point mass moves 0.05 per step, so the position alone decides).
+        moved = np.linalg.norm(state[:2] - previous)
+        reached = bool(np.linalg.norm(state[:2] - target) < REACHED and moved < REACHED)
+        waypoint = target if reached else plan[k]
         if rng.random() < args.random_action_fraction:
             action = rng.uniform(-1.0, 1.0, 2)
         else:
-            action = np.clip(controller_action(state, waypoints[k]) + rng.normal(0.0, args.action_noise, 2), -1.0, 1.0)
-        state, reward, _, _, _ = env.step(action)
+            action = np.clip(controller_action(state, waypoint) + rng.normal(0.0, args.action_noise, 2), -1.0, 1.0)
+        if not reached and np.linalg.norm(state[:2] - waypoint) < REACHED and moved < REACHED:
+            k = min(k + 1, len(plan) - 1)
+        previous = state[:2]
+        state, reward, _, _, _ = env.step(action)  # the authors execute the action of the final step too
         states.append(state)
         actions.append(action.astype(np.float32))
         rewards.append(reward)
-        if np.linalg.norm(state[:2] - env.goal) < GOAL_REACHED:
-            reached = True
+        if reached:
             break
-    # The env seed is stored with the episode: MazeEnv().reset(seed=it) rebuilds its layout (for images).
+    # The env seed is stored with the episode: MazeEnv().reset(seed=it) rebuilds its task (for images).
     return {
         "states": np.asarray(states, np.float32),
         "actions": np.asarray(actions, np.float32),
@@ -93,11 +105,17 @@ def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args:
 
 def collect_chunk(args: Args, first: int, count: int) -> list[dict]:
     """Episodes first .. first + count - 1; each depends only on (seed, its index), not on the chunking."""
-    env = MazeEnv()
-    return [
-        collect_episode(env, np.random.default_rng([args.seed, i]), args.seed * 1_000_003 + i, args)
-        for i in range(first, first + count)
-    ]
+    env, episodes = MazeEnv(), []
+    for i in range(first, first + count):
+        for attempt in range(ATTEMPTS):
+            rng = np.random.default_rng([args.seed, i, attempt])
+            episode = collect_episode(env, rng, (args.seed * 1_000_003 + i) * ATTEMPTS + attempt, args)
+            if len(episode["actions"]) > MIN_ACTIONS:
+                break
+        else:
+            raise SpirlError(f"episode {i}: {ATTEMPTS} attempts all ended within {MIN_ACTIONS} actions")
+        episodes.append(episode)
+    return episodes
 
 
 def collect(args: Args) -> dict:
@@ -124,7 +142,7 @@ def collect(args: Args) -> dict:
             bar.set_postfix(reached=f"{reached / len(episodes):.0%}", steps_per_s=f"{rate:.0f}")
     bar.close()
     seconds = time.time() - start
-    algorithm = "BFS planner + PD waypoint controller (envs/maze_demos.py)"
+    algorithm = "BFS planner, a jittered waypoint per cell, PD controller (envs/maze_demos.py)"
     description = (
         f"Point-mass maze, a new random 20x20 layout per episode; random action fraction "
         f"{args.random_action_fraction}. Observations: (x, y, vx, vy)."

@@ -72,11 +72,10 @@ def numpy_frame(env, observation: np.ndarray) -> np.ndarray:
     from envs.block_stacking import BlockStackingEnv
     from envs.block_stacking import render_view as block_view
     from envs.maze import MazeEnv
-    from envs.maze import render_view as maze_view
 
     base = env.unwrapped
     if isinstance(base, MazeEnv):
-        view = maze_view(base.walls, observation[:2])
+        view = base.view_at(observation[:4])
     elif isinstance(base, BlockStackingEnv):
         view = block_view(observation[: 8 + 3 * base.n_blocks], base.half_length)
     else:

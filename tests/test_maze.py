@@ -9,16 +9,23 @@ from envs.maze import (
     AGENT,
     DOWNSTREAM_GOAL,
     DOWNSTREAM_START,
-    VIEW_CELLS,
+    FLOOR,
+    FLOOR_Z,
+    GOAL,
     VIEW_PIXELS,
-    WALL,
+    WALL_TOP,
+    WALL_TOP_Z,
     MazeEnv,
+    cell_anchor,
     cell_to_xy,
     distances_from,
     downstream_layout,
+    pixels_per_cell,
     random_layout,
-    render_view,
+    render,
+    render_raster_views,
     shortest_path,
+    training_task,
     xy_to_cell,
 )
 
@@ -83,21 +90,84 @@ def test_reward_is_one_per_step_within_the_threshold_and_episodes_do_not_termina
         assert reward == 1.0 and info["success"] and not terminated and not truncated
 
 
-def test_image_observation_shape_and_walls_where_the_grid_has_them():
+def colour(rgb) -> np.ndarray:
+    return (np.asarray(rgb) * 255 + 0.5).astype(np.uint8)
+
+
+def test_camera_view_shows_about_four_cells_with_wall_tops_floor_agent_and_goal_where_they_are():
     env = MazeEnv.downstream(image=True)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4 + 2 * 3 * VIEW_PIXELS * VIEW_PIXELS,) and env.observation_space.shape == obs.shape
-    walls, xy = env.walls, obs[:2]
-    view = render_view(walls, xy)
+    assert 3.9 < VIEW_PIXELS / pixels_per_cell(FLOOR_Z) < 4.3  # the authors' camera: about 4 x 4 cells
+    walls, state = env.walls, obs[:4]
+    assert np.allclose(state[2:], 0.0)  # downstream: at rest, so the camera is right above the agent
+    view = env.view_at(state)
     assert view.shape == (3, VIEW_PIXELS, VIEW_PIXELS) and view.dtype == np.uint8
-    assert np.array_equal(view[:, VIEW_PIXELS // 2, VIEW_PIXELS // 2], AGENT)
-    cell_size = VIEW_PIXELS / VIEW_CELLS
-    for i, j in [(0, 0), (0, 31), (31, 0), (31, 31), (5, 20), (25, 7)]:  # pixels away from the agent
-        x = xy[0] + ((j + 0.5) / cell_size - VIEW_CELLS / 2)
-        y = xy[1] - ((i + 0.5) / cell_size - VIEW_CELLS / 2)
-        assert np.array_equal(view[:, i, j], WALL) == bool(walls[xy_to_cell(walls, (x, y))])
+    assert np.array_equal(view[:, VIEW_PIXELS // 2, VIEW_PIXELS // 2], colour(AGENT))
     frames = obs[4:].reshape(2, 3, VIEW_PIXELS, VIEW_PIXELS)
     assert np.allclose(frames[1] * 255, view) and np.allclose(frames[0], frames[1])  # no motion yet
+    checked = {"wall": 0, "floor": 0}
+    for i in range(VIEW_PIXELS):
+        for j in range(VIEW_PIXELS):
+            pixel = [None, None]
+            for k, z in enumerate((WALL_TOP_Z, FLOOR_Z)):  # the pixel's footprint on the wall tops and the floor
+                scale = pixels_per_cell(z)
+                xs = state[0] + (np.array([j, j + 1]) - VIEW_PIXELS / 2) / scale
+                ys = state[1] - (np.array([i, i + 1]) - VIEW_PIXELS / 2) / scale
+                cells = {xy_to_cell(walls, (x, y)) for x in xs for y in ys}
+                pixel[k] = cells.pop() if len(cells) == 1 else None  # inside one cell
+            if np.hypot(i + 0.5 - VIEW_PIXELS / 2, j + 0.5 - VIEW_PIXELS / 2) < 3:
+                continue  # the agent
+            if pixel[0] is not None and walls[pixel[0]]:
+                assert np.array_equal(view[:, i, j], colour(WALL_TOP)), (i, j)
+                checked["wall"] += 1
+            elif pixel[0] is not None and pixel[1] == pixel[0] and not walls[pixel[1]]:
+                low, high = colour(FLOOR).min(0).astype(int) - 1, colour(FLOOR).max(0).astype(int) + 1
+                assert ((low <= view[:, i, j]) & (view[:, i, j] <= high)).all(), (i, j)  # floor squares, mixed at edges
+                checked["floor"] += 1
+    assert checked["wall"] > 50 and checked["floor"] > 300
+    assert not (np.abs(view.astype(int) - colour(GOAL)[:, None, None]).max(0) <= 2).any()  # the goal is far
+    near = render(walls[None], state[None], state[None, :2] + [1.0, 0.5])[0]  # a goal one cell away is in view
+    assert (np.abs(near.astype(int) - colour(GOAL)[:, None, None]).max(0) <= 2).sum() >= 4
+
+
+def test_two_frames_show_sub_pixel_motion_and_the_trailing_camera_shows_the_heading():
+    walls = downstream_layout()
+    still = np.r_[cell_anchor(walls, DOWNSTREAM_START), 0.0, 0.0]
+    goal = cell_anchor(walls, DOWNSTREAM_GOAL)[None]
+    moved = still + [0.02, 0.0, 0.0, 0.0]  # 0.15 pixels
+    a, b = (render(walls[None], s[None], goal)[0] for s in (still, moved))
+    assert not np.array_equal(a, b)
+    green = colour(AGENT)[:, None, None]
+    for velocity in ([4.0, 0.0], [-4.0, 0.0], [0.0, 4.0]):  # the agent sits ahead of the camera, as it moves
+        view = render(walls[None], np.r_[still[:2], velocity][None], goal)[0]
+        rows, cols = np.nonzero((np.abs(view.astype(int) - green).max(0) <= 40))
+        offset = np.array([cols.mean(), -rows.mean()]) - (VIEW_PIXELS / 2 - 0.5) * np.array([1, -1])
+        assert offset @ np.array(velocity) > 0 and np.linalg.norm(offset) > 0.5, (velocity, offset)
+
+
+def test_the_raster_view_of_the_older_prior_is_kept_and_an_unknown_view_is_a_one_line_error():
+    from envs.errors import SpirlError
+
+    env = MazeEnv.downstream(image=True, view="raster")
+    obs, _ = env.reset(seed=0)
+    view = render_raster_views(env.walls[None], obs[None, :2])[0]
+    assert np.allclose(obs[4:].reshape(2, 3, VIEW_PIXELS, VIEW_PIXELS)[1] * 255, view)
+    with pytest.raises(SpirlError, match="unknown maze view 'top'"):
+        MazeEnv(view="top")
+
+
+def test_training_tasks_are_uniform_over_free_cells_and_rebuilt_from_the_seed():
+    env = MazeEnv()
+    distances = []
+    for seed in range(30):
+        obs, info = env.reset(seed=seed)
+        task = training_task(seed)
+        assert np.array_equal(env.walls, task.walls) and np.allclose(env.goal, task.goal)
+        assert np.allclose(obs[:2], task.start, atol=1e-6) and np.allclose(obs[2:], task.velocity, atol=1e-6)
+        assert np.abs(task.start - cell_anchor(task.walls, info["start_cell"])).max() <= 0.1
+        distances.append(distances_from(task.walls, info["start_cell"])[info["goal_cell"]])
+    assert min(distances) < 10 and max(distances) > 25  # near and far goals alike, not a band of distances
 
 
 # ----------------------------------------------------------------------------- planner data
@@ -111,17 +181,36 @@ def maze_dataset(tmp_path_factory):
     return out, collect(Args(episodes=12, out=str(out), seed=1))
 
 
-def test_planner_data_reaches_its_goals_and_loads_through_the_loader(maze_dataset):
+def test_planner_data_ends_at_the_goal_or_after_500_actions_and_loads_through_the_loader(maze_dataset):
     from envs.datasets import load_episodes
+    from envs.maze_demos import MIN_ACTIONS, REACHED
 
     out, summary = maze_dataset
-    assert summary["reached_goal"] == 1.0
+    assert 0.0 < summary["reached_goal"] < 1.0  # far goals are cut at 500 actions, and those episodes are kept
     episodes = load_episodes(str(out), "maze")
     assert len(episodes) == 12 and sum(len(e.actions) for e in episodes) == summary["transitions"]
     for e in episodes:
         assert e.states.shape == (len(e.actions) + 1, 4) and e.actions.shape[1] == 2
-        assert len(e.actions) <= 500 and np.abs(e.actions).max() <= 1.0
-        assert np.linalg.norm(e.states[-1, :2] - e.states[0, :2]) > 1.0  # it went somewhere
+        assert MIN_ACTIONS < len(e.actions) <= 500 and np.abs(e.actions).max() <= 1.0
+        task = training_task(e.seed)
+        target = cell_anchor(task.walls, xy_to_cell(task.walls, task.goal))
+        if len(e.actions) < 500:  # it stopped at the goal: within REACHED one step before its last action
+            assert np.linalg.norm(e.states[-2, :2] - target) < REACHED
+
+
+def test_the_planner_puts_a_jittered_waypoint_on_every_cell_and_brakes_at_them():
+    from envs.maze_demos import WAYPOINT_JITTER, Args, collect_episode, waypoints
+
+    walls = downstream_layout()
+    path = shortest_path(walls, DOWNSTREAM_START, DOWNSTREAM_GOAL)
+    plan = waypoints(walls, path, np.random.default_rng(0))
+    assert len(plan) == len(path) - 1 and np.array_equal(plan[-1], cell_anchor(walls, path[-1]))
+    for cell, point in zip(path[1:-1], plan[:-1]):
+        offset = point - cell_to_xy(walls, cell)  # from the cell's centre: within the jitter box of the anchor
+        assert 0.0 <= offset[0] <= WAYPOINT_JITTER and -WAYPOINT_JITTER <= offset[1] <= 0.0
+    episode = collect_episode(MazeEnv(), np.random.default_rng(0), 3, Args(out="unused"))
+    speed = np.linalg.norm(episode["states"][:, 2:], axis=1)
+    assert speed.max() > 4.0 and np.mean(np.diff(speed) < 0) > 0.25  # it brakes often, cell by cell
 
 
 def test_episodes_do_not_depend_on_how_collection_is_split_across_workers(tmp_path):
@@ -143,13 +232,12 @@ def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
     from envs.maze_demos import Args, collect_episode
 
     env = MazeEnv()
-    lengths = {}
+    reached = {}
     for fraction in (0.0, 1.0):
         args = Args(random_action_fraction=fraction, out=str(tmp_path))
-        eps = [collect_episode(env, np.random.default_rng(i), i, args) for i in range(4)]
-        lengths[fraction] = (np.mean([e["terminated"] for e in eps]), np.mean([len(e["actions"]) for e in eps]))
-    assert lengths[0.0][0] == 1.0 and lengths[1.0][0] < 1.0  # random actions rarely reach a goal 5+ cells away
-    assert lengths[1.0][1] > lengths[0.0][1]
+        eps = [collect_episode(env, np.random.default_rng(i), i, args) for i in range(6)]
+        reached[fraction] = np.mean([e["terminated"] for e in eps])
+    assert reached[0.0] >= 0.5 and reached[1.0] < reached[0.0]
 
 
 # ----------------------------------------------------------------------------- the method on the maze
@@ -267,7 +355,7 @@ def test_dataset_views_are_the_image_observations_the_env_gives(maze_dataset):
     """Frames rendered for a dataset step from the episode's stored seed equal the env's own image
     observation there (replaying the episode's actions in MazeEnv(image=True))."""
     from envs.datasets import load_episodes
-    from envs.maze import DatasetViews, training_layout
+    from envs.maze import DatasetViews
 
     out, _ = maze_dataset
     episodes = load_episodes(str(out), "maze")
@@ -277,7 +365,7 @@ def test_dataset_views_are_the_image_observations_the_env_gives(maze_dataset):
     for index in (0, 5):
         episode = episodes[index]
         obs, _ = env.reset(seed=episode.seed)
-        assert np.array_equal(env.walls, training_layout(episode.seed))
+        assert np.array_equal(env.walls, training_task(episode.seed).walls)
         for t in range(40):
             rendered = views(np.array([index]), episode.states[max(t - 1, 0)][None], episode.states[t][None])[0].numpy()
             np.testing.assert_allclose(rendered[:4], obs[:4], atol=1e-5)
@@ -307,7 +395,7 @@ def test_image_prior_pretrains_on_planner_data_and_reports_maze_success(maze_dat
     assert result["prior_rollouts"]["metric"] == "success" and result["prior_rollouts"]["mean"] in (0.0, 1.0)
     assert np.isfinite(result["val"]["prior_nll"])
     model, config = sp.load_skill_model(result["checkpoint"], env="maze", image=True)
-    assert config["image"] and model.skill_prior.conv is not None
+    assert config["image"] and model.skill_prior.conv is not None and config["view"] == "camera"
     with pytest.raises(sp.SpirlError, match="--image"):  # resuming without --image is another model
         sp.train(
             sp.Args(
@@ -387,7 +475,7 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
     assert resumed["env_steps"] >= 4000 and resumed["updates"] > result["updates"]
 
 
-def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path):
+def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path, monkeypatch):
     """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior."""
     import torch
 
@@ -398,6 +486,12 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path)
     assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
     _, config = sp.load_skill_model(shipped, env="maze", state_dim=4, action_dim=2, image=True)
     assert config["dataset"] == "spirl/maze-planner-v0" and config["beta"] == 1e-2
+    assert config["view"] == "raster"  # trained on the earlier frames: spirl_sac.py gives it those
+    views = []
+    make_env = sac.make_env
+    monkeypatch.setattr(
+        sac, "make_env", lambda name, **kwargs: views.append(kwargs.get("view")) or make_env(name, **kwargs)
+    )
     result = sac.train(
         sac.Args(
             env="maze",
@@ -413,3 +507,4 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path)
     )
     assert result["env_steps"] >= 2000
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped
+    assert views and set(views) == {"raster"}
