@@ -472,7 +472,8 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     # An image prior (and so the policy, its copy) needs the env's image observations.
     env_kwargs = ({"tasks": args.tasks} if args.tasks else {}) | ({"image": True} if skill_config["image"] else {})
-    env_kwargs |= {"view": skill_config["view"]} if skill_config.get("view") else {}  # the maze frames it was trained on
+    # A maze prior's checkpoint names the frames it was trained on (envs/maze.py render).
+    env_kwargs |= {"view": skill_config["view"]} if skill_config.get("view") else {}
     env_kwargs |= {"sparse": True} if args.sparse_reward else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)

@@ -475,18 +475,21 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
     assert resumed["env_steps"] >= 4000 and resumed["updates"] > result["updates"]
 
 
-def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path, monkeypatch):
-    """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior."""
+@pytest.mark.parametrize("raster", [False, True])
+def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path, monkeypatch, raster):
+    """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior, trained on the
+    camera view. The earlier prior, trained on the raster view, is kept beside it and gets those frames."""
     import torch
 
     import spirl_pretrain as sp
     import spirl_sac as sac
 
     shipped = sac.env_spec("maze")["default_prior"]
-    assert os.path.isfile(shipped), f"{shipped} is missing from the repo"
-    _, config = sp.load_skill_model(shipped, env="maze", state_dim=4, action_dim=2, image=True)
-    assert config["dataset"] == "spirl/maze-planner-v0" and config["beta"] == 1e-2
-    assert config["view"] == "raster"  # trained on the earlier frames: spirl_sac.py gives it those
+    path = shipped.replace(".pt", "-raster.pt") if raster else shipped
+    assert os.path.isfile(path), f"{path} is missing from the repo"
+    _, config = sp.load_skill_model(path, env="maze", state_dim=4, action_dim=2, image=True)
+    view, dataset = ("raster", "spirl/maze-planner-v0") if raster else ("camera", "spirl/maze-planner-v1")
+    assert config["dataset"] == dataset and config["beta"] == 1e-2 and config["view"] == view
     views = []
     make_env = sac.make_env
     monkeypatch.setattr(
@@ -495,7 +498,8 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path,
     result = sac.train(
         sac.Args(
             env="maze",
-            total_env_steps=2000,
+            prior_checkpoint=path if raster else None,
+            total_env_steps=1000,
             warmup_transitions=20,
             batch_size=8,
             eval_every=10_000,
@@ -505,6 +509,6 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path,
             threads=1,
         )
     )
-    assert result["env_steps"] >= 2000
-    assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == shipped
-    assert views and set(views) == {"raster"}
+    assert result["env_steps"] >= 1000
+    assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == path
+    assert views and set(views) == {view}  # the env shows the frames the prior was trained on
