@@ -437,9 +437,8 @@ class MazeEnv(gym.Env):
 
     def step(self, action):
         obs, _, _, _, _ = self._maze.step(np.asarray(action, dtype=np.float64))
-        state = obs["observation"].astype(
-            np.float32
-        )  # frames drawn from the state as observed (and as datasets store it)
+        # Frames are drawn from the state as observed (and as datasets store it), in float32.
+        state = obs["observation"].astype(np.float32)
         self.steps += 1
         distance = float(np.linalg.norm(state[:2] - self.goal))
         reward = float(distance <= self.goal_threshold)  # per-step binary reward near the goal
