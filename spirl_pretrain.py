@@ -55,6 +55,10 @@ class Args:
     closed_loop: bool = False
     """the authors' closed-loop skill decoder (their SPiRL v2): an MLP decodes each action from [s_t, z] as the skill
     runs, and the encoder also sees the states; default: the paper's open-loop LSTM decoder"""
+    conditioned_decoder: bool = False
+    """app. D's state-conditioned decoder (Fig. 9), with the open-loop decoder: the first state s_1 (what the prior
+    reads of it: the state, or the frames through their own conv layers) predicts the decoder LSTM's initial state
+    and first input, and the encoder sees it beside each action, as the authors' cond_decode"""
     decoder_frames: bool = False
     """block stacking, with --image --closed-loop: the closed-loop decoder and its encoder read the two stacked frames
     at every step through their own conv layers, as the authors' ImageClSPiRLMdl, instead of --block-features (the
@@ -182,9 +186,12 @@ class SkillDecoder(nn.Module):
         self.cell = nn.LSTMCell(latent_dim + action_dim, hidden_dim)  # input: [z, previous action]
         self.head = nn.Linear(hidden_dim, action_dim)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        action = self.first_action.expand(z.shape[0], -1)
-        h, c = self.initial_state[:, None].expand(-1, z.shape[0], -1)
+    def forward(self, z: torch.Tensor, start=None) -> torch.Tensor:
+        """(B, |Z|) skills -> (B, H, A) actions. `start`: each skill's own (first input, h, c), as the state-conditioned
+        decoder predicts them (ConditionedSkillDecoder); default: the learned ones."""
+        if start is None:
+            start = (self.first_action.expand(z.shape[0], -1), *self.initial_state[:, None].expand(-1, z.shape[0], -1))
+        action, h, c = start
         actions = []
         for _ in range(self.skill_horizon):
             h, c = self.cell(torch.cat([z, action], dim=-1), (h, c))
@@ -207,6 +214,11 @@ class SkillDecoder(nn.Module):
         weights = [w_ih, cell.weight_hh + w_a @ head.weight, cell.bias_ih + w_a @ head.bias, cell.bias_hh]
         out, _, _ = torch.lstm(inputs, (h0, c0), weights, True, 1, 0.0, self.training, False, True)
         return head(out)
+
+    def plan(self, z: torch.Tensor, first_states: torch.Tensor) -> torch.Tensor:
+        """The H actions of skills z (B, |Z|) started in `first_states` (B, S or O), which this decoder does not read
+        (the RL scripts call every open-loop decoder so)."""
+        return self(z)
 
 
 def mlp_blocks(width: int, hidden_dim: int, layers: int, input_block: bool) -> list[nn.Module]:
@@ -298,6 +310,45 @@ class ClosedLoopSkillDecoder(nn.Module):
         return self.net(torch.cat([states, z], dim=-1).flatten(0, 1)).unflatten(0, states.shape[:2])
 
 
+class ConditionedSkillDecoder(nn.Module):
+    """App. D: the open-loop decoder conditioned on the skill's first state s_1, as the authors' cond_decode. What the
+    prior reads of s_1 (the state, or an image observation's frames through this decoder's own conv layers) goes
+    through an MLP the size of the prior to the LSTM's initial (h, c) and first input action; the H actions then
+    follow from z as in SkillDecoder. The encoder sees the same features beside each action (`read`)."""
+
+    closed_loop = False
+
+    def __init__(self, state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, layers, image, state_features):
+        super().__init__()
+        self.state_dim, self.latent_dim, self.skill_horizon, self.hidden_dim = (
+            state_dim,
+            latent_dim,
+            skill_horizon,
+            hidden_dim,
+        )
+        self.image = image
+        if image:
+            self.features, self.feature_dim = FrameFeatures(), FrameFeatures.width
+        else:
+            self.features, self.feature_dim = state_feature_map(state_features, state_dim)
+        self.start = nn.Sequential(
+            *mlp_blocks(self.feature_dim, hidden_dim, layers, False), nn.Linear(hidden_dim, action_dim + 2 * hidden_dim)
+        )
+        self.lstm = SkillDecoder(action_dim, latent_dim, hidden_dim, skill_horizon)
+
+    def read(self, first_states: torch.Tensor) -> torch.Tensor:
+        """(B, S or O) -> (B, feature_dim): the features of s_1 (an image model reads the observation's frames)."""
+        return self.features(first_states if self.image else state_part(first_states, self.state_dim))
+
+    def forward(self, z: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """(B, |Z|) skills and (B, feature_dim) features of their first states -> (B, H, A) actions."""
+        sizes = [self.lstm.first_action.shape[0], self.hidden_dim, self.hidden_dim]
+        return self.lstm(z, self.start(features).split(sizes, dim=-1))
+
+    def plan(self, z: torch.Tensor, first_states: torch.Tensor) -> torch.Tensor:
+        return self(z, self.read(first_states))
+
+
 class SkillPrior(nn.Module):
     """p_a(z | s_1): `layers` x [Linear (no bias) -> BatchNorm -> LeakyReLU(0.2)] -> Gaussian head (app. B.1), after
     an input block without BatchNorm when `input_block` (the authors' layout: 7 hidden linear layers for 6 blocks).
@@ -373,11 +424,16 @@ class SkillModel(nn.Module):
         learned_initial_state=False,
         decoder_state_features=None,
         centred_frames=False,
+        conditioned_decoder=False,
         **rest,
     ):
         super().__init__()
-        self.closed_loop = closed_loop
-        if closed_loop:  # the encoder reads the states as the decoder does (with the frames: the same conv layers)
+        self.closed_loop, self.conditioned = closed_loop, conditioned_decoder
+        if conditioned_decoder:  # app. D: the encoder also reads the features of s_1
+            sizes = (state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, prior_layers, image, state_features)
+            decoder = ConditionedSkillDecoder(*sizes)
+            width = decoder.feature_dim
+        elif closed_loop:  # the encoder reads the states as the decoder does (with the frames: the same conv layers)
             sizes = (state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, decoder_state_features)
             decoder = ClosedLoopSkillDecoder(*sizes)
             width = decoder.feature_dim
@@ -404,14 +460,21 @@ class SkillModel(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def encode(self, states: torch.Tensor, actions: torch.Tensor):
-        """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder: (mu, log sigma)."""
+    def encode(self, states: torch.Tensor, actions: torch.Tensor, observations=None):
+        """q(z | a_1..a_H), or q(z | a_1..a_H, s_1..s_H) with the closed-loop decoder, or q(z | a_1..a_H, s_1) with
+        the state-conditioned one (`observations`: the prior's input at s_1; default the state s_1): (mu, log sigma)."""
+        if self.conditioned:
+            features = self.decoder.read(states[:, 0] if observations is None else observations)
+            return self.encoder(torch.cat([actions, features[:, None].expand(-1, actions.shape[1], -1)], dim=-1))
         if not self.closed_loop:
             return self.encoder(actions)
         return self.encoder(torch.cat([actions, self.decoder.read(states[:, :-1])], dim=-1))
 
-    def decode(self, z: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """The H mean actions of skill z; the closed-loop decoder reads them off the data's states s_1..s_H."""
+    def decode(self, z: torch.Tensor, states: torch.Tensor, observations=None) -> torch.Tensor:
+        """The H mean actions of skill z; the closed-loop decoder reads them off the data's states s_1..s_H, the
+        state-conditioned one starts from s_1 (`observations`, as in encode)."""
+        if self.conditioned:
+            return self.decoder.plan(z, states[:, 0] if observations is None else observations)
         return self.decoder(states[:, : self.decoder.skill_horizon], z) if self.closed_loop else self.decoder(z)
 
 
@@ -427,9 +490,9 @@ def skill_prior_loss(model: SkillModel, states, actions, beta: float, observatio
     0.5 * squared error averaged over all action elements (unit-variance Gaussian NLL up to a constant),
     and both KLs are averaged over the latent dims.
     """
-    mu_q, log_sigma_q = model.encode(states, actions)
+    mu_q, log_sigma_q = model.encode(states, actions, observations)
     z = mu_q + torch.exp(log_sigma_q) * torch.randn_like(mu_q)  # reparameterised sample of q(z|a)
-    reconstruction = 0.5 * (model.decode(z, states) - actions).pow(2).mean()
+    reconstruction = 0.5 * (model.decode(z, states, observations) - actions).pow(2).mean()
     zeros = torch.zeros_like(mu_q)
     regularization = gaussian_kl(mu_q, log_sigma_q, zeros, zeros).mean()  # KL(q || N(0, I))
     # Prior training: KL(stopgrad(q) || p_a(z | s_1)); the detach keeps the prior out of the encoder.
@@ -447,8 +510,8 @@ def evaluate_windows(model: SkillModel, windows: WindowSampler, limit: int | Non
     device = next(model.parameters()).device
     for batch in windows.all_windows(batch_size=256 if windows.step_observations else 2048):
         states, actions, observations = (x.to(device) for x in batch)
-        mu_q, _ = model.encode(states, actions)
-        sq_err += (model.decode(mu_q, states) - actions).pow(2).mean(dim=(1, 2)).sum()
+        mu_q, _ = model.encode(states, actions, observations)
+        sq_err += (model.decode(mu_q, states, observations) - actions).pow(2).mean(dim=(1, 2)).sum()
         nll += gaussian_nll(mu_q, *model.skill_prior(observations)).sum()
         n += len(actions)
         if limit is not None and n >= limit:
@@ -484,7 +547,9 @@ def prior_rollouts(model: SkillModel, args: Args) -> dict:
         while not done:
             mu, log_sigma = model.skill_prior(torch.as_tensor(state, device=device)[None])
             z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(device)
-            actions = None if model.closed_loop else model.decoder(z)[0]
+            actions = (
+                None if model.closed_loop else model.decoder.plan(z, torch.as_tensor(state, device=device)[None])[0]
+            )
             for t in range(model.decoder.skill_horizon):
                 now = torch.as_tensor(state, device=device)[None]
                 action = actions[t] if actions is not None else model.decoder(now, z)[0]
@@ -516,7 +581,7 @@ def train(args: Args) -> dict:
     model = SkillModel(**config).to(args.device)
     if args.fused_lstm:  # speed, not part of SPiRL: the same function and gradients in one torch.lstm call each
         model.encoder.forward = model.encoder.forward_fused
-        if not args.closed_loop:
+        if not (args.closed_loop or args.conditioned_decoder):
             model.decoder.forward = model.decoder.forward_fused
     optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)  # app. B.1
     generator = torch.Generator().manual_seed(args.seed)  # draws the training windows
@@ -597,6 +662,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
     if args.decoder_frames and not (args.env == "block_stacking" and args.image and args.closed_loop):
         raise SpirlError("--decoder-frames is for block stacking's closed-loop image model: add --image --closed-loop")
+    if args.conditioned_decoder and args.closed_loop:
+        raise SpirlError("--conditioned-decoder conditions the open-loop decoder on s_1: drop --closed-loop")
     if args.block_features and args.env != "block_stacking":
         raise SpirlError(f"--block-features chooses block-stacking state features; drop it for --env {args.env}")
     if args.prior_rollouts:  # fail now on a bad --tasks, not after hours of training
@@ -604,6 +671,9 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
     saved = {} if ckpt is None else ckpt["config"]
     if ckpt is not None:
         runs.check_compatible(saved, args.resume, **{name: getattr(args, name) for name in KEPT_ON_RESUME})
+    if saved and args.conditioned_decoder and not saved.get("conditioned_decoder"):
+        raise SpirlError(f"{args.resume} has the unconditioned decoder: drop --conditioned-decoder to continue it")
+    conditioned = args.conditioned_decoder or bool(saved.get("conditioned_decoder"))  # a resumed run keeps its own
     dataset = args.dataset or saved.get("dataset") or spec["default_dataset"]
     if saved and saved["dataset"] != dataset:
         print(f"warning: resuming a model trained on {saved['dataset']} with data from {dataset}", file=sys.stderr)
@@ -616,7 +686,7 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
     block_features = args.block_features or trained_features or "nearest_blocks"
     num_steps = saved.get("num_steps", 100_000) if args.num_steps is None else args.num_steps
     device = runs.resolve_device(args.device)
-    features = dict(block_features=block_features, decoder_frames=decoder_frames)
+    features = dict(block_features=block_features, decoder_frames=decoder_frames, conditioned_decoder=conditioned)
     return replace(args, dataset=dataset, beta=beta, num_steps=num_steps, device=device, **features)
 
 
@@ -637,6 +707,7 @@ def model_config(args: Args) -> dict:
         decoder_state_features=decoder_features,
         centred_frames=args.image,
         learned_initial_state=not args.closed_loop,
+        conditioned_decoder=args.conditioned_decoder,
         **({"view": "camera"} if args.env == "maze" and args.image else {}),  # the maze frames (envs/maze.py render)
         **trained,
     )

@@ -50,6 +50,13 @@ class Args:
     """env steps to train for (default 1.5M, the authors' kitchen budget); with --resume, default: the run's own"""
     prior_init: bool = True
     """initialise pi as an exact copy of the prior network (app. F); --no-prior-init starts from random weights"""
+    omega_schedule: tuple[int, int] | None = None
+    """app. F's omega, for runs without prior initialisation: a fraction omega of the skills executed while collecting
+    is drawn from the prior p_a instead of pi; omega = 1 up to the first env step count, then falls linearly to 0 at
+    the second (the paper's "w/o Init" runs: 500000 1000000). Default: never (omega = 0)"""
+    goal: tuple[int, int] | None = None
+    """maze: the downstream maze's goal cell (row, col), border included (default: the authors' (18, 8)); app. H
+    reuses one prior for several goals"""
     squash_scale: float | None = None
     """executed skill z = 2 tanh(u / squash_scale), u ~ pi (app. B.2: [-2, 2] by a tanh). 1: the authors' code; 2:
     z = u near 0, so that a policy copied from the prior executes the prior's skills (see `squash`). Default per
@@ -172,6 +179,15 @@ def squash(u: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     2 tanh(u/2) 0.23, as 2 tanh(u) 0.1 of 20; the first 50k env steps of SPiRL, before any update: 0.34 subtasks
     per episode with scale 2, 0.02 with scale 1). The KL to the prior is taken on u either way."""
     return SKILL_RANGE * torch.tanh(u / scale)
+
+
+def omega(env_steps: int, schedule: tuple[int, int] | None) -> float:
+    """App. F: the share of skills drawn from the prior instead of pi at `env_steps`: 1 until schedule[0], then
+    linear to 0 at schedule[1]; 0 without a schedule."""
+    if schedule is None:
+        return 0.0
+    hold, zero = schedule
+    return float(min(1.0, max(0.0, (zero - env_steps) / max(zero - hold, 1))))
 
 
 def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma) -> torch.Tensor:
@@ -364,10 +380,12 @@ def choose_skill(policy: SkillPrior, state: np.ndarray, generator, deterministic
 @torch.no_grad()
 def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     """Alg. 1 line 6: run skill z for H env steps; the high-level reward is the sum of their rewards. The paper's
-    open-loop decoder gives all H actions from z at once, the closed-loop one (the authors' SPiRL v2) each action
-    from z and the current state; the decoder's mean action is clipped to the env's box [-1, 1]. An episode that
-    ends inside the skill returns the partial sum and where it ended."""
-    actions = None if decoder.closed_loop else decoder(skill[None])[0]
+    open-loop decoder gives all H actions from z at once (app. D's state-conditioned one from z and the first state),
+    the closed-loop one (the authors' SPiRL v2) each action from z and the current state; the decoder's mean action
+    is clipped to the env's box [-1, 1]. An episode that ends inside the skill returns the partial sum and where it
+    ended."""
+    first = torch.as_tensor(state, device=skill.device)[None]
+    actions = None if decoder.closed_loop else decoder.plan(skill[None], first)[0]
     reward_sum, steps = 0.0, 0
     for t in range(decoder.skill_horizon):
         now = torch.as_tensor(state, device=skill.device)[None]
@@ -475,6 +493,7 @@ def train(args: Args) -> dict:
     # A maze prior's checkpoint names the frames it was trained on (envs/maze.py render).
     env_kwargs |= {"view": skill_config["view"]} if skill_config.get("view") else {}
     env_kwargs |= {"sparse": True} if args.sparse_reward else {}
+    env_kwargs |= {"goal": tuple(args.goal)} if args.goal else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
@@ -514,7 +533,12 @@ def train(args: Args) -> dict:
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
-                    skill = choose_skill(learner.policy, state, act_gen, scale=args.squash_scale)  # line 5
+                    actor, share = learner.policy, omega(env_steps, args.omega_schedule)
+                    # App. F (opt-in): with probability omega the prior, not pi, chooses the skill. It is executed as
+                    # pi's are (z = squash(u), u ~ p_a), so with omega = 1 the rollouts are a prior copy's.
+                    if share and torch.rand((), generator=act_gen) < share:
+                        actor = skill_model.skill_prior
+                    skill = choose_skill(actor, state, act_gen, scale=args.squash_scale)  # line 5
                     with overlap.during_env_step(learning):  # a no-op without --overlap-updates
                         outcome = execute_skill(env, decoder, skill, state)  # line 6
                     next_state, reward, terminated, truncated, steps, info = outcome
@@ -570,6 +594,12 @@ def resolve_args(args: Args) -> Args:
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.sparse_reward and args.env != "block_stacking":
         raise SpirlError(f"--sparse-reward is a block-stacking reward; drop it for --env {args.env}")
+    if args.goal and args.env != "maze":
+        raise SpirlError(f"--goal chooses the maze's goal cell; drop it for --env {args.env}")
+    if args.omega_schedule and not 0 <= args.omega_schedule[0] <= args.omega_schedule[1]:
+        raise SpirlError(
+            f"--omega-schedule takes two env step counts, 0 <= first <= second (got {args.omega_schedule})"
+        )
     sizes = ("critic_layers", "critic_hidden", "batch_size", "buffer_size", "eval_every", "eval_episodes", "log_every")
     positive = ("delta", "policy_lr", "critic_lr", "alpha_lr", "tau", "squash_scale")
     runs.check_flags(args, at_least_one=sizes, positive=positive)
@@ -580,6 +610,8 @@ def resolve_args(args: Args) -> Args:
         raise SpirlError(
             f"no shipped skill model for --env {args.env}: pass --prior-checkpoint runs/<run>/checkpoint.pt"
         )
+    if args.goal:  # fail now on a wall or an unreachable cell, before the run folder exists
+        make_env(args.env, goal=tuple(args.goal)).close()
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     device = runs.resolve_device(args.device)
     defaults = {name: getattr(args, name) or spec[name] for name in ("delta", "critic_layers", "squash_scale")}

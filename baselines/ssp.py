@@ -12,6 +12,7 @@ z uniformly from [-2, 2]^|Z|, and the target entropy is the one their code enfor
 
     python baselines/ssp.py --env kitchen
     python baselines/ssp.py --resume runs/<run>/checkpoint.pt     # continue a killed or finished run
+    python baselines/ssp.py --env maze --prior-init                # Fig. 10: "SSP PriorInit + SAC" (app. E)
 
 The code is spirl_sac.py's with the prior taken out; flags, logged metrics and checkpoints follow it.
 """
@@ -34,7 +35,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError, env_spec, make_env, runs  # noqa: E402
 from envs.video import VideoRecorder  # noqa: E402
-from spirl_pretrain import IMAGE_DIM, IMAGE_SHAPE, LOG_SIGMA_MAX, LOG_SIGMA_MIN, SkillModel, load_skill_model  # noqa: E402
+from spirl_pretrain import (  # noqa: E402
+    IMAGE_DIM,
+    IMAGE_SHAPE,
+    LOG_SIGMA_MAX,
+    LOG_SIGMA_MIN,
+    SkillModel,
+    SkillPrior,
+    load_skill_model,
+)
 
 
 @dataclass
@@ -42,12 +51,18 @@ class Args:
     env: str = "kitchen"
     """downstream task family (kitchen, maze, block_stacking)"""
     prior_checkpoint: str | None = None
-    """spirl_pretrain.py's checkpoint.pt for this env (its decoder; the prior is unused); default: checkpoints/"""
+    """spirl_pretrain.py's checkpoint.pt for this env (its decoder; the prior only with --prior-init); default in
+    checkpoints/"""
     tasks: tuple[str, ...] | None = None
     """kitchen subtasks, in the order they are rewarded; default: microwave, kettle, bottom burner, light switch"""
     sparse_reward: bool = False
     """block stacking: reward the highest tower's height only (the authors' SparseHighStack11StackEnvV0, the
     variant of their closed-loop curves) instead of Fig. 4's dense reward with its lift and carry bonuses"""
+    prior_init: bool = False
+    """Fig. 10's "SSP PriorInit + SAC" (app. E): pi starts as an exact copy of the checkpoint's skill prior (its
+    network and inputs, frames included for an image prior, as spirl_sac.py's), collects the warm-up itself, and then
+    trains with plain SAC as below: the prior initialises pi but does not regularise it. Skills are executed as here,
+    z = 2 tanh(u) (spirl_sac.py's kitchen default is 2 tanh(u / 2)), so run it where the two agree: the maze"""
     target_entropy: float | None = None
     """entropy of pi(z | s) that alpha is tuned towards. Default: -|Z| + (|Z| - 1) log 2 (-3.76 for |Z| = 10), what the
     authors' code enforces: its target is SAC's -|Z|, but its log-probability of z = 2 tanh(u) subtracts the log 2 of
@@ -245,10 +260,12 @@ class Learner:
     gamma: float
     tau: float
     state_dim: int
+    sees_observation: bool = False  # --prior-init: pi, a copy of the prior, reads what the prior reads
 
     def sample_skill(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """Reparameterised u ~ pi(. | s); returns (z = 2 tanh(u), log pi(z | s) per state)."""
-        mu, log_sigma = self.policy(states[:, : self.state_dim])  # image observations: the state before the frames
+        # Image observations: the state before the frames, unless pi is the copy of an image prior.
+        mu, log_sigma = self.policy(states if self.sees_observation else states[:, : self.state_dim])
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
         return squash(u), squashed_log_prob(u, mu, log_sigma)
 
@@ -306,10 +323,14 @@ def authors_target_entropy(latent_dim: int) -> float:
 
 
 def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Learner:
-    """pi a fresh MLP on the state, two critics and their targets, alpha = 1 (on skill_model's device)."""
+    """pi a fresh MLP on the state (or with --prior-init a copy of the prior), two critics and their targets, alpha = 1
+    (on skill_model's device)."""
     latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
     device = next(skill_model.parameters()).device
     policy = GaussianPolicy(state_dim, latent_dim, args.hidden, args.layers).to(device)
+    if args.prior_init:  # weights and BatchNorm statistics; BatchNorm stays in eval mode, as in spirl_sac.py
+        policy = SkillPrior(**skill_model.skill_prior.config).to(device).eval()
+        policy.load_state_dict(skill_model.skill_prior.state_dict())
     critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target.load_state_dict(critic.state_dict())
@@ -328,6 +349,7 @@ def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Le
         gamma=args.gamma,
         tau=args.tau,
         state_dim=state_dim,
+        sees_observation=args.prior_init,
     )
 
 
@@ -395,10 +417,12 @@ def choose_skill(policy: GaussianPolicy, state: np.ndarray, generator, determini
 @torch.no_grad()
 def execute_skill(env, decoder, skill: torch.Tensor, state: np.ndarray):
     """Alg. 1 line 6: run skill z for H env steps; the high-level reward is the sum of their rewards. The paper's
-    open-loop decoder gives all H actions from z at once, the closed-loop one (the authors' SPiRL v2) each action
-    from z and the current state; the decoder's mean action is clipped to the env's box [-1, 1]. An episode that
-    ends inside the skill returns the partial sum and where it ended."""
-    actions = None if decoder.closed_loop else decoder(skill[None])[0]
+    open-loop decoder gives all H actions from z at once (app. D's state-conditioned one from z and the first state),
+    the closed-loop one (the authors' SPiRL v2) each action from z and the current state; the decoder's mean action
+    is clipped to the env's box [-1, 1]. An episode that ends inside the skill returns the partial sum and where it
+    ended."""
+    first = torch.as_tensor(state, device=skill.device)[None]
+    actions = None if decoder.closed_loop else decoder.plan(skill[None], first)[0]
     reward_sum, steps = 0.0, 0
     for t in range(decoder.skill_horizon):
         now = torch.as_tensor(state, device=skill.device)[None]
@@ -420,7 +444,7 @@ def evaluate(policy: GaussianPolicy, decoder, args: Args, env_kwargs: dict, vide
         state, _ = env.reset(seed=10_000_000 + args.seed * 1000 + episode)
         episode_return, done = 0.0, False
         while not done:
-            skill = choose_skill(policy, state[:state_dim], None, deterministic=True)
+            skill = choose_skill(policy, state if args.prior_init else state[:state_dim], None, deterministic=True)
             state, reward, terminated, truncated, _, info = execute_skill(env, decoder, skill, state)
             episode_return += reward
             done = terminated or truncated
@@ -495,10 +519,11 @@ def train(args: Args) -> dict:
     decoder = skill_model.decoder
 
     # Replay buffer, policy (freshly initialised), critics, alpha. Policy and critics see the state vector only, so the
-    # env gives frames only to a decoder that reads them (--decoder-frames, the authors' ImageClSPiRLMdl); an image
-    # skill model's prior is not used here.
+    # env gives frames only to a decoder that reads them (--decoder-frames, the authors' ImageClSPiRLMdl) or, with
+    # --prior-init, to the policy copied from an image prior; otherwise the skill model's prior is not used here.
     learner = build_learner(args, skill_model, skill_config)
-    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], 0, device)
+    image_dim = IMAGE_DIM if args.prior_init and skill_config["image"] else 0  # an image prior's copy reads frames
+    buffer = ReplayBuffer(args.buffer_size, skill_config["state_dim"], skill_config["latent_dim"], image_dim, device)
     act_gen = torch.Generator().manual_seed(args.seed)  # skills chosen in the env
     learn_gen = torch.Generator().manual_seed(args.seed + 1)  # replay batches and policy samples in updates
     env_steps = updates = episodes = 0
@@ -510,7 +535,8 @@ def train(args: Args) -> dict:
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
     env_kwargs = {"tasks": args.tasks} if args.tasks else {}
     env_kwargs |= {"sparse": True} if args.sparse_reward else {}
-    env_kwargs |= {"image": True} if skill_config.get("decoder_state_features") == "frames" else {}
+    env_kwargs |= {"image": True} if skill_config.get("decoder_state_features") == "frames" or image_dim else {}
+    env_kwargs |= {"view": skill_config["view"]} if image_dim and skill_config.get("view") else {}
     env = make_env(args.env, **env_kwargs)
     logged = env_spec(args.env)["episode_info"]  # info entries logged at each episode's end (charts/<name>)
     losses = []  # sac_update's outputs since the last log
@@ -549,8 +575,9 @@ def train(args: Args) -> dict:
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_transitions, 1)  # warm-up first (app. B.2)
-                    if learning:
-                        skill = choose_skill(learner.policy, state[: learner.state_dim], act_gen)
+                    if learning or args.prior_init:  # --prior-init: the prior's copy collects the warm-up too
+                        seen = state if args.prior_init else state[: learner.state_dim]
+                        skill = choose_skill(learner.policy, seen, act_gen)
                     else:  # the warm-up: uniformly random skills, as the authors' random-action warm-up
                         skill = SKILL_RANGE * (2 * torch.rand(skill_config["latent_dim"], generator=act_gen) - 1)
                         skill = skill.to(device)

@@ -152,7 +152,7 @@ def run_skill(env, model, z: torch.Tensor, observation, steps: int, skip: int = 
     """Execute skill z in the env from `observation` as spirl_sac.py does (open-loop: all actions decoded from z at
     once; closed-loop: each from z and the current observation), its actions skip..steps-1. Returns (noise-free
     states reached, done, info, last observation)."""
-    actions = None if model.closed_loop else model.decoder(z[None])[0]
+    actions = None if model.closed_loop else model.decoder.plan(z[None], torch.as_tensor(observation)[None])[0]
     reached, done, info = [], False, {}
     for t in range(skip, steps):
         now = torch.as_tensor(observation)[None]
@@ -375,7 +375,7 @@ def run_block_skill(env, model, z: torch.Tensor, observation, steps: int | None 
     """Execute skill z for `steps` env steps (default H) as spirl_sac.py does (open-loop: all actions decoded from z
     at once; closed-loop: each from z and the current observation). Returns the last observation."""
     steps = model.decoder.skill_horizon if steps is None else steps
-    actions = None if model.closed_loop else model.decoder(z[None])[0]
+    actions = None if model.closed_loop else model.decoder.plan(z[None], torch.as_tensor(observation)[None])[0]
     for k in range(steps):
         now = torch.as_tensor(observation)[None]
         action = actions[k] if actions is not None else model.decoder(now, z[None])[0]
@@ -747,6 +747,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     try:
         model, config = load_skill_model(args.checkpoint)
+        if config.get("conditioned_decoder"):  # its encoder and decoder also read s_1, which the probes do not pass
+            raise SpirlError(
+                f"{args.checkpoint} has the state-conditioned decoder (app. D), which this bench does not "
+                "measure: bench a model trained without --conditioned-decoder"
+            )
         if config["env"] == "block_stacking":
             return write(block_main(args, model, config), args.out or BLOCK_RESULTS)
         model, config = load_skill_model(args.checkpoint, env="kitchen", state_dim=STATE_DIM)

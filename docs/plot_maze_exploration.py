@@ -49,12 +49,13 @@ def visited(env: MazeEnv, steps: int, choose_actions, seed: int) -> np.ndarray:
 
 def skill_actions(model, from_prior: bool):
     def choose(state, rng):
+        observation = torch.as_tensor(state, dtype=torch.float32)[None]
         if from_prior:
-            mu, log_sigma = model.skill_prior(torch.as_tensor(state, dtype=torch.float32)[None])
+            mu, log_sigma = model.skill_prior(observation)
             z = mu + torch.exp(log_sigma) * torch.as_tensor(rng.standard_normal(mu.shape), dtype=torch.float32)
         else:
             z = torch.as_tensor(rng.standard_normal((1, model.decoder.latent_dim)), dtype=torch.float32)
-        return model.decoder(z)[0].clamp(-1, 1).numpy()
+        return model.decoder.plan(z, observation)[0].clamp(-1, 1).numpy()  # app. D's decoder also reads the state
 
     return choose
 

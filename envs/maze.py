@@ -386,14 +386,24 @@ class MazeEnv(gym.Env):
         cells = range(self.size + 2)
         self._boxes = np.array([[model.geom(f"block_{i}_{j}").id if full[i, j] else -1 for j in cells] for i in cells])
         self._rgba = model.geom_rgba[self._boxes[0, 0]].copy()
+        self._ground = model.geom("ground").id
         obs_dim = STATE_DIM + (2 * 3 * VIEW_PIXELS**2 if image else 0)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self._set_layout(self.walls)
 
     @classmethod
-    def downstream(cls, **kwargs) -> "MazeEnv":
-        return cls(downstream_layout(), DOWNSTREAM_START, DOWNSTREAM_GOAL, **kwargs)
+    def downstream(cls, goal=DOWNSTREAM_GOAL, **kwargs) -> "MazeEnv":
+        """The authors' downstream task; `goal`: another goal cell (row, col) of the same maze (app. H)."""
+        walls = downstream_layout()
+        goal = tuple(int(i) for i in goal)
+        inside = len(goal) == 2 and all(0 <= i < n for i, n in zip(goal, walls.shape))
+        if not inside or walls[goal] or distances_from(walls, DOWNSTREAM_START)[goal] < 0:
+            raise SpirlError(
+                f"maze goal cell {goal} is a wall, outside the maze or cut off from the start: choose a "
+                f"free cell (row, col) reachable from {DOWNSTREAM_START}, e.g. {DOWNSTREAM_GOAL}"
+            )
+        return cls(walls, DOWNSTREAM_START, goal, **kwargs)
 
     def _set_layout(self, walls: np.ndarray):
         model = self._maze.point_env.model
@@ -403,6 +413,12 @@ class MazeEnv(gym.Env):
         model.geom_rgba[ids] = np.where(on[:, None], self._rgba, 0.0)
         self._maze.maze._maze_map = walls.astype(int).tolist()  # PointMaze checks reset/goal cells on it
         self.walls = walls
+
+    def touching_wall(self) -> bool:
+        """Whether the agent touches a wall now: a MuJoCo contact not with the floor (the walls of other layouts
+        are switched off)."""
+        contact, ground = self._maze.point_env.data.contact, self._ground
+        return bool(np.any((contact.geom1 != ground) & (contact.geom2 != ground)))
 
     def view_at(self, state: np.ndarray) -> np.ndarray:
         """(3, 32, 32) uint8 frame of `state` (x, y, vx, vy) in this episode's layout, with its goal."""

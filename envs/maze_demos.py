@@ -15,6 +15,15 @@ authors only episodes of more than 20 actions. The actions are the controller's,
 (app. G). Episode i uses the generator seeded (seed, i, attempt) and env seed
 (seed * 1000003 + i) * 16 + attempt (a new attempt replaces a too short episode), so the data does not
 depend on --workers. Observations are the 4-dim state; actions the 2-dim ones executed.
+
+Non-expert data (app. G, Fig. 12): `--bc-policy` lets a behavioural-cloning policy fit to the planner's data choose
+the actions instead, in the same tasks and episodes (it sees the two stacked frames, as the authors' ImageBCMdl,
+and executes tanh of a sample of its Gaussian, as baselines/bc_sac.py):
+
+    python baselines/bc_sac.py --env maze --image True --total-env-steps 0 --run-name maze_bc   # fit pi_BC only
+    python -m envs.maze_demos --bc-policy runs/maze_bc/policy.pt --out data/maze-bc-v1
+
+Both report the wall collisions per episode (the paper: 0 for the expert data, about 2.5 for the BC policy's).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from envs.maze import MazeEnv, cell_anchor, shortest_path
 from envs.registry import LOCAL_DATASETS
 
 DATASET_ID = "spirl/maze-planner-v1"
+BC_DATASET_ID = "spirl/maze-bc-v1"  # --bc-policy's non-expert data
 P_GAIN, D_GAIN = 10.0, -1.0  # the authors' waypoint controller
 REACHED = 0.1  # cells: a waypoint (and the goal) counts as reached this close, moving less than this per step
 WAYPOINT_JITTER = 0.2  # cells, each axis
@@ -55,6 +65,9 @@ class Args:
     """replace an existing dataset at --out"""
     workers: int = 0
     """processes collecting episodes in parallel (0: one per CPU core); the data does not depend on it"""
+    bc_policy: str | None = None
+    """policy.pt of a baselines/bc_sac.py --env maze --image run: its policy chooses the actions instead of the
+    planner (non-expert data, app. G)"""
 
 
 def waypoints(walls: np.ndarray, path: list[tuple[int, int]], rng: np.random.Generator) -> list[np.ndarray]:
@@ -69,25 +82,55 @@ def controller_action(state: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.clip(P_GAIN * (target - state[:2]) + D_GAIN * state[2:], -1.0, 1.0)
 
 
-def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args: Args) -> dict:
+def load_bc_policy(path: str):
+    """(policy, its settings) of a baselines/bc_sac.py maze run's policy.pt; else a one-line SpirlError."""
+    import torch
+
+    from baselines import bc_sac  # the BC policy's network (envs/ otherwise needs nothing from baselines/)
+
+    fix = "pass runs/<run>/policy.pt of `python baselines/bc_sac.py --env maze --image True --total-env-steps 0`"
+    if not os.path.isfile(path):
+        raise SpirlError(f"--bc-policy {path} does not exist; {fix}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpirlError(f"cannot read --bc-policy {path} ({type(e).__name__}); {fix}") from None
+    saved = saved if isinstance(saved, dict) else {}
+    settings = saved.get("args", {})
+    if saved.get("kind") != "bc_sac_policy" or settings.get("env") != "maze" or not settings.get("image"):
+        raise SpirlError(f"--bc-policy {path} is not the policy of a baselines/bc_sac.py --env maze --image run; {fix}")
+    policy = bc_sac.make_policy(bc_sac.Args(**settings)).eval()
+    policy.load_state_dict(saved["policy"])
+    return policy
+
+
+def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args: Args, policy=None) -> dict:
+    """One episode of the planner, or with `policy` (load_bc_policy) of that policy in the same task."""
     state, info = env.reset(seed=env_seed)
+    observation, state = state, state[:4]  # a BC policy's env gives image observations; the data keeps the state
     plan = waypoints(env.walls, shortest_path(env.walls, info["start_cell"], info["goal_cell"]), rng)
     target = plan[-1]  # the controller aims at the goal cell's anchor, as the authors' (not at the jittered goal)
     states, actions, rewards, k, reached, previous = [state], [], [], 0, False, state[:2]
+    collisions, touching = 0, False
     for _ in range(env.max_episode_steps):
         # The authors' rule: done within REACHED of the target while moving less than REACHED per step (at the
         # top speed of 5 the point mass moves 0.05 per step, so the position alone decides).
         moved = np.linalg.norm(state[:2] - previous)
         reached = bool(np.linalg.norm(state[:2] - target) < REACHED and moved < REACHED)
         waypoint = target if reached else plan[k]
-        if rng.random() < args.random_action_fraction:
+        if policy is not None:
+            action = bc_action(policy, observation, rng)
+        elif rng.random() < args.random_action_fraction:
             action = rng.uniform(-1.0, 1.0, 2)
         else:
             action = np.clip(controller_action(state, waypoint) + rng.normal(0.0, args.action_noise, 2), -1.0, 1.0)
         if not reached and np.linalg.norm(state[:2] - waypoint) < REACHED and moved < REACHED:
             k = min(k + 1, len(plan) - 1)
         previous = state[:2]
-        state, reward, _, _, _ = env.step(action)  # the authors execute the action of the final step too
+        observation, reward, _, _, _ = env.step(action)  # the authors execute the action of the final step too
+        state = observation[:4]
+        collisions += env.touching_wall() and not touching  # a new contact with a wall
+        touching = env.touching_wall()
         states.append(state)
         actions.append(action.astype(np.float32))
         rewards.append(reward)
@@ -100,16 +143,33 @@ def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args:
         "rewards": np.asarray(rewards, np.float32),
         "terminated": reached,
         "seed": env_seed,
+        "collisions": collisions,
     }
+
+
+def bc_action(policy, observation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """a = tanh(u), u ~ pi_BC(. | frames), as baselines/bc_sac.py executes its policy (noise from `rng`)."""
+    import torch
+
+    with torch.no_grad():
+        mu, log_sigma = policy(torch.as_tensor(observation, dtype=torch.float32)[None])
+    u = mu[0].numpy() + np.exp(log_sigma[0].numpy()) * rng.standard_normal(mu.shape[-1])
+    return np.tanh(u).astype(np.float32)
 
 
 def collect_chunk(args: Args, first: int, count: int) -> list[dict]:
     """Episodes first .. first + count - 1; each depends only on (seed, its index), not on the chunking."""
-    env, episodes = MazeEnv(), []
+    policy = None
+    if args.bc_policy:
+        import torch
+
+        torch.set_num_threads(1)  # one process per core
+        policy = load_bc_policy(args.bc_policy)
+    env, episodes = MazeEnv(image=policy is not None), []
     for i in range(first, first + count):
         for attempt in range(ATTEMPTS):
             rng = np.random.default_rng([args.seed, i, attempt])
-            episode = collect_episode(env, rng, (args.seed * 1_000_003 + i) * ATTEMPTS + attempt, args)
+            episode = collect_episode(env, rng, (args.seed * 1_000_003 + i) * ATTEMPTS + attempt, args, policy)
             if len(episode["actions"]) > MIN_ACTIONS:
                 break
         else:
@@ -127,37 +187,46 @@ def collect(args: Args) -> dict:
         raise SpirlError(f"--random-action-fraction must be in [0, 1] (got {args.random_action_fraction})")
     if os.path.exists(args.out) and not args.overwrite:
         raise SpirlError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
+    if args.bc_policy:
+        if args.out == LOCAL_DATASETS[DATASET_ID][0]:
+            raise SpirlError("--bc-policy writes non-expert data: pass an --out other than the planner data's")
+        load_bc_policy(args.bc_policy)  # a wrong file fails here, before any worker starts
     pool, _ = worker_pool(args.workers)
     firsts = range(0, args.episodes, 100)  # chunks of 100 episodes, collected in order
     counts = [min(100, args.episodes - i) for i in firsts]
-    episodes, steps, reached, start = [], 0, 0, time.time()
+    episodes, steps, reached, collisions, start = [], 0, 0, 0, time.time()
     bar = tqdm(total=args.episodes, desc="maze demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30)
     with pool:
         for done in pool.map(collect_chunk, [args] * len(counts), firsts, counts):
             episodes += done
             steps += sum(len(e["actions"]) for e in done)
             reached += sum(e["terminated"] for e in done)
+            collisions += sum(e.pop("collisions") for e in done)
             bar.update(len(done))
             rate = steps / (time.time() - start)
             bar.set_postfix(reached=f"{reached / len(episodes):.0%}", steps_per_s=f"{rate:.0f}")
     bar.close()
     seconds = time.time() - start
     algorithm = "BFS planner, a jittered waypoint per cell, PD controller (envs/maze_demos.py)"
+    algorithm = f"behavioural-cloning policy {args.bc_policy} (envs/maze_demos.py)" if args.bc_policy else algorithm
     description = (
         f"Point-mass maze, a new random 20x20 layout per episode; random action fraction "
         f"{args.random_action_fraction}. Observations: (x, y, vx, vy)."
     )
-    write_minari(args.out, episodes, DATASET_ID, MazeEnv(), args.seed, algorithm=algorithm, description=description)
+    dataset_id = BC_DATASET_ID if args.bc_policy else DATASET_ID
+    write_minari(args.out, episodes, dataset_id, MazeEnv(), args.seed, algorithm=algorithm, description=description)
     summary = {
         "episodes": len(episodes),
         "transitions": steps,
         "reached_goal": float(np.mean([e["terminated"] for e in episodes])),
+        "wall_collisions_per_episode": collisions / len(episodes),
         "seconds": seconds,
         "env_steps_per_s": steps / seconds,
     }
     print(
         f"wrote {args.out}: {summary['episodes']} episodes, {steps} transitions, {summary['reached_goal']:.1%} reach "
-        f"their goal; {seconds:.0f} s ({summary['env_steps_per_s']:.0f} env steps/s)"
+        f"their goal, {summary['wall_collisions_per_episode']:.2f} wall collisions per episode; {seconds:.0f} s "
+        f"({summary['env_steps_per_s']:.0f} env steps/s)"
     )
     return summary
 

@@ -15,9 +15,10 @@ import pytest
 from tests.conftest import DOCS, ROOT, docs_script
 
 SCRIPTS = ("plot_sac", "plot_pretrain", "plot_fig4", "plot_maze_exploration", "plot_block_stacking")
-SCRIPTS += ("plot_kitchen_rollout",)
+SCRIPTS += ("plot_kitchen_rollout", "plot_maze_training")
 CHECKPOINT_SCRIPTS = (
     "plot_maze_exploration",
+    "plot_maze_training",
     "plot_block_stacking",
     "plot_kitchen_rollout",
 )  # the others read tensorboard folders

@@ -28,6 +28,7 @@ from envs.maze import (
     training_task,
     xy_to_cell,
 )
+from tests.conftest import docs_script
 
 
 @pytest.mark.parametrize("seed", range(50))
@@ -240,6 +241,33 @@ def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
     assert reached[0.0] >= 0.5 and reached[1.0] < reached[0.0]
 
 
+def test_a_bc_policy_collects_non_expert_data_in_the_planner_tasks_and_collisions_are_counted(maze_dataset, tmp_path):
+    """App. G / Fig. 12: --bc-policy runs a baselines/bc_sac.py maze image policy in the planner's tasks; the
+    planner's own data never hits a wall (as the paper's expert data), an untrained policy does."""
+    import torch
+
+    from baselines import bc_sac
+    from envs.datasets import load_episodes
+    from envs.errors import SpirlError
+    from envs.maze_demos import Args, collect
+    from envs.runs import save_checkpoint
+
+    _, planner = maze_dataset
+    assert planner["wall_collisions_per_episode"] == 0.0
+    settings = bc_sac.Args(env="maze", image=True, hidden=16, layers=2)
+    torch.manual_seed(0)
+    policy = dict(args=vars(settings), policy=bc_sac.make_policy(settings).state_dict())
+    save_checkpoint(str(tmp_path / "policy.pt"), policy, kind="bc_sac_policy")
+    out = tmp_path / "bc"
+    summary = collect(Args(episodes=3, out=str(out), seed=1, workers=1, bc_policy=str(tmp_path / "policy.pt")))
+    episodes = load_episodes(str(out), "maze")
+    assert len(episodes) == 3 and all(e.states.shape[1] == 4 and len(e.actions) <= 500 for e in episodes)
+    assert summary["wall_collisions_per_episode"] > 0
+    with pytest.raises(SpirlError, match="not the policy of a baselines/bc_sac.py --env maze --image run"):
+        save_maze_skill_model(tmp_path / "skills.pt")
+        collect(Args(episodes=1, out=str(tmp_path / "no"), bc_policy=str(tmp_path / "skills.pt")))
+
+
 # ----------------------------------------------------------------------------- the method on the maze
 
 
@@ -407,6 +435,111 @@ def test_image_prior_pretrains_on_planner_data_and_reports_maze_success(maze_dat
                 resume=result["checkpoint"],
             )
         )
+
+
+def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_without_init(maze_dataset, tmp_path):
+    """App. D / Fig. 9: the conditioned decoder's actions depend on s_1's frames, the model reloads as trained, and
+    spirl_sac.py runs on it without prior initialisation, with app. F's omega (skills from the prior until 500 env
+    steps, from pi after 1000) and another goal cell (app. H)."""
+    import torch
+
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+
+    plot_maze_training = docs_script("plot_maze_training")
+
+    out, _ = maze_dataset
+    tiny = dict(env="maze", image=True, dataset=str(out), hidden_dim=16, prior_layers=1, val_fraction=0.2)
+    result = sp.train(
+        sp.Args(conditioned_decoder=True, num_steps=4, batch_size=8, run_name=str(tmp_path / "pre"), **tiny)
+    )
+    assert np.isfinite(result["val"]["reconstruction_mse"])
+    model, config = sp.load_skill_model(result["checkpoint"], env="maze", image=True, conditioned_decoder=True)
+    env = MazeEnv.downstream(image=True)
+    first, _ = env.reset(seed=0)
+    moved = env.reset(seed=0)[0]
+    moved[4:] = np.roll(moved[4:], 96)  # other frames, the same state vector
+    z = torch.randn(1, config["latent_dim"])
+    plans = [model.decoder.plan(z, torch.as_tensor(o)[None]) for o in (first, moved)]
+    assert plans[0].shape == (1, 10, 2) and not torch.allclose(*plans)
+    with pytest.raises(sp.SpirlError, match="--closed-loop"):
+        sp.train(sp.Args(conditioned_decoder=True, closed_loop=True, **tiny))
+
+    actors, choose = [], sac.choose_skill
+
+    def record(actor, *rest, **kwargs):  # who chose each training skill
+        if not kwargs.get("deterministic"):
+            actors.append(actor)
+        return choose(actor, *rest, **kwargs)
+
+    args = sac.Args(
+        env="maze",
+        prior_checkpoint=result["checkpoint"],
+        prior_init=False,
+        omega_schedule=(500, 1000),
+        goal=(3, 23),  # 8 cells from the start
+        total_env_steps=1500,
+        warmup_transitions=20,
+        batch_size=8,
+        critic_hidden=16,
+        eval_every=10_000,
+        eval_episodes=1,
+        run_name=str(tmp_path / "rl"),
+        threads=1,
+    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(sac, "choose_skill", record)
+        run = sac.train(args)
+    prior = actors[0]  # omega = 1 at the start: the prior chooses the first skill
+    assert run["env_steps"] == 2000 and len(actors) == 200 and 51 <= sum(a is prior for a in actors) <= 100  # 1 episode
+    assert all(a is prior for a in actors[:51]) and not any(a is prior for a in actors[100:])  # 10 env steps each
+    assert [sac.omega(n, (500, 1000)) for n in (0, 500, 750, 1000, 2000)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    paths, goal, env_steps = plot_maze_training.training_paths(run["checkpoint"])  # Fig. 13's panels
+    assert paths.shape == (200, 2, 2) and goal == (3, 23) and env_steps == 2000
+    plot_maze_training.main([run["checkpoint"], "--out", str(tmp_path / "fig13.png")])
+    assert (tmp_path / "fig13.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="not a spirl_sac.py checkpoint of a maze run"):
+        plot_maze_training.main([result["checkpoint"], "--out", str(tmp_path / "no.png")])
+    for bad, match in (({"goal": (0, 0)}, "goal cell"), ({"omega_schedule": (10, 5)}, "--omega-schedule")):
+        with pytest.raises(sac.SpirlError, match=match):
+            sac.train(sac.replace(args, run_name=str(tmp_path / "bad"), **bad))
+
+
+def test_ssp_prior_init_starts_from_the_image_prior_and_collects_its_own_warm_up(tmp_path):
+    """Fig. 10's "SSP PriorInit + SAC": SSP's policy is a copy of the image prior (frames in), and it, not uniform
+    skills, chooses every training skill from the first."""
+    import torch
+
+    import baselines.ssp as ssp
+
+    save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1, image=True)
+    calls, choose = [], ssp.choose_skill
+
+    def record(policy, observation, *rest, **kwargs):  # what each training skill was chosen from
+        if not kwargs.get("deterministic"):
+            calls.append(len(observation))
+        return choose(policy, observation, *rest, **kwargs)
+
+    args = ssp.Args(
+        env="maze",
+        prior_checkpoint=str(tmp_path / "skills.pt"),
+        prior_init=True,
+        total_env_steps=1000,
+        warmup_transitions=20,
+        batch_size=8,
+        critic_hidden=16,
+        eval_every=10_000,
+        eval_episodes=1,
+        run_name=str(tmp_path / "run"),
+        threads=1,
+    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(ssp, "choose_skill", record)
+        result = ssp.train(args)
+    assert calls == [4 + 2 * 3 * 32 * 32] * 200  # one 2000-step episode of 10-step skills, each from the frames
+    policy = torch.load(result["policy"], weights_only=False)["policy"]
+    prior = torch.load(tmp_path / "skills.pt", weights_only=False)["model"]
+    assert "conv.0.weight" in policy and policy["conv.0.weight"].shape == prior["skill_prior.conv.0.weight"].shape
 
 
 def test_image_prior_sees_only_the_frames():

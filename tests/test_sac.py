@@ -250,7 +250,7 @@ class ZeroDecoder:
 
     closed_loop, skill_horizon = False, 10
 
-    def __call__(self, z):
+    def plan(self, z, first_states):
         return torch.zeros(len(z), self.skill_horizon, 9)
 
 

@@ -1,0 +1,91 @@
+"""Where a maze agent went while it learned (the paper's Fig. 13 panels): the training rollouts of spirl_sac.py runs,
+drawn from their replay buffers, the darker the later.
+
+    python docs/plot_maze_training.py runs/maze_goal_a/checkpoint.pt runs/maze_goal_b/checkpoint.pt --out docs/fig13.png
+
+One panel per run: every high-level transition of its replay buffer (the state where a skill started to the one
+where it ended, H env steps later) as a line segment over the downstream maze, coloured from light to dark in the
+order they were collected, with the run's start and goal (spirl_sac.py --goal) marked. The replay holds the whole run
+while it is smaller than --buffer-size (1M high-level transitions: 10M env steps at H = 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import matplotlib
+import numpy as np
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from envs import SpirlError  # noqa: E402
+from envs.maze import DOWNSTREAM_GOAL, MazeEnv  # noqa: E402
+
+FIX = "pass runs/<run>/checkpoint.pt of a spirl_sac.py --env maze run"
+
+
+def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
+    """(segments (N, 2, 2) of (x, y) in collection order, the run's goal cell, its env steps) from a checkpoint."""
+    inside = os.path.join(path, "checkpoint.pt")
+    if os.path.isdir(path):
+        raise SpirlError(
+            f"{path} is a folder, not a checkpoint; " + (f"pass {inside}" if os.path.isfile(inside) else FIX)
+        )
+    if not os.path.isfile(path):
+        raise SpirlError(f"{path} does not exist; {FIX}")
+    try:  # mmap: the replay's frames stay on disk, only the states are read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise SpirlError(f"cannot read {path} ({type(e).__name__}); {FIX}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "spirl_sac" or ckpt.get("args", {}).get("env") != "maze":
+        raise SpirlError(f"{path} is not a spirl_sac.py checkpoint of a maze run; {FIX}")
+    replay, size = ckpt["replay"], ckpt["replay"]["size"]
+    start = replay["next"] if size == len(replay["states"]) and replay["next"] < size else 0
+    order = np.roll(np.arange(size), -start)  # a full, wrapped buffer: oldest first
+    states, next_states = replay["states"][order, :2].numpy(), replay["next_states"][order, :2].numpy()
+    goal = ckpt["args"].get("goal") or DOWNSTREAM_GOAL
+    return np.stack([states, next_states], axis=1), tuple(goal), int(ckpt["env_steps"])
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint.pt of spirl_sac.py --env maze runs, one panel each")
+    parser.add_argument("--out", default="docs/fig13_maze_goals.png")
+    args = parser.parse_args(argv)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        runs = [training_paths(path) for path in args.checkpoints]
+    except SpirlError as e:  # a missing, unreadable or wrong checkpoint: one line, no traceback
+        sys.exit(f"error: {e}")
+    except OSError as e:
+        sys.exit(f"error: cannot create the folder of {args.out} ({e.strerror}); pass another --out")
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.4), squeeze=False)
+    for ax, (segments, goal, env_steps) in zip(axes[0], runs):
+        env = MazeEnv.downstream(goal=goal)
+        rows, cols = env.walls.shape
+        ax.imshow(env.walls, cmap="Greys", extent=(-cols / 2, cols / 2, -rows / 2, rows / 2), vmin=0, vmax=1.6)
+        shade = np.linspace(0.15, 1.0, len(segments))  # light (early) to dark (late)
+        ax.add_collection(LineCollection(segments, colors=plt.cm.Blues(shade), linewidths=0.4, rasterized=True))
+        ax.plot(*env.reset(seed=0)[0][:2], "o", color="tab:green", ms=7, label="start")
+        ax.plot(*env.goal, "*", color="tab:red", ms=12, label="goal")
+        ax.set_title(f"goal cell {goal}\n({env_steps:,} env steps, darker = later)", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+        env.close()
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    try:
+        fig.savefig(args.out, dpi=110, bbox_inches="tight")
+    except OSError as e:
+        sys.exit(f"error: cannot write {args.out} ({e.strerror}); pass another --out")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
