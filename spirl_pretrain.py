@@ -320,13 +320,8 @@ class ConditionedSkillDecoder(nn.Module):
 
     def __init__(self, state_dim, action_dim, latent_dim, hidden_dim, skill_horizon, layers, image, state_features):
         super().__init__()
-        self.state_dim, self.latent_dim, self.skill_horizon, self.hidden_dim = (
-            state_dim,
-            latent_dim,
-            skill_horizon,
-            hidden_dim,
-        )
-        self.image = image
+        self.state_dim, self.latent_dim = state_dim, latent_dim
+        self.skill_horizon, self.hidden_dim, self.image = skill_horizon, hidden_dim, image
         if image:
             self.features, self.feature_dim = FrameFeatures(), FrameFeatures.width
         else:
@@ -346,6 +341,7 @@ class ConditionedSkillDecoder(nn.Module):
         return self.lstm(z, self.start(features).split(sizes, dim=-1))
 
     def plan(self, z: torch.Tensor, first_states: torch.Tensor) -> torch.Tensor:
+        """The H actions of skills z (B, |Z|) started in `first_states` (B, S or O), as the RL scripts decode."""
         return self(z, self.read(first_states))
 
 
