@@ -93,8 +93,9 @@ class Args:
     """speed: the critics' matmuls in bfloat16 (2x faster with AVX512-BF16; Q-values rounded to ~3 digits)"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
-    eval_episodes: int = 10
-    """K: episodes per evaluation"""
+    eval_episodes: int | None = None
+    """K: episodes per evaluation (default per env, envs/registry.py: kitchen 10; maze and block stacking 1, whose
+    evaluation episodes are all the same: a fixed start, a deterministic env and the policy mean)"""
     log_every: int = 100
     """gradient steps between logged loss means (and the NaN/inf check)"""
     checkpoint_every: int = 50_000
@@ -614,7 +615,8 @@ def resolve_args(args: Args) -> Args:
         make_env(args.env, goal=tuple(args.goal)).close()
     total = 1_500_000 if args.total_env_steps is None else args.total_env_steps
     device = runs.resolve_device(args.device)
-    defaults = {name: getattr(args, name) or spec[name] for name in ("delta", "critic_layers", "squash_scale")}
+    per_env = ("delta", "critic_layers", "squash_scale", "eval_episodes")
+    defaults = {name: getattr(args, name) or spec[name] for name in per_env}
     if args.bootstrap_at_time_limit is None:
         defaults["bootstrap_at_time_limit"] = spec["bootstrap_at_time_limit"]
     return replace(

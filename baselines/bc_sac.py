@@ -97,8 +97,9 @@ class Args:
     """seed for network init, action sampling, replay sampling and the env"""
     eval_every: int = 50_000
     """env steps between evaluations (K episodes with the policy mean)"""
-    eval_episodes: int = 10
-    """K: episodes per evaluation"""
+    eval_episodes: int | None = None
+    """K: episodes per evaluation (default per env, envs/registry.py: kitchen 10; maze and block stacking 1, whose
+    evaluation episodes are all the same: a fixed start, a deterministic env and the policy mean)"""
     log_every: int = 1_000
     """gradient steps between logged loss means (and the NaN/inf check)"""
     checkpoint_every: int = 50_000
@@ -596,6 +597,7 @@ def resolve_args(args: Args) -> Args:
     if args.image and args.env == "kitchen":
         raise SpirlError("--image needs an env with image observations (maze, block_stacking); drop it for the kitchen")
     env_defaults = {name: value for name, value in ENV_DEFAULTS[args.env].items() if getattr(args, name) is None}
+    env_defaults |= dict(eval_episodes=args.eval_episodes or spec["eval_episodes"])
     bootstrap = (
         spec["bootstrap_at_time_limit"] if args.bootstrap_at_time_limit is None else args.bootstrap_at_time_limit
     )

@@ -46,6 +46,9 @@ LOCAL_DATASETS = {
 #   unanchored (only 0.4-1.5% of transitions are true ends): mean Q 12 and 4e4 against Monte-Carlo returns below 2
 #   in 2 of 3 seeds, whose success then collapsed (3.7 -> 0 subtasks); stopping there anchors 1 transition in 28.
 #   Any other gymnasium task (flat SAC) bootstraps, as CleanRL's SAC;
+# - eval_episodes: episodes per evaluation with the policy mean. The maze and block stacking start every episode in
+#   the same state and step deterministically, so their evaluation episodes are identical (checked in the tests) and
+#   one is enough; the kitchen's starts vary;
 # - default_dataset: what spirl_pretrain.py reads when --dataset is not given;
 # - default_prior: the skill-model checkpoint shipped in the repo, used when --prior-checkpoint is not given.
 ENV_SPECS = {
@@ -60,6 +63,7 @@ ENV_SPECS = {
         "critic_layers": 6,
         "squash_scale": 2.0,
         "bootstrap_at_time_limit": False,
+        "eval_episodes": 10,
         # Scripted demonstrations in the spirit of D4RL "mixed", generated offline; the
         # paper's own data stays available as --dataset D4RL/kitchen/mixed-v2 (needs internet).
         "default_dataset": "spirl/kitchen-scripted-v0",
@@ -79,6 +83,7 @@ ENV_SPECS = {
         "critic_layers": 2,
         "squash_scale": 1.0,
         "bootstrap_at_time_limit": False,
+        "eval_episodes": 1,
         "default_dataset": "spirl/maze-planner-v1",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt"),
     },
@@ -99,6 +104,7 @@ ENV_SPECS = {
         "critic_layers": 3,
         "squash_scale": 1.0,
         "bootstrap_at_time_limit": False,
+        "eval_episodes": 1,
         "default_dataset": "spirl/block-stacking-scripted-v0",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "block-stacking-image-skills.pt"),
     },
@@ -142,6 +148,7 @@ def gymnasium_spec(name: str) -> dict:
         "progress_metric": None,
         "episode_info": (),
         "bootstrap_at_time_limit": True,
+        "eval_episodes": 10,
     }
 
 

@@ -334,3 +334,21 @@ def test_bad_task_list_raises_spirl_error(tasks):
     msg = str(e.value)
     assert "\n" not in msg
     assert all(t in msg for t in ALL_SUBTASKS)  # names the valid choices
+
+
+@pytest.mark.parametrize("name", ["maze", "block_stacking"])
+def test_one_evaluation_episode_is_enough_where_every_episode_starts_alike_and_steps_deterministically(name):
+    """The registry's eval_episodes 1 for the maze and block stacking: whatever the reset seed, the same actions give
+    the same observations (frames included), so K episodes of the policy mean would repeat one; the kitchen's differ."""
+    trajectories = []
+    for seed in (1, 2):
+        env = envs.make_env(name, image=True)
+        observation, _ = env.reset(seed=seed)
+        actions = np.random.default_rng(0).uniform(-1, 1, (100, *env.action_space.shape)).astype(np.float32)
+        trajectories.append(np.stack([observation] + [env.step(a)[0] for a in actions]))
+        env.close()
+    np.testing.assert_array_equal(*trajectories)
+    assert envs.env_spec(name)["eval_episodes"] == 1
+    kitchen = envs.make_env("kitchen")
+    assert not np.array_equal(kitchen.reset(seed=1)[0], kitchen.reset(seed=2)[0])
+    assert envs.env_spec("kitchen")["eval_episodes"] == 10
