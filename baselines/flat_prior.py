@@ -262,32 +262,38 @@ class Learner:
     gamma: float
     tau: float
 
-    def sample_action(self, states: torch.Tensor, generator: torch.Generator | None = None):
-        """Reparameterised u ~ pi(. | s); returns (a = tanh(u), KL(pi(.|s) || p(.|s)) per state)."""
+    @torch.no_grad()
+    def prior_of(self, states: torch.Tensor) -> torch.Tensor:
+        """p(a | s) as [mu, log sigma] (B, 2|A|). The prior is frozen, so this is computed once per state, when the
+        transition is stored in the replay buffer (it saves two prior passes per update, as in spirl_sac.py)."""
+        return torch.cat(self.action_prior(states), dim=-1)
+
+    def sample_action(self, states: torch.Tensor, generator: torch.Generator | None = None, prior=None):
+        """Reparameterised u ~ pi(. | s); returns (a = tanh(u), KL(pi(.|s) || p(.|s)) per state).
+        `prior`: p(a | s) of these states as prior_of gives it (computed here when None)."""
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
-        with torch.no_grad():
-            prior_mu, prior_log_sigma = self.action_prior(states)
+        prior_mu, prior_log_sigma = (self.prior_of(states) if prior is None else prior).chunk(2, dim=-1)
         return torch.tanh(u), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
 
 
 @torch.no_grad()
-def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator):
+def compute_q_target(learner: Learner, rewards, next_states, terminals, alpha, generator, next_prior=None):
     """Alg. 1 line 9: r + gamma [min_i Q_target_i(s', a') - alpha KL(pi(.|s') || p(.|s'))], a' ~ pi(.|s').
 
     The prior divergence stands where SAC has the entropy. A termination stops the bootstrap; so does the time limit
     unless --bootstrap-at-time-limit (then it was stored with terminal = 0)."""
-    next_actions, next_divergence = learner.sample_action(next_states, generator)
+    next_actions, next_divergence = learner.sample_action(next_states, generator, next_prior)
     next_q = learner.critic_target(next_states, next_actions).min(0).values
     return rewards + learner.gamma * (1.0 - terminals) * (next_q - alpha * next_divergence)
 
 
 def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> torch.Tensor:
     """One gradient step of Algorithm 1 (lines 9-13) on actions; returns the LOSS_TAGS values as one tensor
-    (no host sync). `batch`: (s, a, r, s', terminal) as ReplayBuffer.sample gives it."""
-    states, actions, rewards, next_states, terminals = batch
+    (no host sync). `batch`: (s, a, r, s', terminal, p(.|s), p(.|s')) as ReplayBuffer.sample gives it."""
+    states, actions, rewards, next_states, terminals, priors, next_priors = batch
     alpha = learner.log_alpha.exp().detach()
-    q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator)
+    q_target = compute_q_target(learner, rewards, next_states, terminals, alpha, generator, next_priors)
 
     # Line 11: critics regress to the target (both critics in one batched pass).
     q = learner.critic(states, actions)
@@ -297,7 +303,7 @@ def sac_update(learner: Learner, batch: tuple, generator: torch.Generator) -> to
     learner.critic_opt.step()
 
     # Line 10: policy maximises min Q - alpha * KL(pi || p). The critics enter frozen: no gradient to them.
-    new_actions, divergence = learner.sample_action(states, generator)
+    new_actions, divergence = learner.sample_action(states, generator, priors)
     actor_loss = (alpha * divergence - learner.critic(states, new_actions, frozen=True).min(0).values).mean()
 
     # Line 12: alpha grows when KL exceeds delta and shrinks below it (as in spirl_sac.py).
@@ -398,11 +404,12 @@ def fit_action_prior(args: Args) -> tuple[GaussianPolicy, dict]:
 
 
 class ReplayBuffer:
-    """Preallocated ring buffer of transitions (s, a, r, s', terminal). Observations are stored as their state
-    vector (float) and, for image observations, their frames as uint8 (as floats, 1e5 transitions of two 6144-pixel
-    observations would take 5 GB). Memory is only committed as it fills."""
+    """Preallocated ring buffer of transitions (s, a, r, s', terminal) with the frozen prior's p(.|s) and p(.|s')
+    (Learner.prior_of). Observations are stored as their state vector (float) and, for image observations, their
+    frames as uint8 (as floats, 1e5 transitions of two 6144-pixel observations would take 5 GB). Memory is only
+    committed as it fills."""
 
-    FIELDS = "states frames actions rewards next_states next_frames terminals".split()
+    FIELDS = "states frames actions rewards next_states next_frames terminals priors next_priors".split()
 
     def __init__(self, capacity: int, state_dim: int, action_dim: int, image_dim: int = 0, device="cpu"):
         self.capacity, self.size, self.next, self.state_dim = capacity, 0, 0, state_dim
@@ -413,6 +420,8 @@ class ReplayBuffer:
         self.next_states = torch.empty(capacity, state_dim, device=device)
         self.next_frames = torch.empty(capacity, image_dim, dtype=torch.uint8, device=device)
         self.terminals = torch.empty(capacity, device=device)
+        self.priors = torch.empty(capacity, 2 * action_dim, device=device)
+        self.next_priors = torch.empty(capacity, 2 * action_dim, device=device)
 
     def _store(self, states, frames, i: int, observation):
         observation = torch.as_tensor(observation)
@@ -425,13 +434,14 @@ class ReplayBuffer:
             return states[idx]
         return torch.cat([states[idx], frames[idx].float().div_(255)], dim=1)
 
-    def add(self, state, action, reward: float, next_state, terminal: bool):
+    def add(self, state, action, reward: float, next_state, terminal: bool, prior, next_prior):
         i = self.next
         self._store(self.states, self.frames, i, state)
         self.actions[i] = torch.as_tensor(action)
         self.rewards[i] = reward
         self._store(self.next_states, self.next_frames, i, next_state)
         self.terminals[i] = float(terminal)
+        self.priors[i], self.next_priors[i] = prior, next_prior
         self.next = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -439,7 +449,24 @@ class ReplayBuffer:
         idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.states.device)
         states = self._observations(self.states, self.frames, idx)
         next_states = self._observations(self.next_states, self.next_frames, idx)
-        return states, self.actions[idx], self.rewards[idx], next_states, self.terminals[idx]
+        priors, next_priors = self.priors[idx], self.next_priors[idx]
+        return states, self.actions[idx], self.rewards[idx], next_states, self.terminals[idx], priors, next_priors
+
+
+def with_priors(saved: dict, buffer: ReplayBuffer, learner: Learner) -> dict:
+    """A checkpoint's replay; one written before the buffer kept p(.|s) and p(.|s') gets them computed once."""
+    if "priors" in saved:
+        return saved
+    saved = dict(saved)
+    for prior, states, frames in (("priors", "states", "frames"), ("next_priors", "next_states", "next_frames")):
+        images = saved.get(frames, torch.empty(len(saved[states]), 0, dtype=torch.uint8))
+        observations = (
+            torch.cat([saved[states], images.float() / 255], dim=1) if buffer.frames.shape[1] else saved[states]
+        )
+        saved[prior] = torch.cat(
+            [learner.prior_of(batch.to(buffer.priors.device)) for batch in observations.split(4096)]
+        )
+    return saved
 
 
 # ----------------------------------------------------------------------------- acting
@@ -497,7 +524,7 @@ def train(args: Args) -> dict:
     env_steps = updates = episodes = 0
     if ckpt is not None:
         runs.load_learner_state(learner, ckpt["learner"])
-        runs.load_replay_state(buffer, ckpt["replay"])
+        runs.load_replay_state(buffer, with_priors(ckpt["replay"], buffer, learner))
         act_gen.set_state(ckpt["rng"]["act"])
         learn_gen.set_state(ckpt["rng"]["learn"])
         env_steps, updates, episodes = ckpt["env_steps"], ckpt["updates"], ckpt["episodes"]
@@ -533,18 +560,20 @@ def train(args: Args) -> dict:
                 # ALGO LOGIC: one episode of Algorithm 1 on actions (act, step the env, store, update).
                 # Each training episode has its own seed, so a resumed run sees the same episodes.
                 state, _ = env.reset(seed=args.seed * 1_000_003 + episodes)
+                state_prior = learner.prior_of(torch.as_tensor(state, device=args.device)[None])[0]
                 episode_start, episode_return, done = env_steps, 0.0, False
                 while not done:
                     learning = buffer.size >= max(args.warmup_steps, 1)  # warm-up first (app. B.2)
                     action = choose_action(learner.policy, state, act_gen)  # the warm-up too: pi = p there
                     next_state, reward, terminated, truncated, info = env.step(action)
+                    next_prior = learner.prior_of(torch.as_tensor(next_state, device=args.device)[None])[0]
                     # Easy to overlook: whether the time limit ends the bootstrap (see Args).
                     end = terminated or (truncated and not args.bootstrap_at_time_limit)
-                    buffer.add(state, action, reward, next_state, end)
+                    buffer.add(state, action, reward, next_state, end, state_prior, next_prior)
                     if learning:
                         learn()
                     updates += learning
-                    state, done = next_state, terminated or truncated
+                    state, state_prior, done = next_state, next_prior, terminated or truncated
                     episode_return += reward
                     env_steps += 1
 

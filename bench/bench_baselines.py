@@ -14,6 +14,10 @@ defaults (30-dim state, 9-dim action; the authors' flat SAC: policy 6 x 256, twi
     on their dominant shape.
 - env steps/s: baselines/sac.py's training loop on FrankaKitchen-v1 while it learns (evaluations
   excluded, learning starts after a 560-step warm-up), next to the raw env with random actions.
+- `--flat-prior-image`: instead, baselines/flat_prior.py's gradient step at its block-stacking sizes (the image policy
+  and prior: conv encoder of the two frames, 6 x 128 MLP; twin critics 3 x 256 on the 41-dim state), with p(.|s) and
+  p(.|s') read from the replay (as the script does) or computed in the update (two more passes of the image prior),
+  writes bench/results/flat_prior_image.json.
 Run it on an idle machine: the figures are medians but a busy core still skews them.
 """
 
@@ -169,15 +173,58 @@ def sac_env_steps_per_s(threads: int) -> float:
     return result["learning_sps"]
 
 
+def flat_prior_image_ms(stored_priors: bool, threads: int, repeats: int = 5, n: int = 10) -> float:
+    """Median ms of one flat_prior.py update on block stacking, the prior's outputs stored or computed in the update."""
+    from baselines import flat_prior
+    from spirl_pretrain import IMAGE_DIM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    args = flat_prior.resolve_args(flat_prior.Args(env="block_stacking"))
+    learner = flat_prior.build_learner(args, flat_prior.make_policy(args).eval().requires_grad_(False))
+    buffer, g = flat_prior.ReplayBuffer(4096, 41, 3, IMAGE_DIM), torch.Generator().manual_seed(0)
+    observations = torch.cat([torch.randn(4096, 41), torch.randint(0, 256, (4096, IMAGE_DIM)) / 255.0], dim=1)
+    priors = torch.cat([learner.prior_of(batch) for batch in observations.split(512)])
+    for i in range(4096):
+        buffer.add(observations[i], torch.rand(3) * 2 - 1, 1.0, observations[i], False, priors[i], priors[i])
+
+    def batch():
+        sampled = buffer.sample(BATCH, g)
+        return sampled if stored_priors else (*sampled[:5], None, None)  # None: computed in sample_action
+
+    for _ in range(3):
+        flat_prior.sac_update(learner, batch(), g)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            out = flat_prior.sac_update(learner, batch(), g)
+        out.sum().item()
+        times.append((time.perf_counter() - start) / n * 1e3)
+    return statistics.median(times)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "baselines.json")
     parser.add_argument("--out", default=out)
     compiled = "leave out the torch.compile variant (its compilation takes a minute)"
     parser.add_argument("--skip-compiled", action="store_true", help=compiled)
+    parser.add_argument("--flat-prior-image", action="store_true", help="only flat_prior.py's block-stacking update")
     args = parser.parse_args()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     results = {"command": "python bench/bench_baselines.py " + " ".join(sys.argv[1:]), "machine": machine}
+    if args.flat_prior_image:
+        for threads in (1, 2):
+            for stored in (True, False):
+                ms = flat_prior_image_ms(stored, threads)
+                key = f"priors {'stored' if stored else 'computed'}, {threads} thread{'s' * (threads > 1)}"
+                results[key] = ms
+                print(f"flat_prior.py update, block stacking, {key}: {ms:6.1f} ms", flush=True)
+        out = os.path.join(os.path.dirname(args.out), "flat_prior_image.json")
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+        return print(f"wrote {out}")
     results["update_ms"] = {}
     for threads in (1, 2):
         for variant in ("sac.py", "plain") + (() if args.skip_compiled else ("compiled",)):

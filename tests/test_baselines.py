@@ -125,7 +125,9 @@ def test_flat_prior_policy_starts_as_the_prior_and_its_update_uses_the_kl(datase
     _, kl = learner.sample_action(states)
     assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)  # pi = p at the start
     learner.policy.net[-1].bias.data += 0.5
-    batch = (states, torch.rand(32, 9) * 2 - 1, torch.rand(32), torch.randn(32, 30), torch.zeros(32))
+    next_states = torch.randn(32, 30)
+    batch = (states, torch.rand(32, 9) * 2 - 1, torch.rand(32), next_states, torch.zeros(32))
+    batch += (learner.prior_of(states), learner.prior_of(next_states))  # as the replay stores them
     losses = flat_prior.sac_update(learner, batch, torch.Generator().manual_seed(0))
     assert losses[flat_prior.LOSS_TAGS.index("charts/kl_to_prior")] > 0.01 and torch.isfinite(losses).all()
     assert all(torch.equal(m.running_mean, mean) for m, mean in zip(norms, fit_stats))
@@ -252,6 +254,15 @@ def test_flat_baseline_resume_continues_exactly(module, datasets, tmp_path, shor
     a, b = (torch.load(r["checkpoint"], weights_only=True) for r in (straight, resumed))
     for key in ("learner", "replay", "rng", "env_steps", "updates", "episodes"):
         assert_same(a[key], b[key], key)
+    if module is flat_prior:  # its replay keeps p(.|s) and p(.|s'); a replay saved without them gets them on resume
+        args = flat_prior.resolve_args(flat_prior.Args(**kitchen))
+        learner = flat_prior.build_learner(args, flat_prior.make_policy(args).eval())
+        flat_prior.runs.load_learner_state(learner, b["learner"])
+        older = {k: v for k, v in b["replay"].items() if k not in ("priors", "next_priors")}
+        buffer = flat_prior.ReplayBuffer(10, 30, 9)
+        for name, states in (("priors", "states"), ("next_priors", "next_states")):
+            torch.testing.assert_close(b["replay"][name], learner.prior_of(b["replay"][states]))
+            torch.testing.assert_close(flat_prior.with_priors(older, buffer, learner)[name], b["replay"][name])
 
 
 def test_ssp_policy_is_the_authors_state_mlp_and_its_update_uses_the_entropy():
