@@ -487,15 +487,17 @@ def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_witho
         run_name=str(tmp_path / "rl"),
         threads=1,
     )
+    make_env = sac.make_env
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(sac, "choose_skill", record)
+        monkeypatch.setattr(sac, "make_env", lambda *a, **k: make_env(*a, max_episode_steps=600, **k))  # shorter
         run = sac.train(args)
     prior = actors[0]  # omega = 1 at the start: the prior chooses the first skill
-    assert run["env_steps"] == 2000 and len(actors) == 200 and 51 <= sum(a is prior for a in actors) <= 100  # 1 episode
+    assert run["env_steps"] == 1800 and len(actors) == 180 and 51 <= sum(a is prior for a in actors) <= 100
     assert all(a is prior for a in actors[:51]) and not any(a is prior for a in actors[100:])  # 10 env steps each
     assert [sac.omega(n, (500, 1000)) for n in (0, 500, 750, 1000, 2000)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     paths, goal, env_steps = plot_maze_training.training_paths(run["checkpoint"])  # Fig. 13's panels
-    assert paths.shape == (200, 2, 2) and goal == (3, 23) and env_steps == 2000
+    assert paths.shape == (180, 2, 2) and goal == (3, 23) and env_steps == 1800
     plot_maze_training.main([run["checkpoint"], "--out", str(tmp_path / "fig13.png")])
     assert (tmp_path / "fig13.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="not a spirl_sac.py checkpoint of a maze run"):
@@ -533,10 +535,12 @@ def test_ssp_prior_init_starts_from_the_image_prior_and_collects_its_own_warm_up
         run_name=str(tmp_path / "run"),
         threads=1,
     )
+    make_env = ssp.make_env
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(ssp, "choose_skill", record)
+        monkeypatch.setattr(ssp, "make_env", lambda *a, **k: make_env(*a, max_episode_steps=500, **k))  # shorter
         result = ssp.train(args)
-    assert calls == [4 + 2 * 3 * 32 * 32] * 200  # one 2000-step episode of 10-step skills, each from the frames
+    assert calls == [4 + 2 * 3 * 32 * 32] * 100  # two 500-step episodes of 10-step skills, each from the frames
     policy = torch.load(result["policy"], weights_only=False)["policy"]
     prior = torch.load(tmp_path / "skills.pt", weights_only=False)["model"]
     assert "conv.0.weight" in policy and policy["conv.0.weight"].shape == prior["skill_prior.conv.0.weight"].shape
