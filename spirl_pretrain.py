@@ -314,7 +314,8 @@ class ConditionedSkillDecoder(nn.Module):
     """App. D: the open-loop decoder conditioned on the skill's first state s_1, as the authors' cond_decode. What the
     prior reads of s_1 (the state, or an image observation's frames through this decoder's own conv layers) goes
     through an MLP the size of the prior to the LSTM's initial (h, c) and first input action; the H actions then
-    follow from z as in SkillDecoder. The encoder sees the same features beside each action (`read`)."""
+    follow from z as in SkillDecoder. The encoder sees the same features beside each action (`read`). The authors
+    predict the initial state and the first input with two such MLPs; one MLP with both outputs here."""
 
     closed_loop = False
 
@@ -541,11 +542,10 @@ def prior_rollouts(model: SkillModel, args: Args) -> dict:
         state, info = env.reset(seed=args.seed + episode)
         done = False
         while not done:
-            mu, log_sigma = model.skill_prior(torch.as_tensor(state, device=device)[None])
+            first = torch.as_tensor(state, device=device)[None]
+            mu, log_sigma = model.skill_prior(first)
             z = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(device)
-            actions = (
-                None if model.closed_loop else model.decoder.plan(z, torch.as_tensor(state, device=device)[None])[0]
-            )
+            actions = None if model.closed_loop else model.decoder.plan(z, first)[0]
             for t in range(model.decoder.skill_horizon):
                 now = torch.as_tensor(state, device=device)[None]
                 action = actions[t] if actions is not None else model.decoder(now, z)[0]

@@ -83,7 +83,7 @@ def controller_action(state: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def load_bc_policy(path: str):
-    """(policy, its settings) of a baselines/bc_sac.py maze run's policy.pt; else a one-line SpirlError."""
+    """The policy (eval mode) in a baselines/bc_sac.py --env maze --image run's policy.pt; else a SpirlError."""
     import torch
 
     from baselines import bc_sac  # the BC policy's network (envs/ otherwise needs nothing from baselines/)
@@ -129,8 +129,9 @@ def collect_episode(env: MazeEnv, rng: np.random.Generator, env_seed: int, args:
         previous = state[:2]
         observation, reward, _, _, _ = env.step(action)  # the authors execute the action of the final step too
         state = observation[:4]
-        collisions += env.touching_wall() and not touching  # a new contact with a wall
-        touching = env.touching_wall()
+        now_touching = env.touching_wall()
+        collisions += now_touching and not touching  # a new contact with a wall
+        touching = now_touching
         states.append(state)
         actions.append(action.astype(np.float32))
         rewards.append(reward)
