@@ -3,16 +3,25 @@ per env, and a markdown table of the final figures.
 
     python docs/plot_fig4.py runs/<sweep name> --out docs/fig4        # docs/fig4_<env>.png + docs/fig4.md
     python docs/plot_fig4.py runs/kitchen_fig4 runs/block_fig4 --out docs/fig4    # several sweeps, one table
+    python docs/plot_fig4.py runs/maze_fig4 --save-curves docs/curves         # also keep each run's curve in docs/
+    python docs/plot_fig4.py docs/curves/maze_fig4 runs/maze_fig4 --out docs/fig4m   # kept curves and live runs
 
 Reads runs/<sweep>/<env>__<method>__s<seed>[__<flag><value>...]/ as sweep.py names them; runs that
-differ only in the seed form one curve. The curve is the training episodes' progress figure
-(kitchen: subtasks completed, maze: success, block stacking: blocks stacked) averaged in bins of
---bin env steps per run, then mean +- std over the runs of a curve (the band is absent with one seed).
+differ only in the seed form one curve. --save-curves writes what it read of each run (its training
+episodes, evaluations and minutes) to <dir>/<sweep>/<run>.json, a few tens of KB that can go into git, and
+a folder of such files can be passed instead of a sweep: so a figure survives its runs/ folder, and runs
+made over several sessions or machines join one figure. A run found twice (a kept curve and the live run,
+or two exports) counts once, as the copy that reached the most env steps.
+
+The curve is the training episodes' progress figure (kitchen: subtasks completed, maze: success, block
+stacking: blocks stacked) averaged in bins of --bin env steps per run, then mean +- std over the runs of a
+curve (the band is absent with one seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -52,17 +61,58 @@ def read_run(run_dir: str, metric: str) -> dict | None:
             "seconds": seconds}  # fmt: skip
 
 
-def collect(sweep_dir: str, curves: dict | None = None) -> dict:
-    """{env: {(method, variant): [run, ...]}} of every run folder with logs (added to `curves` when given)."""
-    curves = {} if curves is None else curves
-    for name in sorted(os.listdir(sweep_dir)):
+def read_curve(path: str) -> dict:
+    """A run's curve as --save-curves wrote it (see save_curve)."""
+    with open(path) as f:
+        saved = json.load(f)
+    return {key: np.array(saved[key]) for key in ("steps", "values", "eval_steps", "eval_values")} | {
+        "seconds": saved["seconds"]
+    }
+
+
+def save_curve(run: dict, path: str):
+    """Write a run's curve as JSON (env steps as integers, values to 4 decimals), through a temporary file."""
+    saved = {"steps": run["steps"].astype(int).tolist(), "values": np.round(run["values"], 4).tolist(),
+             "eval_steps": run["eval_steps"].astype(int).tolist(),
+             "eval_values": np.round(run["eval_values"], 4).tolist(), "seconds": run["seconds"]}  # fmt: skip
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(saved, f, separators=(",", ":"))
+    os.replace(path + ".tmp", path)
+
+
+def keep_furthest(runs: dict, name: str, run: dict):
+    """Add a run to {run name: run}; a name found twice keeps the copy that reached the most env steps."""
+    if name not in runs or run["steps"].max() > runs[name]["steps"].max():
+        runs[name] = run
+
+
+def collect(sweep_dir: str) -> dict:
+    """{run name: run} of every run folder with logs, and of every curve file --save-curves wrote, in `sweep_dir`."""
+    runs: dict = {}
+    for entry in sorted(os.listdir(sweep_dir)):
+        path, name = os.path.join(sweep_dir, entry), entry.removesuffix(".json")
         match = RUN_NAME.match(name)
-        if not match or match["env"] not in METRIC or not os.path.isdir(os.path.join(sweep_dir, name)):
+        if not match or match["env"] not in METRIC:
             continue
-        run = read_run(os.path.join(sweep_dir, name), METRIC[match["env"]])
+        if os.path.isdir(path):
+            run = read_run(path, METRIC[match["env"]])
+        elif entry.endswith(".json"):
+            run = read_curve(path)
+        else:
+            continue
         if run is not None and len(run["steps"]):
-            run["seed"] = int(match["seed"])
-            curves.setdefault(match["env"], {}).setdefault((match["method"], match["variant"]), []).append(run)
+            run["seed"], run["sweep"] = int(match["seed"]), os.path.basename(os.path.normpath(sweep_dir))
+            keep_furthest(runs, name, run)
+    return runs
+
+
+def by_curve(runs: dict) -> dict:
+    """{env: {(method, variant): [run, ...]}}: the runs that differ only in the seed form one curve."""
+    curves: dict = {}
+    for name, run in sorted(runs.items()):
+        match = RUN_NAME.match(name)
+        curves.setdefault(match["env"], {}).setdefault((match["method"], match["variant"]), []).append(run)
     return curves
 
 
@@ -144,29 +194,37 @@ def main(argv: list[str] | None = None):
     parser.add_argument(
         "--last-fraction", type=float, default=0.1, help="share of each run's env steps in its final figure"
     )
+    parser.add_argument(
+        "--save-curves", default=None, help="also write each run's curve to <dir>/<sweep>/<run>.json (e.g. docs/curves)"
+    )
     args = parser.parse_args(argv)
-    fix = "pass runs/<sweep name>, the folder sweep.py writes (run folders named <env>__<method>__s<seed>)"
+    fix = (
+        "pass runs/<sweep name>, the folder sweep.py writes (run folders named <env>__<method>__s<seed>), or a folder "
+        "of curves that --save-curves wrote"
+    )
     if args.bin < 1:
         sys.exit(f"error: --bin must be at least 1 env step (got {args.bin})")
     if not 0 < args.last_fraction <= 1:
         sys.exit(f"error: --last-fraction must be in (0, 1] (got {args.last_fraction})")
-    curves: dict = {}
+    runs: dict = {}
     for sweep_dir in args.sweep_dirs:
         if not os.path.exists(sweep_dir):
             sys.exit(f"error: {sweep_dir} does not exist; {fix}")
         if not os.path.isdir(sweep_dir):
             sys.exit(f"error: {sweep_dir} is a file, not a folder; {fix}")
-        found = sum(len(runs) for keys in curves.values() for runs in keys.values())
         try:
-            collect(sweep_dir, curves)
-        except Exception as e:  # an unreadable folder or event file
+            found = collect(sweep_dir)
+        except Exception as e:  # an unreadable folder, event file or curve file
             sys.exit(f"error: cannot read the runs in {sweep_dir} ({type(e).__name__}); {fix}")
-        if sum(len(runs) for keys in curves.values() for runs in keys.values()) == found:
+        for name, run in found.items():
+            keep_furthest(runs, name, run)
+        if not found:
             folder = os.path.normpath(sweep_dir)
             if RUN_NAME.match(os.path.basename(folder)):
                 parent = os.path.dirname(folder) or "."
                 sys.exit(f"error: {sweep_dir} is one run, not a sweep; pass its parent folder {parent}")
             sys.exit(f"error: no runs with logs in {sweep_dir}; {fix}")
+    curves = by_curve(runs)
     out = args.out or os.path.join(args.sweep_dirs[0], "fig4")
     folders = ", ".join(f"`{d}`" for d in args.sweep_dirs)
     lines = [f"Final figures of {folders} (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
@@ -188,6 +246,13 @@ def main(argv: list[str] | None = None):
     except OSError as e:
         sys.exit(f"error: cannot write {e.filename or out} ({e.strerror}); pass another --out")
     print(f"wrote {out}.md")
+    if args.save_curves:
+        try:
+            for name, run in runs.items():
+                save_curve(run, os.path.join(args.save_curves, run["sweep"], f"{name}.json"))
+        except OSError as e:
+            sys.exit(f"error: cannot write {e.filename or args.save_curves} ({e.strerror}); pass another --save-curves")
+        print(f"wrote {len(runs)} curves to {args.save_curves}")
     print("\n".join(lines))
 
 

@@ -119,7 +119,8 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
                 writer.add_scalar(f"charts/eval_{metric}", level, 20_000)
                 writer.close()
     (sweep_dir / "notes").mkdir()  # not a run: ignored
-    plot_fig4.main([str(sweep_dir), "--out", str(tmp_path / "fig4"), "--bin", "2000"])
+    kept = tmp_path / "kept"
+    plot_fig4.main([str(sweep_dir), "--out", str(tmp_path / "fig4"), "--bin", "2000", "--save-curves", str(kept)])
     for env in ("kitchen", "maze"):
         png = tmp_path / f"fig4_{env}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -142,6 +143,18 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
         and "| SPiRL (ours) | 1 | 19,000 | 1.00" in both
     )
     assert (tmp_path / "both_block_stacking.png").stat().st_size > 10_000
+    # Kept curves stand in for their runs: the same table from them alone, and a live run that has gone further
+    # replaces its kept curve instead of counting twice.
+    assert sorted(p.name for p in (kept / "fig").iterdir())[0] == "kitchen__sac__s1.json"
+    plot_fig4.main([str(kept / "fig"), "--out", str(tmp_path / "b"), "--bin", "2000"])
+    body = lambda name: (tmp_path / name).read_text().split("\n", 1)[1]  # noqa: E731 (the first line names the folders)
+    assert body("b.md") == body("fig4.md")
+    writer = SummaryWriter(str(sweep_dir / "kitchen__spirl__s1"))
+    writer.add_scalar("charts/subtasks_completed", 4.0, 40_000)
+    writer.close()
+    plot_fig4.main([str(kept / "fig"), str(sweep_dir), "--out", str(tmp_path / "c"), "--bin", "2000"])
+    assert "| SPiRL (ours) | 2 | 19,880 |" in (tmp_path / "c.md").read_text()  # min over seeds; s1 now at 40k
+    assert plot_fig4.collect(str(sweep_dir))["kitchen__spirl__s1"]["steps"].max() == 40_000
 
 
 def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
