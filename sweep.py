@@ -30,6 +30,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, fields
 
@@ -308,6 +309,11 @@ def sweep(args: Args) -> dict:
             log_hint = "" if rc == 0 else f" (exit {rc}; see runs/{args.name}/{name}/log.txt)"
             print(f"{states[name]} {args.name}/{name} after {result['seconds'] / 60:.1f} min{log_hint}", flush=True)
 
+    # Ctrl-C only sets a flag, read after every ray.wait: a KeyboardInterrupt raised while Ray's own wait is running
+    # can be lost inside it, and the sweep would then never stop its runs.
+    interrupts = []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupts.append(1)) if in_main_thread else None
     try:
         while queue or pending:
             while queue and len(pending) < workers:  # at most `workers` runs at once
@@ -318,7 +324,9 @@ def sweep(args: Args) -> dict:
                 ref = task.remote(actions[run["name"]][1], cwd, run_dirs[run["name"]], stop_path)
                 pending[ref] = run
                 states[run["name"]] = "running"
-            collect(ray.wait(list(pending), num_returns=1, timeout=min(args.report_every, 5.0))[0])
+            collect(ray.wait(list(pending), num_returns=1, timeout=min(args.report_every, 1.0))[0])
+            if interrupts:
+                raise KeyboardInterrupt
             if time.time() - last_report >= args.report_every:
                 print(summary_line(started, states, run_dirs), flush=True)
                 last_report = time.time()
@@ -329,13 +337,16 @@ def sweep(args: Args) -> dict:
             flush=True,
         )
         open(stop_path, "w").close()
+        interrupts.clear()
         try:
-            while pending:
-                collect(ray.wait(list(pending), num_returns=1)[0])
+            while pending and not interrupts:
+                collect(ray.wait(list(pending), num_returns=1, timeout=1.0)[0])
         finally:
             os.remove(stop_path)
         raise
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         ray.shutdown()
     print(summary_line(started, states, run_dirs))
     return {run["name"]: states.get(run["name"], "skip") for run in runs}
