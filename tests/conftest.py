@@ -8,6 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 DOCS = os.path.join(ROOT, "docs")
+BENCH = os.path.join(ROOT, "bench")
 
 
 def docs_script(name: str):
@@ -20,6 +21,17 @@ def docs_script(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(DOCS)
+
+
+def bench_script(name: str):
+    """bench/<name>.py as a module."""
+    import importlib
+
+    sys.path.insert(0, BENCH)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCH)
 
 
 # The real D4RL file lives in ../shared beside the checkout on the developers' machines and in CI;

@@ -12,7 +12,7 @@ import spirl_sac
 from baselines import bc_sac, flat_prior, ssp
 from baselines import sac as flat_sac
 from envs import load_episodes
-from tests.conftest import docs_script
+from tests.conftest import bench_script, docs_script
 from tests.test_maze import maze_dataset  # noqa: F401  (the planner-data fixture, reused)
 from tests.test_pretrain import write_d4rl_file
 
@@ -100,6 +100,15 @@ def test_baseline_runs_logs_the_common_metrics_and_resumes(module, env, datasets
                 steps_taken = act(kitchen, state)[-1]
             assert kind == module.__name__.split(".")[-1] and steps_taken >= 1
             kitchen.close()
+        # bench/bench_action_prior.py: the flat prior's frozen p(a | s), rolled out in the ordered task.
+        bench = ["--episodes", "1", "--tasks", "--out", str(tmp_path / "prior.json")]
+        if module is flat_prior:
+            figures = bench_script("bench_action_prior").main([resumed["checkpoint"], *bench])
+            assert set(figures) >= {"ordered task, mean action", "ordered task, sampled actions"}
+            assert all(0 <= figures[f"ordered task, {way}"] <= 4 for way in ("mean action", "sampled actions"))
+        elif module is flat_sac:
+            with pytest.raises(SystemExit, match="not a baselines/flat_prior.py checkpoint"):
+                bench_script("bench_action_prior").main([resumed["checkpoint"], *bench])
 
 
 def test_flat_prior_kl_matches_the_closed_form_on_gaussians():
