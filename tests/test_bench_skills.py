@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 import bench_skills  # noqa: E402
 
+from envs.datasets import load_episodes  # noqa: E402
 from envs.kitchen import KitchenEnv  # noqa: E402
 from envs.kitchen_demos import Args as CollectArgs  # noqa: E402
 from envs.kitchen_demos import collect
@@ -62,39 +63,37 @@ def test_bench_skills_writes_every_figure(tmp_path, two_episodes):
     assert all(v["min"] <= v["mean"] <= v["max"] and np.isfinite(v["mean"]) for v in logp)
 
 
-def test_bench_skills_runs_a_closed_loop_model(tmp_path, two_episodes):
-    """The closed-loop decoder is run step by step from the observations, in the replay, oracle and prior alike."""
+@pytest.mark.parametrize("closed_loop", [True, False])
+def test_skills_run_as_spirl_sac_runs_them_with_either_decoder(two_episodes, closed_loop):
+    """run_skill, which the replay, oracle and prior rollouts all use: a closed-loop decoder acts on each step's
+    observation, an open-loop one plays the actions planned from the first; a held-out replay runs either."""
     import torch
 
     import spirl_pretrain as sp
-    from envs.runs import save_checkpoint
 
-    data = two_episodes
-    config = dict(
-        env="kitchen",
-        state_dim=30,
-        action_dim=9,
-        skill_horizon=10,
-        latent_dim=4,
-        hidden_dim=16,
-        prior_layers=1,
-        closed_loop=True,
-        dataset=str(data),
-        seed=1,
-        val_fraction=0.5,
-    )
+    config = dict(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=4, hidden_dim=16, prior_layers=1)
     torch.manual_seed(0)
-    save_checkpoint(
-        str(tmp_path / "cl.pt"),
-        {"config": config, "model": sp.SkillModel(**config).state_dict()},
-        kind="spirl_pretrain",
-    )
-    out = tmp_path / "skills.json"
-    flags = ["--checkpoint", str(tmp_path / "cl.pt"), "--episodes", "1", "--squash-scales", "2", "--out", str(out)]
-    figures = bench_skills.main(flags)
-    assert figures["replay"]["recorded_actions"] >= 1 and 0 <= figures["replay"]["decoded_skills"] <= 4
-    assert 0 <= figures["oracle"]["decoded_skills"]["mean_subtasks"] <= 4
-    assert np.isfinite(figures["first_skill_logp"]["microwave"]["mean"])
+    model = sp.SkillModel(**config, closed_loop=closed_loop).eval()
+    env = KitchenEnv()
+    observation, _ = env.reset(seed=0)
+    sent, step = [], env.step
+    env.step = lambda action: (sent.append(action), step(action))[1]
+    z = torch.randn(4)
+    _, done, _, last = bench_skills.run_skill(env, model, z, observation, steps=10, skip=3)
+    assert len(sent) == 7 and not done and last.shape == observation.shape
+    with torch.no_grad():
+        if closed_loop:  # the last action came from the observation before it, not from the first one
+            env2 = KitchenEnv()
+            before, _ = env2.reset(seed=0)
+            for action in sent[:-1]:
+                before = env2.step(action)[0]
+            expected = model.decoder(torch.as_tensor(before)[None], z[None])[0]
+        else:
+            expected = model.decoder.plan(z[None], torch.as_tensor(observation)[None])[0][9]
+    assert np.allclose(sent[-1], expected.clamp(-1, 1).numpy(), atol=1e-5)
+    episodes = load_episodes(str(two_episodes), "kitchen")[:1]
+    figures = bench_skills.replay(model, episodes, H=10)
+    assert figures["episodes"] == 1 and figures["recorded_actions"] >= 1 and 0 <= figures["decoded_skills"] <= 4
 
 
 BLOCK_PRIOR = os.path.join(

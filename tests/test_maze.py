@@ -327,31 +327,19 @@ def test_spirl_sac_runs_on_the_maze_and_logs_success(tmp_path):
 
 
 def test_exploration_figure_script_writes_a_png_with_an_image_prior_and_a_flat_prior(tmp_path, maze_dataset):
-    import subprocess
-    import sys
-
     from baselines import flat_prior
-    from tests.conftest import ROOT
 
+    plot_maze_exploration = docs_script("plot_maze_exploration")
     save_maze_skill_model(tmp_path / "skills.pt", latent_dim=4, hidden_dim=16, prior_layers=1, image=True)
     small = dict(prior_steps=20, hidden=16, layers=2, total_env_steps=100, warmup_steps=10**6, eval_episodes=1)
     args = flat_prior.Args(env="maze", dataset=str(maze_dataset[0]), run_name=str(tmp_path / "flat"), **small)
     flat = flat_prior.train(args)
     out = tmp_path / "exploration.png"
-    script = [
-        sys.executable,
-        os.path.join(ROOT, "docs", "plot_maze_exploration.py"),
-        str(tmp_path / "skills.pt"),
-        "--steps",
-        "500",
-    ]
-    done = subprocess.run(
-        script + ["--flat-prior", flat["checkpoint"], "--out", str(out)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    script = [str(tmp_path / "skills.pt"), "--steps", "500"]
+    plot_maze_exploration.main(script + ["--flat-prior", flat["checkpoint"], "--out", str(out)])
     assert out.stat().st_size > 10_000
-    done = subprocess.run(script + ["--flat-prior", str(tmp_path / "skills.pt")], capture_output=True, text=True)
-    assert done.returncode != 0 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
+    with pytest.raises(SystemExit, match="^error: --flat-prior .* is not a baselines/flat_prior.py checkpoint"):
+        plot_maze_exploration.main(script + ["--flat-prior", str(tmp_path / "skills.pt")])
 
 
 def test_each_episode_stores_the_env_seed_that_rebuilds_its_layout(maze_dataset):

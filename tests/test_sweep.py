@@ -59,31 +59,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path_factory, monkeypatch):
-    """A Ray head on 127.0.0.1 in the foreground (--block), so that terminating it ends its processes.
-    Token authentication is off for this private head (and this test's driver): a token left in
-    ~/.ray by another Ray session would not match it."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A Ray head on 127.0.0.1 in the foreground (--block), so that terminating it ends its processes; the
+    sweeps below share it. Token authentication is off for this private head (and the tests' drivers): a
+    token left in ~/.ray by another Ray session would not match it."""
     port = free_port()
     temp_dir = tmp_path_factory.mktemp("ray")  # short enough for Ray's unix socket paths
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     options = ["--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
     options += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    head = subprocess.Popen([ray_cli, "start", *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until the head answers
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    else:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+        head = subprocess.Popen([ray_cli, "start", *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until the head answers
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        else:
+            head.terminate()
+            pytest.fail("the Ray head did not start within 60 s")
+        yield f"127.0.0.1:{port}"
         head.terminate()
-        pytest.fail("the Ray head did not start within 60 s")
-    yield address
-    head.terminate()
-    head.wait(timeout=60)
+        head.wait(timeout=60)
 
 
 def test_sweep_runs_a_tiny_grid_on_a_ray_head_then_skips_it(ray_head, tmp_path, monkeypatch):
@@ -157,13 +157,15 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
     assert plot_fig4.collect(str(sweep_dir))["kitchen__spirl__s1"]["steps"].max() == 40_000
 
 
-def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
+def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(ray_head, tmp_path, monkeypatch, capsys):
     """SIGINT to the sweep (Ctrl-C): the run saves a checkpoint at its episode's end, is recorded as
     stopped, not finished, and the same command then resumes it."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweep.py")
     flags = "--name stop --methods sac --envs kitchen --seeds 1 --total-env-steps 100000 --workers 1".split()
-    args = [sys.executable, script, *flags, *TINY_SAC]
-    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    flags += [*TINY_SAC, "--address", ray_head]
+    driver = subprocess.Popen(
+        [sys.executable, script, *flags], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     run_dir = tmp_path / "runs" / "stop" / "kitchen__sac__s1"
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith("events.") for p in run_dir.glob("*")):
@@ -176,8 +178,9 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(tmp_path):
     assert status["status"] == "stopped" and (run_dir / "checkpoint.pt").is_file(), out
     assert not (run_dir / "policy.pt").exists()
     assert "stopped at env step" in (run_dir / "log.txt").read_text()
-    rerun = subprocess.run([*args, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
-    assert "resume stop/kitchen__sac__s1" in rerun and "--resume runs/stop/kitchen__sac__s1/checkpoint.pt" in rerun
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main([*flags, "--dry-run"]) == {"kitchen__sac__s1": "resume"}
+    assert "--resume runs/stop/kitchen__sac__s1/checkpoint.pt" in capsys.readouterr().out
 
 
 def test_a_run_under_a_blocked_sigint_still_stops_on_ctrl_c():
