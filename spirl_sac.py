@@ -4,9 +4,9 @@ Pertsch, Lee & Lim, "Accelerating Reinforcement Learning with Learned Skill Prio
 Sec. 3.3, Algorithm 1, app. A, B.2 and F. A high-level policy pi(z | s) picks a skill z every H env
 steps; the skill decoder of spirl_pretrain.py turns z into H actions, planned at once and run open-loop (the
 paper) or, with the authors' later closed-loop decoder (the kitchen and block-stacking default), each decoded from z
-and the state it acts in. The high-level reward is the sum of the H env rewards. pi is trained with SAC in which the entropy bonus
-is replaced by -alpha * KL(pi(z|s) || p_a(z|s)) towards the learned skill prior (eq. 3), and alpha is
-tuned so that this divergence stays near a target delta (Alg. 1 line 12).
+and the state it acts in. The high-level reward is the sum of the H env rewards. pi is trained with SAC in which
+the entropy bonus is replaced by -alpha * KL(pi(z|s) || p_a(z|s)) towards the learned skill prior (eq. 3), and
+alpha is tuned so that this divergence stays near a target delta (Alg. 1 line 12).
 
     python spirl_sac.py --env kitchen --delta 5            # the shipped skill model of checkpoints/
     python spirl_sac.py --env kitchen --prior-checkpoint runs/<pretrain run>/checkpoint.pt

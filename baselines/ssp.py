@@ -2,7 +2,8 @@
 
 Pertsch, Lee & Lim, CoRL 2020, Sec. 4.1 (representative of hierarchical skill-space policies). The
 skill decoder of spirl_pretrain.py is used as in spirl_sac.py: a high-level policy pi(z | s) picks a
-skill every H env steps, decoded into H actions that run open-loop, with the H rewards summed. But
+skill every H env steps, decoded into H actions (open-loop, or step by step from the state with a closed-loop
+decoder), with the H rewards summed. But
 the policy is trained with plain SAC: a fresh MLP on the state vector, the entropy bonus of SAC, alpha
 tuned towards a target entropy, and a warm-up of uniformly random skills. This tests what the learned
 skill prior buys on top of the learned skills. The paper gives no details of this baseline; they follow the
