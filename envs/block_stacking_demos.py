@@ -16,7 +16,8 @@ side, kept above the blocks. An episode ends when its plan is done (each carried
 gripper open above it) or after 250 steps; only completed episodes are kept. `--random-episode-fraction` mixes
 in that fraction of episodes of uniform random actions, 250 steps each, kept regardless (the sub-optimal data of
 Table 1: 0, 0.5, 0.75). Episode i uses the generator seeded (seed, i) and env seed seed * 1000003 + i, so the
-data does not depend on --workers.
+data does not depend on --workers. A stopped collection (Ctrl-C, a killed session) keeps its finished chunks in
+<out>.partial/, and the same command continues from them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from envs.block_stacking import (
     BlockStackingEnv,
     supported_heights,
 )
-from envs.datasets import worker_pool, write_minari
+from envs.datasets import ChunkStore, worker_pool, write_minari
 from envs.errors import SpirlError
 from envs.registry import LOCAL_DATASETS
 
@@ -50,6 +51,7 @@ CARRY_Z = TABLE_TOP + 0.52
 # beyond it could not be reached and stalled the episode until its step limit (9 of 100 episodes).
 Y_LIMIT = TRAIN_HALF_LENGTH - 0.1
 GRIP_STEPS = 3  # env steps to close or open the fingers
+CHUNK = 100  # episode indices per chunk: what a worker collects at a time, and what a stopped collection keeps
 
 
 @dataclass
@@ -231,23 +233,39 @@ def collect(args: Args) -> dict:
     if os.path.exists(args.out) and not args.overwrite:
         raise SpirlError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
     pool, workers = worker_pool(args.workers)
+    chunk = min(CHUNK, args.episodes)
+    # Finished chunks are kept on disk until the dataset is written: the same command continues a stopped collection.
+    settings = dict(seed=args.seed, stacks=args.stacks, random_episode_fraction=args.random_episode_fraction)
+    store = ChunkStore(args.out, dict(settings, chunk=chunk))
+    if store.done:
+        print(f"continuing from the {store.done} chunks of {chunk} episode indices in {store.dir}")
     episodes, totals, start, next_index = [], {"scripted": 0, "failed": 0, "steps": 0}, time.time(), 0
+    steps_now = 0  # env steps simulated by this process, for its speed
     bar = tqdm(
         total=args.episodes, desc="block stacking demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30
     )
-    with pool:
-        chunk = min(100, args.episodes)
-        while len(episodes) < args.episodes:  # chunks of indices, `workers` at a time, kept in index order
-            firsts = [next_index + chunk * k for k in range(workers)]
-            next_index += chunk * workers
-            for kept, counts in pool.map(collect_chunk, [args] * workers, firsts, [chunk] * workers):
-                totals = {k: totals[k] + counts[k] for k in totals}
-                kept = kept[: args.episodes - len(episodes)]
-                episodes += kept
-                bar.update(len(kept))
-            success = 1 - totals["failed"] / max(totals["scripted"], 1)
-            rate = totals["steps"] / (time.time() - start)
-            bar.set_postfix(scripted_success=f"{success:.0%}", steps_per_s=f"{rate:.0f}")
+    try:
+        with pool:
+            while len(episodes) < args.episodes:  # chunks of indices, `workers` at a time, kept in index order
+                firsts = [next_index + chunk * k for k in range(workers)]
+                next_index += chunk * workers
+                results = {first: store.load(first) for first in firsts}
+                todo = [first for first in firsts if results[first] is None]
+                for first, result in zip(todo, pool.map(collect_chunk, [args] * len(todo), todo, [chunk] * len(todo))):
+                    store.save(first, result)
+                    results[first] = result
+                    steps_now += result[1]["steps"]
+                for kept, counts in (results[first] for first in firsts):
+                    totals = {k: totals[k] + counts[k] for k in totals}
+                    kept = kept[: args.episodes - len(episodes)]
+                    episodes += kept
+                    bar.update(len(kept))
+                success = 1 - totals["failed"] / max(totals["scripted"], 1)
+                rate = steps_now / (time.time() - start)
+                bar.set_postfix(scripted_success=f"{success:.0%}", steps_per_s=f"{rate:.0f}")
+    except KeyboardInterrupt:
+        bar.close()
+        raise SpirlError(f"stopped; the finished chunks are kept in {store.dir}: the same command continues") from None
     bar.close()
     seconds = time.time() - start
     algorithm = "scripted stacking policy with random subgoals (envs/block_stacking_demos.py)"
@@ -257,12 +275,13 @@ def collect(args: Args) -> dict:
     )
     env = BlockStackingEnv.training()
     write_minari(args.out, episodes, DATASET_ID, env, args.seed, algorithm=algorithm, description=description)
+    store.remove()
     summary = {
         "episodes": len(episodes),
         "transitions": sum(len(e["actions"]) for e in episodes),
         "scripted_success": 1 - totals["failed"] / max(totals["scripted"], 1),
         "seconds": seconds,
-        "env_steps_per_s": totals["steps"] / seconds,
+        "env_steps_per_s": steps_now / seconds,
     }
     print(
         f"wrote {args.out}: {summary['episodes']} episodes, {summary['transitions']} transitions; the scripted "

@@ -16,7 +16,9 @@ episodes, then uniformly inside one episode, never across an episode boundary.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -324,6 +326,49 @@ def write_minari(out: str, episodes: list[dict], dataset_id: str, env, seed: int
 
 
 # ----------------------------------------------------------------------------- collectors' worker pool
+
+
+class ChunkStore:
+    """The finished chunks of a long collection, kept in `<out>.partial/` until the dataset is written, so that an
+    interrupted collection (Ctrl-C, a killed session) continues where it stopped when the same command is run again.
+    A chunk's result depends only on the collector's settings and its episode indices, so the data come out the same
+    however often the collection was interrupted; `settings` (JSON) must match those the folder was started with."""
+
+    def __init__(self, out: str, settings: dict):
+        self.dir = os.path.abspath(out).rstrip(os.sep) + ".partial"
+        path = os.path.join(self.dir, "settings.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                started = json.load(f)
+            if started != settings:
+                raise SpirlError(
+                    f"{self.dir} holds a collection started with other settings ({started}): run it again with "
+                    f"those, or delete the folder to start anew"
+                )
+        else:
+            os.makedirs(self.dir, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(settings, f)
+        self.done = len([name for name in os.listdir(self.dir) if name.startswith("chunk_")])
+
+    def _path(self, first: int) -> str:
+        return os.path.join(self.dir, f"chunk_{first:09d}.pkl")
+
+    def load(self, first: int):
+        """The saved result of the chunk starting at episode index `first`, or None."""
+        if not os.path.isfile(self._path(first)):
+            return None
+        with open(self._path(first), "rb") as f:
+            return pickle.load(f)  # written by save() below, never from elsewhere
+
+    def save(self, first: int, result):
+        tmp = self._path(first) + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self._path(first))  # a chunk file is complete or absent
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def worker_pool(workers: int):

@@ -180,16 +180,37 @@ def test_scripted_policy_carries_table_blocks_onto_the_one_tower_as_the_authors_
             assert len(r["actions"]) < 250 and len(r["states"]) == len(r["actions"]) + 1
 
 
-def test_collector_keeps_successes_mixes_random_episodes_and_ignores_the_worker_count(tmp_path):
+def test_collector_keeps_successes_mixes_random_episodes_and_ignores_the_worker_count_and_stops(tmp_path, monkeypatch):
+    """Two workers or one, stopped after its first chunk and continued, or not: the same data."""
     import minari
 
+    from envs import block_stacking_demos as demos
     from envs.block_stacking_demos import Args, collect
+    from envs.errors import SpirlError
 
-    summaries, datasets = [], []
+    monkeypatch.setattr(demos, "CHUNK", 4)
+    collect_chunk, calls = demos.collect_chunk, []
+
+    def stopped_after_one_chunk(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return collect_chunk(*args)
+
+    one = dict(episodes=8, out=str(tmp_path / "w1"), seed=3, random_episode_fraction=0.5, workers=1)
+    monkeypatch.setattr(demos, "collect_chunk", stopped_after_one_chunk)
+    with pytest.raises(SpirlError, match="the same command continues"):
+        collect(Args(**one))
+    partial = tmp_path / "w1.partial"
+    assert not (tmp_path / "w1").exists() and len(list(partial.glob("chunk_*"))) == 1
+    with pytest.raises(SpirlError, match="other settings"):
+        collect(Args(**(one | dict(seed=4))))
+    monkeypatch.setattr(demos, "collect_chunk", collect_chunk)
+    summaries, datasets = [collect(Args(**one))], []
+    assert not partial.exists()
+    summaries.append(collect(Args(**(one | dict(out=str(tmp_path / "w2"), workers=2)))))
     for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
-        summaries.append(collect(Args(episodes=8, out=str(out), seed=3, random_episode_fraction=0.5, workers=workers)))
-        datasets.append(list(minari.MinariDataset(str(out / "data")).iterate_episodes()))
+        datasets.append(list(minari.MinariDataset(str(tmp_path / f"w{workers}" / "data")).iterate_episodes()))
     assert summaries[0]["episodes"] == 8 and 0.5 < summaries[0]["scripted_success"] <= 1.0
     for a, b in zip(*datasets):
         np.testing.assert_array_equal(a.observations, b.observations)
