@@ -14,7 +14,8 @@ authors only episodes of more than 20 actions. The actions are the controller's,
 `--random-action-fraction` replaces that fraction of actions by uniform random ones: sub-optimal data
 (app. G). Episode i uses the generator seeded (seed, i, attempt) and env seed
 (seed * 1000003 + i) * 16 + attempt (a new attempt replaces a too short episode), so the data does not
-depend on --workers. Observations are the 4-dim state; actions the 2-dim ones executed.
+depend on --workers. Observations are the 4-dim state; actions the 2-dim ones executed. A stopped collection
+(Ctrl-C, a killed session) keeps its finished chunks in <out>.partial/, and the same command continues from them.
 
 Non-expert data (app. G, Fig. 12): `--bc-policy` lets a behavioural-cloning policy fit to the planner's data choose
 the actions instead, in the same tasks and episodes (it sees the two stacked frames, as the authors' ImageBCMdl,
@@ -31,11 +32,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from envs.datasets import worker_pool, write_minari
+from envs.datasets import ChunkStore, worker_pool, write_minari
 from envs.errors import SpirlError
 from envs.maze import MazeEnv, cell_anchor, shortest_path
 from envs.registry import LOCAL_DATASETS
@@ -47,6 +48,7 @@ REACHED = 0.1  # cells: a waypoint (and the goal) counts as reached this close, 
 WAYPOINT_JITTER = 0.2  # cells, each axis
 MIN_ACTIONS = 20  # the authors keep episodes of more than this many actions
 ATTEMPTS = 16  # env seeds per episode index: the next replaces a too short episode
+CHUNK = 100  # episodes per chunk: what a worker collects at a time, and what a stopped collection keeps
 
 
 @dataclass
@@ -193,19 +195,34 @@ def collect(args: Args) -> dict:
             raise SpirlError("--bc-policy writes non-expert data: pass an --out other than the planner data's")
         load_bc_policy(args.bc_policy)  # a wrong file fails here, before any worker starts
     pool, _ = worker_pool(args.workers)
-    firsts = range(0, args.episodes, 100)  # chunks of 100 episodes, collected in order
-    counts = [min(100, args.episodes - i) for i in firsts]
-    episodes, steps, reached, collisions, start = [], 0, 0, 0, time.time()
+    counts = {first: min(CHUNK, args.episodes - first) for first in range(0, args.episodes, CHUNK)}  # in order
+    # Finished chunks are kept on disk until the dataset is written: the same command continues a stopped collection.
+    store = ChunkStore(args.out, {k: v for k, v in asdict(args).items() if k not in ("out", "overwrite", "workers")})
+    if store.done:
+        print(f"continuing from the {store.done} chunks of {CHUNK} episodes in {store.dir}")
+    chunks = {first: store.load(first) for first in counts}
+    todo = [first for first in counts if chunks[first] is None]
+    episodes, steps, steps_now, reached, collisions, start = [], 0, 0, 0, 0, time.time()
     bar = tqdm(total=args.episodes, desc="maze demos", unit="ep", mininterval=1 if sys.stderr.isatty() else 30)
-    with pool:
-        for done in pool.map(collect_chunk, [args] * len(counts), firsts, counts):
-            episodes += done
-            steps += sum(len(e["actions"]) for e in done)
-            reached += sum(e["terminated"] for e in done)
-            collisions += sum(e.pop("collisions") for e in done)
-            bar.update(len(done))
-            rate = steps / (time.time() - start)
-            bar.set_postfix(reached=f"{reached / len(episodes):.0%}", steps_per_s=f"{rate:.0f}")
+    try:
+        with pool:
+            collected = zip(todo, pool.map(collect_chunk, [args] * len(todo), todo, [counts[f] for f in todo]))
+            for first in counts:
+                if chunks[first] is None:
+                    _, chunks[first] = next(collected)
+                    store.save(first, chunks[first])
+                    steps_now += sum(len(e["actions"]) for e in chunks[first])
+                done = chunks.pop(first)
+                episodes += done
+                steps += sum(len(e["actions"]) for e in done)
+                reached += sum(e["terminated"] for e in done)
+                collisions += sum(e.pop("collisions") for e in done)
+                bar.update(len(done))
+                rate = steps_now / (time.time() - start)
+                bar.set_postfix(reached=f"{reached / len(episodes):.0%}", steps_per_s=f"{rate:.0f}")
+    except KeyboardInterrupt:
+        bar.close()
+        raise SpirlError(f"stopped; the finished chunks are kept in {store.dir}: the same command continues") from None
     bar.close()
     seconds = time.time() - start
     algorithm = "BFS planner, a jittered waypoint per cell, PD controller (envs/maze_demos.py)"
@@ -216,13 +233,14 @@ def collect(args: Args) -> dict:
     )
     dataset_id = BC_DATASET_ID if args.bc_policy else DATASET_ID
     write_minari(args.out, episodes, dataset_id, MazeEnv(), args.seed, algorithm=algorithm, description=description)
+    store.remove()
     summary = {
         "episodes": len(episodes),
         "transitions": steps,
         "reached_goal": float(np.mean([e["terminated"] for e in episodes])),
         "wall_collisions_per_episode": collisions / len(episodes),
         "seconds": seconds,
-        "env_steps_per_s": steps / seconds,
+        "env_steps_per_s": steps_now / seconds,
     }
     print(
         f"wrote {args.out}: {summary['episodes']} episodes, {steps} transitions, {summary['reached_goal']:.1%} reach "

@@ -228,6 +228,30 @@ def test_episodes_do_not_depend_on_how_collection_is_split_across_workers(tmp_pa
         )
 
 
+def test_a_stopped_collection_continues_from_its_finished_chunks_to_the_same_data(tmp_path, monkeypatch):
+    from envs import maze_demos
+    from envs.datasets import load_episodes
+    from envs.errors import SpirlError
+
+    monkeypatch.setattr(maze_demos, "CHUNK", 2)
+    collect_chunk = maze_demos.collect_chunk
+    args = maze_demos.Args(episodes=4, out=str(tmp_path / "maze"), seed=2, workers=1)
+
+    def stopped_at_the_second_chunk(args, first, count):
+        if first:
+            raise KeyboardInterrupt
+        return collect_chunk(args, first, count)
+
+    monkeypatch.setattr(maze_demos, "collect_chunk", stopped_at_the_second_chunk)
+    with pytest.raises(SpirlError, match="the same command continues"):
+        maze_demos.collect(args)
+    assert not (tmp_path / "maze").exists() and len(list((tmp_path / "maze.partial").glob("chunk_*"))) == 1
+    monkeypatch.setattr(maze_demos, "collect_chunk", collect_chunk)
+    assert maze_demos.collect(args)["episodes"] == 4 and not (tmp_path / "maze.partial").exists()
+    for stored, fresh in zip(load_episodes(str(tmp_path / "maze"), "maze"), collect_chunk(args, 0, 4)):
+        assert stored.seed == fresh["seed"] and np.allclose(stored.actions, fresh["actions"])
+
+
 def test_random_action_fraction_makes_sub_optimal_data(tmp_path):
     from envs.maze import MazeEnv
     from envs.maze_demos import Args, collect_episode
