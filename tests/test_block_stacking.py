@@ -205,9 +205,11 @@ def test_collector_keeps_successes_mixes_random_episodes_and_ignores_the_worker_
     assert not (tmp_path / "w1").exists() and len(list(partial.glob("chunk_*"))) == 1
     with pytest.raises(SpirlError, match="other settings"):
         collect(Args(**(one | dict(seed=4))))
-    monkeypatch.setattr(demos, "collect_chunk", collect_chunk)
+    collected = []  # the rerun collects from the second chunk on: the first is read back
+    monkeypatch.setattr(demos, "collect_chunk", lambda *a: collected.append(a[1]) or collect_chunk(*a))
     summaries, datasets = [collect(Args(**one))], []
-    assert not partial.exists()
+    assert not partial.exists() and collected and 0 not in collected
+    monkeypatch.setattr(demos, "collect_chunk", collect_chunk)
     summaries.append(collect(Args(**(one | dict(out=str(tmp_path / "w2"), workers=2)))))
     for workers in (1, 2):
         datasets.append(list(minari.MinariDataset(str(tmp_path / f"w{workers}" / "data")).iterate_episodes()))

@@ -246,8 +246,10 @@ def test_a_stopped_collection_continues_from_its_finished_chunks_to_the_same_dat
     with pytest.raises(SpirlError, match="the same command continues"):
         maze_demos.collect(args)
     assert not (tmp_path / "maze").exists() and len(list((tmp_path / "maze.partial").glob("chunk_*"))) == 1
-    monkeypatch.setattr(maze_demos, "collect_chunk", collect_chunk)
+    collected = []  # the rerun collects the second chunk only: the first is read back
+    monkeypatch.setattr(maze_demos, "collect_chunk", lambda *a: collected.append(a[1]) or collect_chunk(*a))
     assert maze_demos.collect(args)["episodes"] == 4 and not (tmp_path / "maze.partial").exists()
+    assert collected == [2]
     for stored, fresh in zip(load_episodes(str(tmp_path / "maze"), "maze"), collect_chunk(args, 0, 4)):
         assert stored.seed == fresh["seed"] and np.allclose(stored.actions, fresh["actions"])
 
