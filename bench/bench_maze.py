@@ -7,6 +7,9 @@ episodes look like, how much two stacked frames show, and how fast the env and i
 - the downstream start-goal distance along the shortest path (cells);
 - uniform random actions in the downstream maze: the largest straight-line distance from the start
   within an episode, and the steps spent within the goal threshold, over `--episodes` episodes;
+- skills in the downstream maze, from its start, `--skill-episodes` episodes each: sampled from the shipped image
+  prior (what SPiRL's policy starts as), and z uniform in [-2, 2]^|Z| (SSP's warm-up); how close each episode
+  gets to the goal along the grid (cells; median and quartiles) and in how many it reaches the goal;
 - `--planner-episodes` episodes of envs/maze_demos.py's planner (the data's): median length, the share cut
   at 500 actions, speed percentiles, the share of steps that brake, cells covered per 10-step skill, and the
   share of consecutive camera frames that are identical (two stacked frames must show motion);
@@ -24,16 +27,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
 
 from envs.maze import (  # noqa: E402
     DOWNSTREAM_GOAL,
     DOWNSTREAM_START,
     MazeEnv,
+    distances_from,
     downstream_layout,
     render,
     shortest_path,
     training_task,
+    xy_to_cell,
 )
 
 
@@ -47,6 +53,10 @@ class Args:
     """where to write the figures"""
     frames_out: str | None = None
     """also draw sample (previous, current) frame pairs of planner episodes to this PNG"""
+    skill_episodes: int = 30
+    """downstream episodes per way of choosing skills (prior samples, uniform z); 0 leaves them out"""
+    skill_checkpoint: str = os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt")
+    """the skill model whose prior and decoder the skill episodes use"""
 
 
 def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
@@ -116,6 +126,46 @@ def draw_frame_pairs(episodes: list[dict], path: str, pairs: int = 4):
     plt.close(fig)
 
 
+def skill_exploration(checkpoint: str, episodes: int) -> dict:
+    """Downstream episodes from the start with a skill every H steps, decoded and executed open-loop: from the
+    prior p_a(z | s), or uniform in [-2, 2]^|Z|. Per way: the closest grid distance to the goal, goal reached."""
+    import torch
+
+    from spirl_pretrain import load_skill_model
+
+    model, config = load_skill_model(checkpoint)
+    env = MazeEnv.downstream(image=config["image"], view=config.get("view", "camera"))
+    walls = downstream_layout()
+    to_goal = distances_from(walls, DOWNSTREAM_GOAL)
+    figures = {}
+    for way in ("prior", "uniform"):
+        rng, closest, reached = np.random.default_rng(0), [], 0
+        for episode in range(episodes):
+            state, _ = env.reset(seed=episode)
+            best, hit, steps = int(to_goal[DOWNSTREAM_START]), False, 0
+            while steps < env.max_episode_steps:
+                observation = torch.as_tensor(state, dtype=torch.float32)[None]
+                with torch.no_grad():
+                    if way == "prior":
+                        mu, log_sigma = model.skill_prior(observation)
+                        noise = torch.as_tensor(rng.standard_normal(mu.shape), dtype=torch.float32)
+                        z = mu + torch.exp(log_sigma) * noise
+                    else:
+                        z = torch.as_tensor(rng.uniform(-2, 2, (1, model.decoder.latent_dim)), dtype=torch.float32)
+                    actions = model.decoder.plan(z, observation)[0].clamp(-1, 1).numpy()
+                for action in actions[: env.max_episode_steps - steps]:
+                    state, reward, *_ = env.step(action)
+                    steps, hit = steps + 1, hit or reward > 0
+                    cells = to_goal[xy_to_cell(walls, state[:2])]
+                    best = min(best, int(cells)) if cells >= 0 else best
+            closest.append(best)
+            reached += hit
+        quartiles = [float(q) for q in np.percentile(closest, [25, 50, 75])]
+        figures[way] = {"closest_cells_quartiles": quartiles, "episodes_reaching_goal": reached, "episodes": episodes}
+        print(f"skills ({way}): closest to the goal {quartiles} cells, goal reached in {reached}/{episodes}")
+    return figures
+
+
 def main():
     import tyro
 
@@ -143,6 +193,8 @@ def main():
         "image_env_steps_per_s": round(steps_per_second(MazeEnv.downstream(image=True))),
         "camera_frames_per_s_batch_256": round(frames_per_second(episodes)),
     }
+    if args.skill_episodes > 0:
+        figures["skills_from_start"] = skill_exploration(args.skill_checkpoint, args.skill_episodes)
     print(json.dumps(figures, indent=2))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -7,12 +7,13 @@ envs/maze_demos.py.
 - Layouts are boolean wall grids with a wall border. Training layouts are random, made as the
   authors' (kpertsch/d4rl): straight walls of 30-50% of the side, each with one doorway at a random
   position, spread out, until a quarter of the 20 x 20 interior is wall; a pocket that walls close
-  off is filled, so every free cell is reachable. The downstream maze is one such layout, 40 x 40
-  (four times the area), fixed by a seed, with the authors' start cell (10, 24) and goal cell (18, 8)
-  (../shared/reference), 26 cells apart along the shortest path.
+  off is filled, so every free cell is reachable. The random draws are the authors' own, in their order, so
+  a seed gives their layout: the downstream maze is theirs (maze2d-randMaze0S40: seed 0, 40 x 40, four
+  times the area), with their start cell (10, 24) and goal cell (18, 8), 34 cells apart along the
+  shortest path.
 - Reward (the authors' set-up): 1 for every step within `GOAL_THRESHOLD` = 2 cells of the goal,
   episodes never terminate, 2000 steps downstream. A random policy diffuses a few cells in that
-  time (bench/bench_maze.py); the goal is 26 cells away along the grid, about 520 steps at the top speed.
+  time (bench/bench_maze.py); the goal is 34 cells away along the grid, about 680 steps at the top speed.
 - The physics is PointMaze's: a point mass with 2-dim actions in [-1, 1] driving its x and y joints
   (the "(x, y) velocity actions" of D4RL maze2d are likewise actuator inputs), velocity clipped to 5;
   the state is (x, y, vx, vy), in PointMaze's coordinates (1 unit per cell). Starts and goals are
@@ -55,17 +56,25 @@ WALL_SPREAD = 20.0  # position weight exp(-WALL_SPREAD * wall density of the ban
 
 
 def place_wall(interior: np.ndarray, rng: np.random.Generator):
-    """Add one straight wall with a doorway to the (size, size) bool grid `interior`, in place."""
+    """Add one straight wall with a doorway to the (size, size) bool grid `interior`, in place.
+
+    The random draws are the authors', in their order (kpertsch/d4rl maze_layouts.py place_wall): orientation,
+    length, doorway, then the position, drawn over the candidate positions in the order of their layout's rows.
+    So a seed gives the authors' layout cell for cell: checked for seeds 0-199 at sizes 20 and 40, and the
+    downstream maze is their maze2d-randMaze0S40 (tests/test_maze.py holds its fingerprint)."""
     size = interior.shape[0]
     vertical = rng.random() < 0.5
-    length = max(int(size * (WALL_LENGTH[0] + (WALL_LENGTH[1] - WALL_LENGTH[0]) * rng.random())), 3)
+    length = int(max((WALL_LENGTH[1] - WALL_LENGTH[0]) * size * rng.random() + WALL_LENGTH[0] * size, 3))
     door = int(rng.integers(1, length - 1))
     grid = interior if vertical else interior.T  # a view: a horizontal wall is a vertical one of the transpose
     # Wall density of the (length x 5) band centred on every possible wall position, from an integral image.
     integral = np.pad(grid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     band = integral[length:, 5:] - integral[:-length, 5:] - integral[length:, :-5] + integral[:-length, :-5]
-    weights = np.exp(-WALL_SPREAD * band / (5 * length)).ravel()
-    top, col = divmod(int(rng.choice(weights.size, p=weights / weights.sum())), size - 4)
+    weights = np.exp(-WALL_SPREAD * band / (5 * length))  # (top, col) of the wall in `grid`
+    if not vertical:  # the candidates in the order of the layout's rows: (row, leftmost column) of the wall
+        weights = weights.T
+    k = int(rng.choice(weights.size, p=(weights / weights.sum()).ravel()))
+    top, col = divmod(k, size - 4) if vertical else divmod(k, size - length + 1)[::-1]
     col += 2  # the band's centre column
     grid[top : top + length, col] = True
     grid[top + door, col] = False

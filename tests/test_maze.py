@@ -1,5 +1,6 @@
 """envs/maze.py, envs/maze_demos.py and the methods on the maze: layouts, the env, images, data, image prior."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -8,11 +9,14 @@ import pytest
 from envs.maze import (
     AGENT,
     DOWNSTREAM_GOAL,
+    DOWNSTREAM_SEED,
+    DOWNSTREAM_SIZE,
     DOWNSTREAM_START,
     FLOOR,
     FLOOR_Z,
     GOAL,
     VIEW_PIXELS,
+    WALL_COVERAGE,
     WALL_TOP,
     WALL_TOP_Z,
     MazeEnv,
@@ -21,6 +25,7 @@ from envs.maze import (
     distances_from,
     downstream_layout,
     pixels_per_cell,
+    place_wall,
     random_layout,
     render,
     render_raster_views,
@@ -47,9 +52,26 @@ def test_downstream_maze_is_fixed_four_times_larger_and_its_goal_is_far():
     assert (walls.shape[0] - 2) ** 2 == 4 * 20**2
     assert not walls[DOWNSTREAM_START] and not walls[DOWNSTREAM_GOAL]
     path = shortest_path(walls, DOWNSTREAM_START, DOWNSTREAM_GOAL)
-    assert path is not None and len(path) - 1 >= 24  # at least the Manhattan distance of the authors' cells
+    assert path is not None and len(path) - 1 == 34  # in the authors' maze2d-randMaze0S40
     for a, b in zip(path, path[1:]):  # a path of free, 4-adjacent cells
         assert abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 and not walls[b]
+
+
+# SHA-256 of np.packbits of the interior that kpertsch/d4rl maze_layouts.py sample_layout(seed=0, size=40) returns
+# (as bool): the authors' downstream maze (maze2d-randMaze0S40-ac-v0), 418 wall cells, computed with their code.
+AUTHORS_RAND_MAZE_0_S40 = "c9a620b47c9b0f2021ca803d99f5e2ad31d9b08103a38d4e6b112238dedce2d6"
+
+
+def test_the_walls_are_drawn_as_the_authors_so_the_downstream_maze_is_theirs():
+    interior, rng = np.zeros((DOWNSTREAM_SIZE, DOWNSTREAM_SIZE), dtype=bool), np.random.default_rng(DOWNSTREAM_SEED)
+    while interior.mean() < WALL_COVERAGE:
+        place_wall(interior, rng)
+    assert interior.sum() == 418
+    assert hashlib.sha256(np.packbits(interior).tobytes()).hexdigest() == AUTHORS_RAND_MAZE_0_S40
+    # downstream_layout() is that interior in a wall border, with the one pocket the start cannot reach filled.
+    walls = downstream_layout()
+    assert np.array_equal(walls[1:-1, 1:-1] | interior, walls[1:-1, 1:-1])
+    assert (walls[1:-1, 1:-1] & ~interior).sum() == 1 and (distances_from(walls, DOWNSTREAM_START) >= 0).sum() > 1000
 
 
 def test_unreachable_goal_has_no_path():
@@ -168,7 +190,7 @@ def test_training_tasks_are_uniform_over_free_cells_and_rebuilt_from_the_seed():
         assert np.allclose(obs[:2], task.start, atol=1e-6) and np.allclose(obs[2:], task.velocity, atol=1e-6)
         assert np.abs(task.start - cell_anchor(task.walls, info["start_cell"])).max() <= 0.1
         distances.append(distances_from(task.walls, info["start_cell"])[info["goal_cell"]])
-    assert min(distances) < 10 and max(distances) > 25  # near and far goals alike, not a band of distances
+    assert min(distances) < 10 and max(distances) > 20  # near and far goals alike, not a band of distances
 
 
 # ----------------------------------------------------------------------------- planner data
@@ -491,7 +513,7 @@ def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_witho
         prior_checkpoint=result["checkpoint"],
         prior_init=False,
         omega_schedule=(500, 1000),
-        goal=(3, 23),  # 8 cells from the start
+        goal=(7, 23),  # 8 cells from the start
         total_env_steps=1500,
         warmup_transitions=20,
         batch_size=8,
@@ -511,7 +533,7 @@ def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_witho
     assert all(a is prior for a in actors[:51]) and not any(a is prior for a in actors[100:])  # 10 env steps each
     assert [sac.omega(n, (500, 1000)) for n in (0, 500, 750, 1000, 2000)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     paths, goal, env_steps = plot_maze_training.training_paths(run["checkpoint"])  # Fig. 13's panels
-    assert paths.shape == (180, 2, 2) and goal == (3, 23) and env_steps == 1800
+    assert paths.shape == (180, 2, 2) and goal == (7, 23) and env_steps == 1800
     plot_maze_training.main([run["checkpoint"], "--out", str(tmp_path / "fig13.png")])
     assert (tmp_path / "fig13.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="not a spirl_sac.py checkpoint of a maze run"):
@@ -663,3 +685,14 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path,
     assert result["env_steps"] >= 1000
     assert torch.load(result["checkpoint"], weights_only=True)["args"]["prior_checkpoint"] == path
     assert views and set(views) == {view}  # the env shows the frames the prior was trained on
+
+
+def test_bench_maze_measures_how_close_skills_get_to_the_goal_from_the_start():
+    from bench import bench_maze
+
+    figures = bench_maze.skill_exploration(bench_maze.Args().skill_checkpoint, episodes=1)
+    for way in ("prior", "uniform"):
+        quartiles = figures[way]["closest_cells_quartiles"]
+        assert figures[way]["episodes"] == 1 and figures[way]["episodes_reaching_goal"] in (0, 1)
+        # One episode: its closest grid distance, at most the start's 34 cells.
+        assert 0 <= quartiles[0] == quartiles[2] <= 34
