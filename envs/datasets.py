@@ -123,9 +123,10 @@ def _read_minari(dataset, env: str, source: str) -> list[Episode]:
         episodes.append(Episode(states, actions))
     # Per-episode env seeds (the maze's image observations rebuild each episode's layout from it).
     metadata = dataset.storage.get_episode_metadata(dataset.episode_indices)
-    # The earlier maze collector's seeds rebuild other goals than the camera view marks: treated as seedless, so an
-    # image prior on that data stops with dataset_views' one-line error, which names the collector to rerun.
-    stale = dataset.spec.dataset_id == "spirl/maze-planner-v0"
+    # The earlier maze collectors' seeds rebuild other layouts or goals than the episodes ran in (v0: other goals than
+    # the camera view marks; v1: walls drawn in another order): treated as seedless, so an image prior on that data
+    # stops with dataset_views' one-line error, which names the collector to rerun.
+    stale = dataset.spec.dataset_id in ("spirl/maze-planner-v0", "spirl/maze-planner-v1")
     for episode, meta in zip(episodes, metadata):
         episode.seed = None if stale else meta.get("seed")
     return episodes

@@ -1,7 +1,7 @@
 """Maze training data: a planner on the map plus a waypoint controller, as the authors' (kpertsch/d4rl
 scripts/generate_randMaze2d_datasets.py and pointmaze/waypoint_controller.py).
 
-    python -m envs.maze_demos --episodes 85000   # the paper's count -> data/maze-planner-v1 (one process per core)
+    python -m envs.maze_demos --episodes 85000   # the paper's count -> data/maze-planner-v2 (one process per core)
     python -m envs.maze_demos --episodes 200 --out /tmp/maze-small --random-action-fraction 0.5
 
 Every episode has a new random 20 x 20 layout, and start and goal cells uniform over its free cells
@@ -22,7 +22,7 @@ the actions instead, in the same tasks and episodes (it sees the two stacked fra
 and executes tanh of a sample of its Gaussian, as baselines/bc_sac.py):
 
     python baselines/bc_sac.py --env maze --image True --total-env-steps 0 --run-name maze_bc   # fit pi_BC only
-    python -m envs.maze_demos --bc-policy runs/maze_bc/policy.pt --out data/maze-bc-v1
+    python -m envs.maze_demos --bc-policy runs/maze_bc/policy.pt --out data/maze-bc-v2
 
 Both report the wall collisions per episode (the paper: 0 for the expert data, about 2.5 for the BC policy's).
 """
@@ -41,8 +41,8 @@ from envs.errors import SpirlError
 from envs.maze import MazeEnv, cell_anchor, shortest_path
 from envs.registry import LOCAL_DATASETS
 
-DATASET_ID = "spirl/maze-planner-v1"
-BC_DATASET_ID = "spirl/maze-bc-v1"  # --bc-policy's non-expert data
+DATASET_ID = "spirl/maze-planner-v2"  # v1: the layouts' walls drawn in another order
+BC_DATASET_ID = "spirl/maze-bc-v2"  # --bc-policy's non-expert data
 P_GAIN, D_GAIN = 10.0, -1.0  # the authors' waypoint controller
 REACHED = 0.1  # cells: a waypoint (and the goal) counts as reached this close, moving less than this per step
 WAYPOINT_JITTER = 0.2  # cells, each axis

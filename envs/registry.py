@@ -18,7 +18,7 @@ LOCAL_DATASETS = {
         os.path.join(REPO_ROOT, "data", "kitchen-scripted-v0"),
         "python -m envs.kitchen_demos",
     ),
-    "spirl/maze-planner-v1": (os.path.join(REPO_ROOT, "data", "maze-planner-v1"), "python -m envs.maze_demos"),
+    "spirl/maze-planner-v2": (os.path.join(REPO_ROOT, "data", "maze-planner-v2"), "python -m envs.maze_demos"),
     "spirl/block-stacking-scripted-v0": (
         os.path.join(REPO_ROOT, "data", "block-stacking-scripted-v0"),
         "python -m envs.block_stacking_demos",
@@ -84,7 +84,7 @@ ENV_SPECS = {
         "squash_scale": 1.0,
         "bootstrap_at_time_limit": False,
         "eval_episodes": 1,
-        "default_dataset": "spirl/maze-planner-v1",
+        "default_dataset": "spirl/maze-planner-v2",
         "default_prior": os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt"),
     },
     # Block stacking (envs/block_stacking.py): the downstream scene has 11 blocks, so its state is

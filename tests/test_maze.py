@@ -221,6 +221,20 @@ def test_planner_data_ends_at_the_goal_or_after_500_actions_and_loads_through_th
             assert np.linalg.norm(e.states[-2, :2] - target) < REACHED
 
 
+def test_maze_data_from_an_earlier_layout_draw_stops_an_image_prior_with_the_collector_to_rerun(tmp_path, monkeypatch):
+    """Data of the v1 collector stores seeds that rebuild other layouts than its episodes ran in (the walls were drawn
+    in another order): its frames would be wrong, so an image model refuses it with a one-line error."""
+    from envs import maze_demos
+    from envs.datasets import SpirlError, dataset_views, load_episodes
+
+    monkeypatch.setattr(maze_demos, "DATASET_ID", "spirl/maze-planner-v1")
+    maze_demos.collect(maze_demos.Args(episodes=2, out=str(tmp_path / "v1"), seed=1, workers=1))
+    episodes = load_episodes(str(tmp_path / "v1"), "maze")
+    assert len(episodes) == 2 and all(e.seed is None for e in episodes)
+    with pytest.raises(SpirlError, match="python -m envs.maze_demos"):
+        dataset_views("maze", episodes, "spirl/maze-planner-v1")
+
+
 def test_the_planner_puts_a_jittered_waypoint_on_every_cell_and_brakes_at_them():
     from envs.maze_demos import WAYPOINT_JITTER, Args, collect_episode, waypoints
 
