@@ -105,6 +105,10 @@ class Args:
     fused_lstm: bool = True
     """speed (on by default): the encoder and decoder run as one fused torch.lstm call each (`forward_fused`: the
     same function and gradients as the plain `forward`, checked in the tests); --no-fused-lstm runs the plain one"""
+    prefetch: bool = True
+    """speed (on by default): the next batch is drawn and rendered in a background thread while the current
+    gradient step runs (`BatchPrefetcher`: the same batches in the same order, resumes exactly); image data, whose
+    frames are rendered per batch, gains most"""
 
 
 # The authors clamp the encoder's log sigma to this range; the reference is silent on the prior's head,
@@ -581,12 +585,14 @@ def train(args: Args) -> dict:
             model.decoder.forward = model.decoder.forward_fused
     optimizer = torch.optim.RAdam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), foreach=True)  # app. B.1
     generator = torch.Generator().manual_seed(args.seed)  # draws the training windows
+    if ckpt is not None:
+        generator.set_state(ckpt["rng"]["sampler"])
+    batches = BatchPrefetcher(train_windows, args.batch_size, generator) if args.prefetch else None
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        generator.set_state(ckpt["rng"]["sampler"])
         step = ckpt["step"]
     run_dir, ckpt_path = runs.run_folder(args, "spirl_pretrain")
     log = runs.PretrainLogger(run_dir, args, step, resumed=ckpt is not None, loss_tags=LOSS_TAGS)
@@ -594,7 +600,8 @@ def train(args: Args) -> dict:
 
     def checkpoint():  # the losses are checked first: a model with a NaN loss is never saved
         log.losses(losses, step)
-        rng = {"torch": torch.get_rng_state(), "sampler": generator.get_state()}
+        sampler = batches.sampler_state() if batches else generator.get_state()  # as before the unused batch
+        rng = {"torch": torch.get_rng_state(), "sampler": sampler}
         state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng}
         runs.save_checkpoint(ckpt_path, {"config": config, **state}, kind="spirl_pretrain")
 
@@ -606,7 +613,7 @@ def train(args: Args) -> dict:
         with runs.StopRequest() as stop:
             while step < args.num_steps and not stop.requested:
                 # ALGO LOGIC: one gradient step of eq. 4 on a batch of random H-step windows.
-                batch = train_windows.sample(args.batch_size, generator)
+                batch = batches.next() if batches else train_windows.sample(args.batch_size, generator)
                 states, actions, observations = (x.to(args.device) for x in batch)
                 loss = skill_prior_loss(model, states, actions, args.beta, observations)
                 optimizer.zero_grad(set_to_none=True)
@@ -631,12 +638,45 @@ def train(args: Args) -> dict:
         result = {"checkpoint": ckpt_path, **report(args, model, log, metrics, step)}
     finally:  # also on errors (e.g. a NaN loss), so nothing is left half-printed or unflushed
         log.close()
+        if batches:
+            batches.close()
     print(f"checkpoint: {ckpt_path}")
     return result
 
 
 # ----------------------------------------------------------------------------- set-up, logging and checkpoints
 # Apparatus, not part of SPiRL: settings, data loading, logging, saving and loading.
+
+
+class BatchPrefetcher:
+    """Speed, not part of SPiRL: windows.sample(batch_size, generator) for the next step runs in a background
+    thread while the current step trains (numpy's rendering and torch's kernels release the GIL, so on two cores
+    the frames of the maze's image data are drawn beside the network's step). Batches come in the same order as
+    sampled one by one; sampler_state() is the generator's state before the batch drawn ahead, which a checkpoint
+    keeps so that a resumed run draws that batch again."""
+
+    def __init__(self, windows, batch_size: int, generator: torch.Generator):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.windows, self.batch_size, self.generator = windows, batch_size, generator
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self._draw()
+
+    def _draw(self):  # only one draw is ever pending, so the generator is never used by two threads at once
+        self.state = self.generator.get_state()
+        self.pending = self.pool.submit(self.windows.sample, self.batch_size, self.generator)
+
+    def next(self):
+        batch = self.pending.result()
+        self._draw()
+        return batch
+
+    def sampler_state(self) -> torch.Tensor:
+        return self.state
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
 
 # A resumed run keeps its model (env, sizes, H, |Z|, image) and its episode split (seed, validation fraction).
 KEPT_ON_RESUME = ("env", "skill_horizon", "latent_dim", "hidden_dim", "prior_layers", "image", "closed_loop")

@@ -201,6 +201,16 @@ def test_resume_continues_exactly(tmp_path, tiny_dataset):
         torch.testing.assert_close(a[key], b[key], msg=key)
 
 
+def test_prefetching_batches_trains_the_same_model_as_sampling_them_in_turn(tmp_path, tiny_dataset):
+    prefetched = sp.train(tiny_args(tmp_path / "a", tiny_dataset, prefetch=True))
+    in_turn = sp.train(tiny_args(tmp_path / "b", tiny_dataset, prefetch=False))
+    a = torch.load(prefetched["checkpoint"], weights_only=True)
+    b = torch.load(in_turn["checkpoint"], weights_only=True)
+    torch.testing.assert_close(a["rng"]["sampler"], b["rng"]["sampler"])  # not one batch ahead
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], msg=key)
+
+
 def test_ctrl_c_stops_at_the_next_step_with_a_checkpoint_that_resumes(tmp_path, tiny_dataset, monkeypatch, capsys):
     loss, calls = sp.skill_prior_loss, []
 
