@@ -428,7 +428,7 @@ def skill_windows(
     train_episodes, val_episodes = split_episodes(episodes, val_fraction, seed)
     observe = [None, None]
     if image:
-        observe = [dataset_views(env, part, dataset) for part in (train_episodes, val_episodes)]
+        observe = [dataset_views(env, part, dataset) if part else None for part in (train_episodes, val_episodes)]
     train_windows = WindowSampler(train_episodes, skill_horizon, observe[0], step_frames)
     val_windows = WindowSampler(val_episodes, skill_horizon, observe[1], step_frames) if val_episodes else None
     counts = f"{len(train_episodes)} train / {len(val_episodes)} validation episodes"

@@ -451,6 +451,15 @@ def test_dataset_views_are_the_image_observations_the_env_gives(maze_dataset):
             obs, *_ = env.step(episode.actions[t])
 
 
+def test_image_prior_pretrains_without_a_validation_split(maze_dataset, tmp_path):
+    import spirl_pretrain as sp
+
+    out, _ = maze_dataset
+    sizes = dict(num_steps=2, batch_size=4, hidden_dim=16, prior_layers=1, run_name=str(tmp_path / "run"))
+    result = sp.train(sp.Args(env="maze", image=True, dataset=str(out), val_fraction=0.0, **sizes))
+    assert result["step"] == 2 and os.path.exists(result["checkpoint"])
+
+
 def test_image_prior_pretrains_on_planner_data_and_reports_maze_success(maze_dataset, tmp_path):
     import spirl_pretrain as sp
 
