@@ -9,7 +9,9 @@ episodes look like, how much two stacked frames show, and how fast the env and i
   within an episode, and the steps spent within the goal threshold, over `--episodes` episodes;
 - skills in the downstream maze, from its start, `--skill-episodes` episodes each: sampled from the shipped image
   prior (what SPiRL's policy starts as), and z uniform in [-2, 2]^|Z| (SSP's warm-up); how close each episode
-  gets to the goal along the grid (cells; median and quartiles) and in how many it reaches the goal;
+  gets to the goal along the grid (cells; median and quartiles), how many distinct cells it visits (the prior's
+  exploration: SPiRL's policy starts as the prior and, without reward, stays within a KL of delta of it) and in how
+  many it reaches the goal; `--skills-only` measures just these, to judge a pretraining checkpoint before RL;
 - `--planner-episodes` episodes of envs/maze_demos.py's planner (the data's): median length, the share cut
   at 500 actions, speed percentiles, the share of steps that brake, cells covered per 10-step skill, and the
   share of consecutive camera frames that are identical (two stacked frames must show motion);
@@ -57,6 +59,8 @@ class Args:
     """downstream episodes per way of choosing skills (prior samples, uniform z); 0 leaves them out"""
     skill_checkpoint: str = os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt")
     """the skill model whose prior and decoder the skill episodes use"""
+    skills_only: bool = False
+    """measure only the skill episodes of --skill-checkpoint (print them, write nothing unless --out is given)"""
 
 
 def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
@@ -128,7 +132,8 @@ def draw_frame_pairs(episodes: list[dict], path: str, pairs: int = 4):
 
 def skill_exploration(checkpoint: str, episodes: int) -> dict:
     """Downstream episodes from the start with a skill every H steps, decoded and executed open-loop: from the
-    prior p_a(z | s), or uniform in [-2, 2]^|Z|. Per way: the closest grid distance to the goal, goal reached."""
+    prior p_a(z | s), or uniform in [-2, 2]^|Z|. Per way: the closest grid distance to the goal, the distinct cells
+    visited, goal reached."""
     import torch
 
     from spirl_pretrain import load_skill_model
@@ -139,10 +144,10 @@ def skill_exploration(checkpoint: str, episodes: int) -> dict:
     to_goal = distances_from(walls, DOWNSTREAM_GOAL)
     figures = {}
     for way in ("prior", "uniform"):
-        rng, closest, reached = np.random.default_rng(0), [], 0
+        rng, closest, visited, reached = np.random.default_rng(0), [], [], 0
         for episode in range(episodes):
             state, _ = env.reset(seed=episode)
-            best, hit, steps = int(to_goal[DOWNSTREAM_START]), False, 0
+            best, hit, steps, cells_seen = int(to_goal[DOWNSTREAM_START]), False, 0, set()
             while steps < env.max_episode_steps:
                 observation = torch.as_tensor(state, dtype=torch.float32)[None]
                 with torch.no_grad():
@@ -156,13 +161,18 @@ def skill_exploration(checkpoint: str, episodes: int) -> dict:
                 for action in actions[: env.max_episode_steps - steps]:
                     state, reward, *_ = env.step(action)
                     steps, hit = steps + 1, hit or reward > 0
-                    cells = to_goal[xy_to_cell(walls, state[:2])]
-                    best = min(best, int(cells)) if cells >= 0 else best
+                    cell = xy_to_cell(walls, state[:2])
+                    cells_seen.add(cell)
+                    best = min(best, int(to_goal[cell])) if to_goal[cell] >= 0 else best
             closest.append(best)
+            visited.append(len(cells_seen))
             reached += hit
         quartiles = [float(q) for q in np.percentile(closest, [25, 50, 75])]
-        figures[way] = {"closest_cells_quartiles": quartiles, "episodes_reaching_goal": reached, "episodes": episodes}
-        print(f"skills ({way}): closest to the goal {quartiles} cells, goal reached in {reached}/{episodes}")
+        seen = [float(q) for q in np.percentile(visited, [25, 50, 75])]
+        figures[way] = {"closest_cells_quartiles": quartiles, "cells_visited_quartiles": seen}
+        figures[way] |= {"episodes_reaching_goal": reached, "episodes": episodes}
+        reach = f"goal reached in {reached}/{episodes}"
+        print(f"skills ({way}): closest to the goal {quartiles} cells, {seen} cells visited, {reach}")
     return figures
 
 
@@ -173,6 +183,12 @@ def main():
     from envs.maze_demos import collect_chunk
 
     args = tyro.cli(Args)
+    if args.skills_only:
+        figures = skill_exploration(args.skill_checkpoint, args.skill_episodes)
+        if "--out" in sys.argv[1:]:
+            with open(args.out, "w") as f:
+                json.dump(figures, f, indent=2)
+        return
     env = MazeEnv.downstream()
     farthest, at_goal = [], 0
     for seed in range(args.episodes):

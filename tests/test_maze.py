@@ -717,5 +717,8 @@ def test_bench_maze_measures_how_close_skills_get_to_the_goal_from_the_start():
     for way in ("prior", "uniform"):
         quartiles = figures[way]["closest_cells_quartiles"]
         assert figures[way]["episodes"] == 1 and figures[way]["episodes_reaching_goal"] in (0, 1)
-        # One episode: its closest grid distance, at most the start's 34 cells.
-        assert 0 <= quartiles[0] == quartiles[2] <= 34
+        # One episode: its closest grid distance, at most the start's 34 cells, and each cell nearer the goal is
+        # one more cell visited (the grid distance drops by at most one from a cell to its neighbour).
+        visited = figures[way]["cells_visited_quartiles"]
+        assert 0 <= quartiles[0] == quartiles[2] <= 34 and 1 <= visited[0] == visited[2] <= 2000
+        assert quartiles[1] >= 34 - (visited[1] - 1)
