@@ -12,7 +12,7 @@ where the prior is fit to the *detached* posterior, so it never shapes the skill
 
     python spirl_pretrain.py --env kitchen --dataset path/to/kitchen.hdf5
     python spirl_pretrain.py --env maze --image                       # the paper's maze prior
-    python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --num-steps 200000
+    python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --num-steps 200000   # repeat its --env, --image
     python spirl_pretrain.py --resume runs/<run>/checkpoint.pt --prior-rollouts 20   # check a prior
 
 The model classes live here, once; spirl_sac.py and the baselines import them from this file.
@@ -92,7 +92,8 @@ class Args:
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard logs and checkpoint.pt); default: derived from env, seed and time"""
     resume: str | None = None
-    """checkpoint.pt to continue from (same env, sizes and H); logs continue in its folder"""
+    """checkpoint.pt to continue from; give its --env, --image and sizes again (a mismatch is a one-line error naming
+    the flag to add); logs continue in its folder"""
     prior_rollouts: int = 0
     """after training, run this many downstream episodes executing skills sampled from the learned prior and report
     their progress (kitchen: subtasks completed; maze: success rate)"""
@@ -707,7 +708,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         make_env(args.env, **rollout_env_kwargs(args)).close()
     saved = {} if ckpt is None else ckpt["config"]
     if ckpt is not None:
-        runs.check_compatible(saved, args.resume, **{name: getattr(args, name) for name in KEPT_ON_RESUME})
+        kept = {name: getattr(args, name) for name in KEPT_ON_RESUME}
+        runs.check_compatible(saved, args.resume, resuming=True, **kept)
     if saved and args.conditioned_decoder and not saved.get("conditioned_decoder"):
         raise SpirlError(f"{args.resume} has the unconditioned decoder: drop --conditioned-decoder to continue it")
     conditioned = args.conditioned_decoder or bool(saved.get("conditioned_decoder"))  # a resumed run keeps its own

@@ -293,16 +293,21 @@ class PretrainLogger:
         self.writer.close()
 
 
-def check_compatible(config: dict, path: str, **expected):
+def check_compatible(config: dict, path: str, resuming: bool = False, **expected):
     """A one-line error when a skill-model checkpoint (spirl_pretrain.py's `config`) was trained for another env,
-    size or horizon than `expected`."""
+    size or horizon than `expected`; `resuming` (spirl_pretrain.py --resume) names the flag that continues it."""
     names = dict(state_dim="state dim", action_dim="action dim")  # no flags: the env sets them
     names |= dict(skill_horizon="--skill-horizon (H)", latent_dim="--latent-dim (|Z|)")
     for key, want in expected.items():
-        if want is not None and config.get(key) != want:
+        have = config.get(key)
+        if want is not None and have != want:
             name = names.get(key, f"--{key.replace('_', '-')}")
             fix = f"use a checkpoint trained with {name} {want}, or match the checkpoint's settings"
-            raise SpirlError(f"checkpoint {path} has {name} = {config.get(key)}, not {want}: {fix}")
+            if resuming:
+                flag = f"--{key.replace('_', '-')}"
+                setting = (flag if have else f"--no-{flag[2:]}") if isinstance(have, bool) else f"{flag} {have}"
+                fix = f"add {setting} to continue it"
+            raise SpirlError(f"checkpoint {path} has {name} = {have}, not {want}: {fix}")
 
 
 # ----------------------------------------------------------------------------- flags and learner state

@@ -257,7 +257,7 @@ def test_checkpoint_from_another_env_or_state_dim_is_rejected(tmp_path, tiny_dat
     ckpt["config"].update(env="maze", state_dim=4)
     other = str(tmp_path / "maze.pt")
     torch.save(ckpt, other)
-    with pytest.raises(SpirlError, match="--env = maze, not kitchen"):
+    with pytest.raises(SpirlError, match="--env = maze, not kitchen: add --env maze to continue it"):
         sp.train(tiny_args(tmp_path, tiny_dataset, num_steps=10, resume=other))
     with pytest.raises(SpirlError, match="state dim = 4, not 30"):
         sp.load_skill_model(other, state_dim=30)
