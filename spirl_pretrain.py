@@ -589,7 +589,7 @@ def train(args: Args) -> dict:
     generator = torch.Generator().manual_seed(args.seed)  # draws the training windows
     if ckpt is not None:
         generator.set_state(ckpt["rng"]["sampler"])
-    batches = BatchPrefetcher(train_windows, args.batch_size, generator) if args.prefetch else None
+    batches = None  # with --prefetch, a BatchPrefetcher once the loop starts (its thread is shut down at the end)
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -612,6 +612,8 @@ def train(args: Args) -> dict:
     validate_now = val_windows is not None and (step == 0 or step >= args.num_steps)
     metrics = log.validation(lambda: validate(model, train_windows, val_windows), step) if validate_now else None
     try:
+        if args.prefetch:
+            batches = BatchPrefetcher(train_windows, args.batch_size, generator)
         with runs.StopRequest() as stop:
             while step < args.num_steps and not stop.requested:
                 # ALGO LOGIC: one gradient step of eq. 4 on a batch of random H-step windows.

@@ -60,7 +60,7 @@ class Args:
     skill_checkpoint: str = os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt")
     """the skill model whose prior and decoder the skill episodes use"""
     skills_only: bool = False
-    """measure only the skill episodes of --skill-checkpoint (print them, write nothing unless --out is given)"""
+    """measure only the skill episodes of --skill-checkpoint (print them; written only to an --out other than the default)"""
 
 
 def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
@@ -185,7 +185,7 @@ def main():
     args = tyro.cli(Args)
     if args.skills_only:
         figures = skill_exploration(args.skill_checkpoint, args.skill_episodes)
-        if "--out" in sys.argv[1:]:
+        if args.out != Args().out:
             with open(args.out, "w") as f:
                 json.dump(figures, f, indent=2)
         return
