@@ -60,7 +60,7 @@ class Args:
     skill_checkpoint: str = os.path.join(REPO_ROOT, "checkpoints", "maze-image-skills.pt")
     """the skill model whose prior and decoder the skill episodes use"""
     skills_only: bool = False
-    """measure only the skill episodes of --skill-checkpoint (print them; written only to an --out other than the default)"""
+    """measure only the skill episodes of --skill-checkpoint (printed; written only to a non-default --out)"""
 
 
 def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
