@@ -12,6 +12,8 @@ episodes look like, how much two stacked frames show, and how fast the env and i
   gets to the goal along the grid (cells; median and quartiles), how many distinct cells it visits (the prior's
   exploration: SPiRL's policy starts as the prior and, without reward, stays within a KL of delta of it) and in how
   many it reaches the goal; `--skills-only` measures just these, to judge a pretraining checkpoint before RL;
+- `--junction-probes` episodes of the prior's skills at the goal's route's narrow spots (JUNCTIONS): the agent placed
+  there moving, or at rest, and the share of episodes in which the skills get through within 20 skills;
 - `--planner-episodes` episodes of envs/maze_demos.py's planner (the data's): median length, the share cut
   at 500 actions, speed percentiles, the share of steps that brake, cells covered per 10-step skill, and the
   share of consecutive camera frames that are identical (two stacked frames must show motion);
@@ -26,6 +28,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -61,6 +64,21 @@ class Args:
     """the skill model whose prior and decoder the skill episodes use"""
     skills_only: bool = False
     """measure only the skill episodes of --skill-checkpoint (printed; written only to a non-default --out)"""
+    skill_ways: tuple[Literal["prior", "uniform"], ...] = ("prior", "uniform")
+    """ways of choosing skills for the skill episodes: prior (p_a(z | s) samples), uniform (z in [-2, 2]^|Z|)"""
+    junction_probes: int = 0
+    """episodes per JUNCTIONS case of the prior's skills at the route's narrow spots (with --skills-only too)"""
+
+
+# The downstream route's narrow spots: (what, start cell, velocity (x, y) in cells/s, cells that count as through).
+# The route leaves the room below the start through a one-cell corridor (row 14, columns 18-20) and ends in a
+# two-cell one (columns 8-9, rows 9-17) down to the goal. PointMaze's +y is up the rows. 3 cells/s: about the
+# planner's median speed.
+JUNCTIONS = (
+    ("into the one-cell corridor, moving left at its mouth", (14, 22), (-3.0, 0.0), ((14, 18), (14, 17), (13, 17))),
+    ("into the one-cell corridor, at rest in its mouth", (14, 21), (0.0, 0.0), ((14, 18), (14, 17), (13, 17))),
+    ("down the goal's corridor, moving down", (10, 9), (0.0, -3.0), ((16, 8), (16, 9), (17, 8), (17, 9))),
+)
 
 
 def steps_per_second(env: MazeEnv, steps: int = 5000) -> float:
@@ -130,7 +148,7 @@ def draw_frame_pairs(episodes: list[dict], path: str, pairs: int = 4):
     plt.close(fig)
 
 
-def skill_exploration(checkpoint: str, episodes: int) -> dict:
+def skill_exploration(checkpoint: str, episodes: int, ways=("prior", "uniform")) -> dict:
     """Downstream episodes from the start with a skill every H steps, decoded and executed open-loop: from the
     prior p_a(z | s), or uniform in [-2, 2]^|Z|. Per way: the closest grid distance to the goal, the distinct cells
     visited, goal reached."""
@@ -143,7 +161,7 @@ def skill_exploration(checkpoint: str, episodes: int) -> dict:
     walls = downstream_layout()
     to_goal = distances_from(walls, DOWNSTREAM_GOAL)
     figures = {}
-    for way in ("prior", "uniform"):
+    for way in ways:
         rng, closest, visited, reached = np.random.default_rng(0), [], [], 0
         for episode in range(episodes):
             state, _ = env.reset(seed=episode)
@@ -176,6 +194,37 @@ def skill_exploration(checkpoint: str, episodes: int) -> dict:
     return figures
 
 
+def junction_probes(checkpoint: str, episodes: int, skills: int = 20) -> dict:
+    """Per JUNCTIONS case: the share of `episodes` in which skills sampled from the prior, from the agent placed
+    there (MazeEnv.place), reach one of the case's cells within `skills` skills."""
+    import torch
+
+    from envs.maze import cell_anchor
+    from spirl_pretrain import load_skill_model
+
+    model, config = load_skill_model(checkpoint)
+    env = MazeEnv.downstream(image=config["image"], view=config.get("view", "camera"))
+    figures, rng = {}, np.random.default_rng(0)
+    for what, cell, velocity, through in JUNCTIONS:
+        passed = 0
+        for episode in range(episodes):
+            env.reset(seed=episode)
+            state, hit = env.place(cell_anchor(env.walls, cell), velocity), False
+            for _ in range(skills):
+                observation = torch.as_tensor(state, dtype=torch.float32)[None]
+                with torch.no_grad():
+                    mu, log_sigma = model.skill_prior(observation)
+                    z = mu + torch.exp(log_sigma) * torch.as_tensor(rng.standard_normal(mu.shape), dtype=torch.float32)
+                    actions = model.decoder.plan(z, observation)[0].clamp(-1, 1).numpy()
+                for action in actions:
+                    state, *_ = env.step(action)
+                    hit = hit or xy_to_cell(env.walls, state[:2]) in through
+            passed += hit
+        figures[f"{what} {cell}"] = {"through": passed, "episodes": episodes}
+        print(f"junction, {what} {cell}: through in {passed}/{episodes}")
+    return figures
+
+
 def main():
     import tyro
 
@@ -184,7 +233,9 @@ def main():
 
     args = tyro.cli(Args)
     if args.skills_only:
-        figures = skill_exploration(args.skill_checkpoint, args.skill_episodes)
+        figures = skill_exploration(args.skill_checkpoint, args.skill_episodes, args.skill_ways)
+        if args.junction_probes > 0:
+            figures["junctions"] = junction_probes(args.skill_checkpoint, args.junction_probes)
         if args.out != Args().out:
             with open(args.out, "w") as f:
                 json.dump(figures, f, indent=2)
@@ -210,7 +261,9 @@ def main():
         "camera_frames_per_s_batch_256": round(frames_per_second(episodes)),
     }
     if args.skill_episodes > 0:
-        figures["skills_from_start"] = skill_exploration(args.skill_checkpoint, args.skill_episodes)
+        figures["skills_from_start"] = skill_exploration(args.skill_checkpoint, args.skill_episodes, args.skill_ways)
+    if args.junction_probes > 0:
+        figures["junctions"] = junction_probes(args.skill_checkpoint, args.junction_probes)
     print(json.dumps(figures, indent=2))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -460,6 +460,19 @@ class MazeEnv(gym.Env):
         info = {"start_cell": task.start_cell, "goal_cell": task.goal_cell, "success": False}
         return self._observation(state), info
 
+    def place(self, xy, velocity) -> np.ndarray:
+        """Put the agent, after a reset, at `xy` moving with `velocity` (PointMaze units); the previous frame shows
+        it one step earlier, as if it had been moving so. Returns the observation. For probes of what skills do in
+        a given spot (bench/bench_maze.py); the episode's step count and reward are unchanged."""
+        xy, velocity = np.asarray(xy, dtype=np.float64), np.asarray(velocity, dtype=np.float64)
+        point = self._maze.point_env
+        point.set_state(xy, velocity)
+        state = np.concatenate([xy, velocity]).astype(np.float32)
+        if self.image:
+            earlier = np.concatenate([xy - point.dt * velocity, velocity]).astype(np.float32)
+            self._previous_view, self._view = self.view_at(earlier), self.view_at(state)
+        return self._observation(state)
+
     def step(self, action):
         obs, _, _, _, _ = self._maze.step(np.asarray(action, dtype=np.float64))
         # Frames are drawn from the state as observed (and as datasets store it), in float32.

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tyro
 
 from envs.maze import (
     AGENT,
@@ -167,6 +168,20 @@ def test_two_frames_show_sub_pixel_motion_and_the_trailing_camera_shows_the_head
         rows, cols = np.nonzero((np.abs(view.astype(int) - green).max(0) <= 40))
         offset = np.array([cols.mean(), -rows.mean()]) - (VIEW_PIXELS / 2 - 0.5) * np.array([1, -1])
         assert offset @ np.array(velocity) > 0 and np.linalg.norm(offset) > 0.5, (velocity, offset)
+
+
+def test_placing_the_agent_sets_its_state_and_a_previous_frame_that_shows_the_motion():
+    env = MazeEnv.downstream(image=True)
+    env.reset(seed=0)
+    xy = cell_anchor(env.walls, (14, 22))
+    for velocity in ([-3.0, 0.0], [0.0, 0.0]):
+        observation = env.place(xy, velocity)
+        np.testing.assert_allclose(observation[:4], np.r_[xy, velocity], atol=1e-6)
+        frames = observation[4:].reshape(2, -1)
+        assert np.array_equal(frames[0], frames[1]) == (velocity == [0.0, 0.0])
+    moving = env.place(xy, [-3.0, 0.0])
+    after, *_ = env.step(np.zeros(2))  # it coasts on: about velocity x dt further left
+    assert -0.05 < after[0] - moving[0] < -0.01 and abs(after[1] - moving[1]) < 1e-3
 
 
 def test_the_raster_view_of_the_older_prior_is_kept_and_an_unknown_view_is_a_one_line_error():
@@ -722,3 +737,16 @@ def test_bench_maze_measures_how_close_skills_get_to_the_goal_from_the_start():
         visited = figures[way]["cells_visited_quartiles"]
         assert 0 <= quartiles[0] == quartiles[2] <= 34 and 1 <= visited[0] == visited[2] <= 2000
         assert quartiles[1] >= 34 - (visited[1] - 1)
+    with pytest.raises(SystemExit):  # an unknown way of choosing skills is tyro's one-line error
+        tyro.cli(bench_maze.Args, args=["--skill-ways", "greedy"])
+
+
+def test_bench_maze_junction_probes_count_episodes_that_get_through_the_routes_narrow_spots():
+    from bench import bench_maze
+
+    figures = bench_maze.junction_probes(bench_maze.Args().skill_checkpoint, episodes=2, skills=3)
+    assert len(figures) == len(bench_maze.JUNCTIONS)
+    for (what, cell, _, through), (name, result) in zip(bench_maze.JUNCTIONS, figures.items()):
+        assert name == f"{what} {cell}" and result["episodes"] == 2 and 0 <= result["through"] <= 2
+    # Three skills at rest in the mouth are 30 steps, too few to cross the corridor's three cells.
+    assert figures[f"{bench_maze.JUNCTIONS[1][0]} {bench_maze.JUNCTIONS[1][1]}"]["through"] == 0
