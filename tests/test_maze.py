@@ -686,20 +686,27 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
     assert resumed["env_steps"] >= 4000 and resumed["updates"] > result["updates"]
 
 
-@pytest.mark.parametrize("raster", [False, True])
-def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path, monkeypatch, raster):
+@pytest.mark.parametrize(
+    "suffix, dataset, view",
+    [
+        ("", "spirl/maze-planner-v2", "camera"),
+        ("-v1", "spirl/maze-planner-v1", "camera"),
+        ("-raster", "spirl/maze-planner-v0", "raster"),
+    ],
+)
+def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path, monkeypatch, suffix, dataset, view):
     """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior, trained on the
-    camera view. The earlier prior, trained on the raster view, is kept beside it and gets those frames."""
+    camera view of the current data. The earlier priors are kept beside it, the one on the raster view gets those
+    frames."""
     import torch
 
     import spirl_pretrain as sp
     import spirl_sac as sac
 
     shipped = sac.env_spec("maze")["default_prior"]
-    path = shipped.replace(".pt", "-raster.pt") if raster else shipped
+    path = shipped.replace(".pt", f"{suffix}.pt")
     assert os.path.isfile(path), f"{path} is missing from the repo"
     _, config = sp.load_skill_model(path, env="maze", state_dim=4, action_dim=2, image=True)
-    view, dataset = ("raster", "spirl/maze-planner-v0") if raster else ("camera", "spirl/maze-planner-v1")
     assert config["dataset"] == dataset and config["beta"] == 1e-2 and config["view"] == view
     views = []
     make_env = sac.make_env
@@ -709,7 +716,7 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path,
     result = sac.train(
         sac.Args(
             env="maze",
-            prior_checkpoint=path if raster else None,
+            prior_checkpoint=path if suffix else None,
             total_env_steps=1000,
             warmup_transitions=20,
             batch_size=8,
