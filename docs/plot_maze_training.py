@@ -7,6 +7,11 @@ One panel per run: every high-level transition of its replay buffer (the state w
 where it ended, H env steps later) as a line segment over the downstream maze, coloured from light to dark in the
 order they were collected, with the run's start and goal (spirl_sac.py --goal) marked. The replay holds the whole run
 while it is smaller than --buffer-size (1M high-level transitions: 10M env steps at H = 10).
+
+It also prints how close each run's training episodes came to the goal, per --window episodes: the quartiles of each
+episode's closest grid distance to the goal (cells, at the skills' ends) and how many came within the reward's
+2 cells. Beside `python bench/bench_maze.py --skills-only` (the prior's own skills from the start) it shows whether
+the policy explores as its prior did.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import SpirlError  # noqa: E402
-from envs.maze import DOWNSTREAM_GOAL, MazeEnv  # noqa: E402
+from envs.maze import DOWNSTREAM_GOAL, MazeEnv, distances_from, xy_to_cell  # noqa: E402
 
 FIX = "pass runs/<run>/checkpoint.pt of a spirl_sac.py --env maze run"
 
@@ -54,10 +59,29 @@ def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
     return np.stack([states, next_states], axis=1), tuple(goal), int(ckpt["env_steps"])
 
 
+def closest_by_window(segments: np.ndarray, goal, window: int) -> list[tuple[int, int, list[float], int]]:
+    """Per `window` training episodes: (first episode, episodes, quartiles of each episode's closest grid distance to
+    the goal, episodes within 2 cells). An episode starts where a skill does not begin where the last one ended (the
+    reset: maze episodes never terminate, each ends at its time limit)."""
+    env = MazeEnv.downstream(goal=goal)
+    to_goal = distances_from(env.walls, goal)
+    env.close()
+    ends = np.array([to_goal[xy_to_cell(env.walls, xy)] for xy in segments[:, 1]], dtype=float)
+    ends[ends < 0] = np.inf  # outside the free cells (cannot happen, walls stop the agent): never the closest
+    new_episode = np.r_[True, np.any(segments[1:, 0] != segments[:-1, 1], axis=1)]
+    closest = np.minimum.reduceat(ends, np.flatnonzero(new_episode))
+    rows = []
+    for first in range(0, len(closest), window):
+        part = closest[first : first + window]
+        rows.append((first, len(part), [float(q) for q in np.percentile(part, [25, 50, 75])], int(np.sum(part <= 2))))
+    return rows
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="checkpoint.pt of spirl_sac.py --env maze runs, one panel each")
     parser.add_argument("--out", default="docs/fig13_maze_goals.png")
+    parser.add_argument("--window", type=int, default=50, help="training episodes per row of the printed table")
     args = parser.parse_args(argv)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -85,6 +109,10 @@ def main(argv: list[str] | None = None):
     except OSError as e:
         sys.exit(f"error: cannot write {args.out} ({e.strerror}); pass another --out")
     print(f"written: {args.out}")
+    for path, (segments, goal, _) in zip(args.checkpoints, runs):
+        print(f"{path}: closest grid distance to the goal {goal} per training episode, quartiles (within 2 cells)")
+        for first, n, quartiles, near in closest_by_window(segments, goal, max(args.window, 1)):
+            print(f"  episodes {first}-{first + n - 1}: {quartiles} ({near})")
 
 
 if __name__ == "__main__":
