@@ -9,9 +9,10 @@ order they were collected, with the run's start and goal (spirl_sac.py --goal) m
 while it is smaller than --buffer-size (1M high-level transitions: 10M env steps at H = 10).
 
 It also prints how close each run's training episodes came to the goal, per --window episodes: the quartiles of each
-episode's closest grid distance to the goal (cells, at the skills' ends) and how many came within the reward's
-2 cells. Beside `python bench/bench_maze.py --skills-only` (the prior's own skills from the start) it shows whether
-the policy explores as its prior did.
+episode's closest grid distance to the goal (cells, at the skills' ends), how many came within the reward's 2 cells,
+and the quartiles of each episode's farthest grid distance from the start (how far it went, whichever way). Beside
+`python bench/bench_maze.py --skills-only` (the prior's own skills from the start) it shows whether the policy
+explores as its prior did.
 """
 
 from __future__ import annotations
@@ -59,21 +60,25 @@ def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
     return np.stack([states, next_states], axis=1), tuple(goal), int(ckpt["env_steps"])
 
 
-def closest_by_window(segments: np.ndarray, goal, window: int) -> list[tuple[int, int, list[float], int]]:
+def closest_by_window(segments: np.ndarray, goal, window: int) -> list[tuple[int, int, list[float], int, list[float]]]:
     """Per `window` training episodes: (first episode, episodes, quartiles of each episode's closest grid distance to
-    the goal, episodes within 2 cells). An episode starts where a skill does not begin where the last one ended (the
-    reset: maze episodes never terminate, each ends at its time limit)."""
+    the goal, episodes within 2 cells, quartiles of each episode's farthest grid distance from the start), at the
+    skills' ends. An episode starts where a skill does not begin where the last one ended (the reset: maze episodes
+    never terminate, each ends at its time limit)."""
     env = MazeEnv.downstream(goal=goal)
-    to_goal = distances_from(env.walls, goal)
+    to_goal, from_start = distances_from(env.walls, goal), distances_from(env.walls, env.start)
     env.close()
-    ends = np.array([to_goal[xy_to_cell(env.walls, xy)] for xy in segments[:, 1]], dtype=float)
+    cells = [xy_to_cell(env.walls, xy) for xy in segments[:, 1]]
+    ends = np.array([to_goal[c] for c in cells], dtype=float)
     ends[ends < 0] = np.inf  # outside the free cells (cannot happen, walls stop the agent): never the closest
-    new_episode = np.r_[True, np.any(segments[1:, 0] != segments[:-1, 1], axis=1)]
-    closest = np.minimum.reduceat(ends, np.flatnonzero(new_episode))
+    away = np.array([from_start[c] for c in cells], dtype=float)
+    firsts = np.flatnonzero(np.r_[True, np.any(segments[1:, 0] != segments[:-1, 1], axis=1)])
+    closest, farthest = np.minimum.reduceat(ends, firsts), np.maximum.reduceat(away, firsts)
     rows = []
     for first in range(0, len(closest), window):
-        part = closest[first : first + window]
-        rows.append((first, len(part), [float(q) for q in np.percentile(part, [25, 50, 75])], int(np.sum(part <= 2))))
+        part, out = closest[first : first + window], farthest[first : first + window]
+        quartiles = [[float(q) for q in np.percentile(x, [25, 50, 75])] for x in (part, out)]
+        rows.append((first, len(part), quartiles[0], int(np.sum(part <= 2)), quartiles[1]))
     return rows
 
 
@@ -110,9 +115,10 @@ def main(argv: list[str] | None = None):
         sys.exit(f"error: cannot write {args.out} ({e.strerror}); pass another --out")
     print(f"written: {args.out}")
     for path, (segments, goal, _) in zip(args.checkpoints, runs):
-        print(f"{path}: closest grid distance to the goal {goal} per training episode, quartiles (within 2 cells)")
-        for first, n, quartiles, near in closest_by_window(segments, goal, max(args.window, 1)):
-            print(f"  episodes {first}-{first + n - 1}: {quartiles} ({near})")
+        print(f"{path}: per training episode, quartiles of the closest grid distance to the goal {goal} (episodes")
+        print("  within 2 cells) and of the farthest from the start")
+        for first, n, closest, near, farthest in closest_by_window(segments, goal, max(args.window, 1)):
+            print(f"  episodes {first}-{first + n - 1}: closest {closest} ({near}), farthest from the start {farthest}")
 
 
 if __name__ == "__main__":

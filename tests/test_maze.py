@@ -575,7 +575,7 @@ def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_witho
     plot_maze_training.main([run["checkpoint"], "--out", str(tmp_path / "fig13.png")])
     assert (tmp_path / "fig13.png").stat().st_size > 0
     rows = plot_maze_training.closest_by_window(paths, goal, 2)  # the three 600-step episodes, two to a row
-    assert [(first, n) for first, n, _, _ in rows] == [(0, 2), (2, 1)]
+    assert [(first, n) for first, n, *_ in rows] == [(0, 2), (2, 1)]
     with pytest.raises(SystemExit, match="not a spirl_sac.py checkpoint of a maze run"):
         plot_maze_training.main([result["checkpoint"], "--out", str(tmp_path / "no.png")])
     for bad, match in (({"goal": (0, 0)}, "goal cell"), ({"omega_schedule": (10, 5)}, "--omega-schedule")):
@@ -591,7 +591,10 @@ def test_the_training_rollout_table_splits_episodes_at_resets_and_finds_each_one
     episodes = [route[:10], route, [start] * 5]  # closest: 25 cells, the goal itself, the start's 34
     segments = np.array([[a, b] for points in episodes for a, b in zip(points[:-1], points[1:])])
     rows = plot_maze_training.closest_by_window(segments, DOWNSTREAM_GOAL, 2)
-    assert rows == [(0, 2, [6.25, 12.5, 18.75], 1), (2, 1, [34.0, 34.0, 34.0], 0)]
+    assert rows == [
+        (0, 2, [6.25, 12.5, 18.75], 1, [15.25, 21.5, 27.75]),
+        (2, 1, [34.0, 34.0, 34.0], 0, [0.0, 0.0, 0.0]),
+    ]
 
 
 def test_ssp_prior_init_starts_from_the_image_prior_and_collects_its_own_warm_up(tmp_path):
