@@ -8,10 +8,11 @@ episodes look like, how much two stacked frames show, and how fast the env and i
 - uniform random actions in the downstream maze: the largest straight-line distance from the start
   within an episode, and the steps spent within the goal threshold, over `--episodes` episodes;
 - skills in the downstream maze, from its start, `--skill-episodes` episodes each: sampled from the shipped image
-  prior (what SPiRL's policy starts as), and z uniform in [-2, 2]^|Z| (SSP's warm-up); how close each episode
-  gets to the goal along the grid (cells; median and quartiles), how many distinct cells it visits (the prior's
-  exploration: SPiRL's policy starts as the prior and, without reward, stays within a KL of delta of it) and in how
-  many it reaches the goal; `--skills-only` measures just these, to judge a pretraining checkpoint before RL;
+  prior (what SPiRL's policy starts as; `--skill-ways` also runs them squashed as spirl_sac.py executes them), and
+  z uniform in [-2, 2]^|Z| (SSP's warm-up); how close each episode gets to the goal along the grid (cells; median and
+  quartiles), how many distinct cells it visits (the prior's exploration: SPiRL's policy starts as the prior and,
+  without reward, stays within a KL of delta of it) and in how many it reaches the goal; `--skills-only` measures
+  just these, to judge a pretraining checkpoint before RL;
 - `--junction-probes` episodes of the prior's skills at the goal's route's narrow spots (JUNCTIONS): the agent placed
   there moving, or at rest, and the share of episodes in which the skills get through within 20 skills;
 - `--planner-episodes` episodes of envs/maze_demos.py's planner (the data's): median length, the share cut
@@ -64,8 +65,10 @@ class Args:
     """the skill model whose prior and decoder the skill episodes use"""
     skills_only: bool = False
     """measure only the skill episodes of --skill-checkpoint (printed; written only to a non-default --out)"""
-    skill_ways: tuple[Literal["prior", "uniform"], ...] = ("prior", "uniform")
-    """ways of choosing skills for the skill episodes: prior (p_a(z | s) samples), uniform (z in [-2, 2]^|Z|)"""
+    skill_ways: tuple[Literal["prior", "prior_tanh", "prior_tanh2", "uniform"], ...] = ("prior", "uniform")
+    """ways of choosing skills for the skill episodes: prior (z = u, u ~ p_a(z | s)), prior_tanh (z = 2 tanh(u): what
+    spirl_sac.py executes with --squash-scale 1, the maze's default, before any update), prior_tanh2 (z = 2 tanh(u / 2),
+    --squash-scale 2), uniform (z in [-2, 2]^|Z|)"""
     junction_probes: int = 0
     """episodes per JUNCTIONS case of the prior's skills at the route's narrow spots (with --skills-only too)"""
 
@@ -150,11 +153,12 @@ def draw_frame_pairs(episodes: list[dict], path: str, pairs: int = 4):
 
 def skill_exploration(checkpoint: str, episodes: int, ways=("prior", "uniform")) -> dict:
     """Downstream episodes from the start with a skill every H steps, decoded and executed open-loop: from the
-    prior p_a(z | s), or uniform in [-2, 2]^|Z|. Per way: the closest grid distance to the goal, the distinct cells
-    visited, goal reached."""
+    prior p_a(z | s) (as sampled, or squashed as spirl_sac.py executes a policy's samples), or uniform in
+    [-2, 2]^|Z|. Per way: the closest grid distance to the goal, the distinct cells visited, goal reached."""
     import torch
 
     from spirl_pretrain import load_skill_model
+    from spirl_sac import squash
 
     model, config = load_skill_model(checkpoint)
     env = MazeEnv.downstream(image=config["image"], view=config.get("view", "camera"))
@@ -169,10 +173,11 @@ def skill_exploration(checkpoint: str, episodes: int, ways=("prior", "uniform"))
             while steps < env.max_episode_steps:
                 observation = torch.as_tensor(state, dtype=torch.float32)[None]
                 with torch.no_grad():
-                    if way == "prior":
+                    if way.startswith("prior"):
                         mu, log_sigma = model.skill_prior(observation)
                         noise = torch.as_tensor(rng.standard_normal(mu.shape), dtype=torch.float32)
                         z = mu + torch.exp(log_sigma) * noise
+                        z = z if way == "prior" else squash(z, scale=2.0 if way == "prior_tanh2" else 1.0)
                     else:
                         z = torch.as_tensor(rng.uniform(-2, 2, (1, model.decoder.latent_dim)), dtype=torch.float32)
                     actions = model.decoder.plan(z, observation)[0].clamp(-1, 1).numpy()

@@ -763,6 +763,39 @@ def test_bench_maze_measures_how_close_skills_get_to_the_goal_from_the_start():
         tyro.cli(bench_maze.Args, args=["--skill-ways", "greedy"])
 
 
+def test_bench_maze_squashed_prior_ways_execute_the_prior_samples_as_spirl_sac_does(monkeypatch):
+    import torch
+
+    import spirl_pretrain
+    from bench import bench_maze
+    from spirl_sac import squash
+
+    skills, load, downstream = [], spirl_pretrain.load_skill_model, bench_maze.MazeEnv.downstream
+
+    def recording_load(path):  # the same model, its decoder's inputs recorded
+        model, config = load(path)
+        plan = model.decoder.plan
+        model.decoder.plan = lambda z, observation: skills.append(z.clone()) or plan(z, observation)
+        return model, config
+
+    def short_episodes(**kwargs):  # 3 skills an episode
+        env = downstream(**kwargs)
+        env.max_episode_steps = 30
+        return env
+
+    monkeypatch.setattr(spirl_pretrain, "load_skill_model", recording_load)
+    monkeypatch.setattr(bench_maze.MazeEnv, "downstream", short_episodes)
+    ways = ("prior", "prior_tanh", "prior_tanh2")
+    figures = bench_maze.skill_exploration(bench_maze.Args().skill_checkpoint, episodes=1, ways=ways)
+    assert set(figures) == set(ways) and len(skills) == 9
+    # Each way starts from the same state with the same noise, so its first skill is the prior's sample u,
+    # then 2 tanh(u) and 2 tanh(u / 2): what spirl_sac.py executes with --squash-scale 1 and 2.
+    u = skills[0]
+    torch.testing.assert_close(skills[3], squash(u, scale=1.0))
+    torch.testing.assert_close(skills[6], squash(u, scale=2.0))
+    assert not torch.allclose(skills[3], u)
+
+
 def test_bench_maze_junction_probes_count_episodes_that_get_through_the_routes_narrow_spots():
     from bench import bench_maze
 
