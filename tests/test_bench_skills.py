@@ -52,6 +52,8 @@ def test_bench_skills_writes_every_figure(tmp_path, two_episodes):
     assert 0 <= figures["oracle"]["decoded_skills"]["mean_subtasks"] <= 4
     assert figures["oracle"]["scripted_actions"]["mean_subtasks"] >= 1
     assert sum(figures["oracle"]["scripted_actions"]["stopped_at"].values()) == 1
+    gaps = figures["oracle"]["decoded_skills"]["prior_gap_median"]
+    assert "microwave" in gaps and all(np.isfinite(g) for g in gaps.values())
     assert sum(figures["prior"]["first_subtask"].values()) == pytest.approx(1.0)
     executed = figures["prior_as_executed"]
     assert set(executed) == {"z = 2 tanh(u / 1)", "z = 2 tanh(u / 2)"} and all(0 <= v <= 4 for v in executed.values())
@@ -218,3 +220,25 @@ def test_random_skills_fill_the_policy_box_as_ssp_warm_up(monkeypatch):
     z = torch.stack(seen)
     assert figures["per_episode"] == [0] * 40 and z.shape == (40, model.decoder.latent_dim)
     assert z.abs().max() <= 2 and z.max() > 1.8 and z.min() < -1.8 and abs(z.mean()) < 0.2
+
+
+def test_prior_gap_is_zero_on_average_for_the_priors_own_samples_and_grows_away_from_its_mean():
+    """prior_gap(z) = E[log p(sample)] - log p(z): about 0 for samples of the prior itself, about -|Z| / 2 at its
+    mean (the mode is more likely than a typical sample), and large for a skill far out in its tails."""
+    import torch
+
+    import spirl_pretrain as sp
+
+    config = dict(state_dim=30, action_dim=9, skill_horizon=10, latent_dim=4, hidden_dim=16, prior_layers=1)
+    torch.manual_seed(0)
+    model = sp.SkillModel(**config).eval()
+    observation = np.zeros(30, dtype=np.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        mu, log_sigma = model.skill_prior(torch.as_tensor(observation)[None])
+        samples = mu + torch.exp(log_sigma) * torch.randn((2000, 4), generator=generator)
+    own = np.mean([bench_skills.prior_gap(model, observation, z, generator, samples=4096) for z in samples[:400]])
+    assert abs(own) < 0.3
+    assert bench_skills.prior_gap(model, observation, mu[0], generator, samples=4096) == pytest.approx(-2.0, abs=0.2)
+    far = mu[0] + 5 * torch.exp(log_sigma[0])
+    assert bench_skills.prior_gap(model, observation, far, generator) > 40
