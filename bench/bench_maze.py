@@ -69,6 +69,9 @@ class Args:
     """ways of choosing skills for the skill episodes: prior (z = u, u ~ p_a(z | s)), prior_tanh (z = 2 tanh(u): what
     spirl_sac.py executes with --squash-scale 1, the maze's default, before any update), prior_tanh2 (z = 2 tanh(u / 2),
     --squash-scale 2), uniform (z in [-2, 2]^|Z|)"""
+    route_oracle: int = 0
+    """episodes of the route oracle (`route_oracle`: the controller's actions along the shortest path, as skills, and
+    their prior gap against delta) for --skill-checkpoint (with --skills-only too; 0 leaves it out)"""
     junction_probes: int = 0
     """episodes per JUNCTIONS case of the prior's skills at the route's narrow spots (with --skills-only too)"""
 
@@ -199,6 +202,75 @@ def skill_exploration(checkpoint: str, episodes: int, ways=("prior", "uniform"))
     return figures
 
 
+def route_oracle(checkpoint: str, episodes: int) -> dict:
+    """The route to the goal as skills, and what following it costs against the prior. Every H steps the data's
+    controller (envs/maze_demos.py, noise-free) runs H steps along the current cell's shortest path to the goal on
+    the live env, the env is put back, and its actions are encoded, decoded and executed: does the skill space
+    carry a perfect high-level policy to the goal? At each choice also the prior gap, E[log p_a(u | s)] -
+    log p_a(z | s) in nats (bench/bench_skills.py `prior_gap`; a policy with its mean at z pays at least gap + |Z| / 2
+    of KL): SPiRL's policy starts as the prior and keeps within about delta (the maze's: 1) of it, so a route whose
+    skills lie far below the prior's own samples is one it can hardly take. Gaps by the cell's grid distance from
+    the start, in bands of 10."""
+    import torch
+
+    from bench.bench_skills import prior_gap
+    from envs.maze import cell_anchor
+    from envs.maze_demos import REACHED, controller_action
+    from spirl_pretrain import load_skill_model
+
+    model, config = load_skill_model(checkpoint)
+    if config.get("closed_loop") or config.get("conditioned_decoder"):
+        raise SystemExit(f"error: {checkpoint}: the route oracle encodes actions only; bench an open-loop model")
+    env = MazeEnv.downstream(image=config["image"], view=config.get("view", "camera"))
+    walls, H, generator = env.walls, model.decoder.skill_horizon, torch.Generator().manual_seed(0)
+    to_goal, from_start = distances_from(walls, DOWNSTREAM_GOAL), distances_from(walls, DOWNSTREAM_START)
+    reached, closest, gaps = 0, [], {}
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=episode)
+        best, hit = int(to_goal[DOWNSTREAM_START]), False
+        while env.steps < env.max_episode_steps and not hit:
+            state, cell = observation[:4], xy_to_cell(walls, observation[:2])
+            path = shortest_path(walls, cell, DOWNSTREAM_GOAL) or [cell]
+            plan = [cell_anchor(walls, c) for c in path[1:]] or [cell_anchor(walls, cell)]
+            saved = (env.steps, env.reached, getattr(env, "_previous_view", None), getattr(env, "_view", None))
+            k, actions, previous = 0, [], state[:2]
+            for _ in range(H):  # the controller's next H actions, on the live env
+                moved = np.linalg.norm(state[:2] - previous)
+                if np.linalg.norm(state[:2] - plan[k]) < REACHED and moved < REACHED:
+                    k = min(k + 1, len(plan) - 1)
+                actions.append(controller_action(state, plan[k]).astype(np.float32))
+                previous, state = state[:2], env.step(actions[-1])[0][:4]
+            observation = env.place(observation[:2], observation[2:4])  # put back
+            env.steps, env.reached = saved[0], saved[1]
+            if env.image:
+                env._previous_view, env._view = saved[2], saved[3]
+                observation = env._observation(observation[:4])
+            obs = torch.as_tensor(observation, dtype=torch.float32)[None]
+            z = model.encode(None, torch.as_tensor(np.asarray(actions))[None])[0][0].detach()
+            band = f"{10 * (int(from_start[cell]) // 10)}-{10 * (int(from_start[cell]) // 10) + 10}"
+            gaps.setdefault(band, []).append(prior_gap(model, observation, z, generator))
+            with torch.no_grad():
+                decoded = model.decoder.plan(z[None], obs)[0].clamp(-1, 1).numpy()
+            for action in decoded[: env.max_episode_steps - env.steps]:
+                observation, reward, *_ = env.step(action)
+                hit = hit or reward > 0
+                now = xy_to_cell(walls, observation[:2])
+                best = min(best, int(to_goal[now])) if to_goal[now] >= 0 else best
+        reached += hit
+        closest.append(best)
+    order = sorted(gaps, key=lambda band: int(band.split("-")[0]))
+    figures = {
+        "episodes": episodes,
+        "episodes_reaching_goal": reached,
+        "closest_cells": closest,
+        "prior_gap_median_by_cells_from_start": {band: float(np.median(gaps[band])) for band in order},
+        "prior_gap_median": float(np.median(np.concatenate([gaps[b] for b in order]))),
+    }
+    print(f"route oracle: goal reached in {reached}/{episodes}, closest {closest}; prior gap (nats) by cells from")
+    print(f"the start: {figures['prior_gap_median_by_cells_from_start']}")
+    return figures
+
+
 def junction_probes(checkpoint: str, episodes: int, skills: int = 20) -> dict:
     """Per JUNCTIONS case: the share of `episodes` in which skills sampled from the prior, from the agent placed
     there (MazeEnv.place), reach one of the case's cells within `skills` skills."""
@@ -241,6 +313,8 @@ def main():
         figures = skill_exploration(args.skill_checkpoint, args.skill_episodes, args.skill_ways)
         if args.junction_probes > 0:
             figures["junctions"] = junction_probes(args.skill_checkpoint, args.junction_probes)
+        if args.route_oracle > 0:
+            figures["route_oracle"] = route_oracle(args.skill_checkpoint, args.route_oracle)
         if args.out != Args().out:
             with open(args.out, "w") as f:
                 json.dump(figures, f, indent=2)
@@ -269,6 +343,8 @@ def main():
         figures["skills_from_start"] = skill_exploration(args.skill_checkpoint, args.skill_episodes, args.skill_ways)
     if args.junction_probes > 0:
         figures["junctions"] = junction_probes(args.skill_checkpoint, args.junction_probes)
+    if args.route_oracle > 0:
+        figures["route_oracle"] = route_oracle(args.skill_checkpoint, args.route_oracle)
     print(json.dumps(figures, indent=2))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -224,9 +224,9 @@ class ScriptedPlanner:
 @torch.no_grad()
 def prior_gap(model, observation, z: torch.Tensor, generator, samples: int = 256) -> float:
     """How much less likely skill z is under p_a(z | s) than the prior's own samples: mean log p_a(sample | s) -
-    log p_a(z | s), in nats. A policy that shifts the prior onto z at the same width pays about this much more
-    KL(pi || p_a) than one that stays on the prior's mode, so gaps well above the target divergence delta mark
-    skills that SPiRL's constrained policy can hardly choose."""
+    log p_a(z | s), in nats. The least KL(pi || p_a) of a Gaussian policy with its mean at z is gap + |Z| / 2 (the
+    prior's width, shifted), so gaps near or above the target divergence delta mark skills that SPiRL's policy,
+    kept within about delta of the prior, can hardly choose."""
     mu_p, log_sigma_p = model.skill_prior(torch.as_tensor(observation)[None])
     typical = mu_p + torch.exp(log_sigma_p) * torch.randn((samples, mu_p.shape[1]), generator=generator)
     mean_logp = -gaussian_nll(typical, mu_p, log_sigma_p).sum(-1).mean()

@@ -805,3 +805,40 @@ def test_bench_maze_junction_probes_count_episodes_that_get_through_the_routes_n
         assert name == f"{what} {cell}" and result["episodes"] == 2 and 0 <= result["through"] <= 2
     # Three skills at rest in the mouth are 30 steps, too few to cross the corridor's three cells.
     assert figures[f"{bench_maze.JUNCTIONS[1][0]} {bench_maze.JUNCTIONS[1][1]}"]["through"] == 0
+
+
+def test_bench_maze_route_oracle_puts_the_env_back_after_each_proposal(monkeypatch):
+    """With a decoder that plays back exactly the proposed actions, the route oracle is the data's controller
+    itself, so it must reach the goal: each proposal's trial steps are undone (state, frames, step count) before
+    the skill runs. The prior gaps come per band of cells from the start."""
+    import torch
+
+    import spirl_pretrain
+    from bench import bench_maze
+
+    load = spirl_pretrain.load_skill_model
+
+    def playback_load(path):
+        model, config = load(path)
+        proposed = []
+        model.encode = lambda states, actions: proposed.append(actions) or (torch.zeros(1, 10), torch.zeros(1, 10))
+        model.decoder.plan = lambda z, observation: proposed[-1]
+        return model, config
+
+    states, downstream = [], bench_maze.MazeEnv.downstream
+
+    def recording_env(**kwargs):  # every step's observed state, trial and executed
+        env = downstream(**kwargs)
+        step = env.step
+        env.step = lambda action: (lambda out: states.append(out[0][:4].copy()) or out)(step(action))
+        return env
+
+    monkeypatch.setattr(spirl_pretrain, "load_skill_model", playback_load)
+    monkeypatch.setattr(bench_maze.MazeEnv, "downstream", recording_env)
+    figures = bench_maze.route_oracle(bench_maze.Args().skill_checkpoint, episodes=1)
+    assert figures["episodes_reaching_goal"] == 1 and figures["closest_cells"][0] <= 2
+    # Proposal i's 10 trial steps, then the same 10 actions executed from the restored state: the same states.
+    chunks = np.asarray(states).reshape(-1, 2, 10, 4)
+    np.testing.assert_allclose(chunks[:, 0], chunks[:, 1], atol=1e-4)  # put back from the float32 observation
+    bands = list(figures["prior_gap_median_by_cells_from_start"])
+    assert bands[0] == "0-10" and len(bands) >= 3 and np.isfinite(figures["prior_gap_median"])
