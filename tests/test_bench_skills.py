@@ -242,3 +242,12 @@ def test_prior_gap_is_zero_on_average_for_the_priors_own_samples_and_grows_away_
     assert bench_skills.prior_gap(model, observation, mu[0], generator, samples=4096) == pytest.approx(-2.0, abs=0.2)
     far = mu[0] + 5 * torch.exp(log_sigma[0])
     assert bench_skills.prior_gap(model, observation, far, generator) > 40
+
+
+@pytest.mark.skipif(not os.path.exists(bench_skills.Args.checkpoint), reason="no shipped kitchen checkpoint")
+def test_bench_skills_oracle_only_measures_the_decoded_oracle_and_its_prior_gap_alone(tmp_path, two_episodes):
+    out = tmp_path / "oracle.json"
+    figures = bench_skills.main(["--episodes", "1", "--dataset", str(two_episodes), "--out", str(out), "--oracle-only"])
+    assert json.loads(out.read_text()) == figures
+    assert list(figures["oracle"]) == ["decoded_skills"] and "prior_gap_median" in figures["oracle"]["decoded_skills"]
+    assert not {"replay", "prior", "prior_next_subtask", "first_skill_logp"} & set(figures)
