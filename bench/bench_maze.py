@@ -245,12 +245,12 @@ def route_oracle(checkpoint: str, episodes: int) -> dict:
             if env.image:
                 env._previous_view, env._view = saved[2], saved[3]
                 observation = env._observation(observation[:4])
-            obs = torch.as_tensor(observation, dtype=torch.float32)[None]
-            z = model.encode(None, torch.as_tensor(np.asarray(actions))[None])[0][0].detach()
+            with torch.no_grad():
+                z = model.encode(None, torch.as_tensor(np.asarray(actions))[None])[0][0]
+                obs = torch.as_tensor(observation, dtype=torch.float32)[None]
+                decoded = model.decoder.plan(z[None], obs)[0].clamp(-1, 1).numpy()
             band = f"{10 * (int(from_start[cell]) // 10)}-{10 * (int(from_start[cell]) // 10) + 10}"
             gaps.setdefault(band, []).append(prior_gap(model, observation, z, generator))
-            with torch.no_grad():
-                decoded = model.decoder.plan(z[None], obs)[0].clamp(-1, 1).numpy()
             for action in decoded[: env.max_episode_steps - env.steps]:
                 observation, reward, *_ = env.step(action)
                 hit = hit or reward > 0

@@ -17,7 +17,7 @@ Kitchen:
    actions executed directly (the ceiling). prior_gap_median: per subtask being worked on, how many nats less
    likely the oracle's skills are under p_a(z|s) than the prior's own samples (`prior_gap`): what following the
    oracle would cost in KL, against the target divergence delta. --oracle-only stops after 1 and 3 (~1 min for
-   8 episodes).
+   20 episodes).
 4. prior: z ~ p_a(z|s) every H steps, decoded and executed; ordered subtasks and which subtask is done first.
    prior_as_executed: the same with each sample run as spirl_sac.py runs a policy's, z = 2 tanh(u / scale).
 5. prior_next_subtask: the scripted controllers do the task's first k subtasks (k = 1, 2, 3), then prior samples
