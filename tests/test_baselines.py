@@ -373,8 +373,11 @@ def test_flat_sac_runs_on_a_gymnasium_task_with_the_return_as_its_only_measure(t
     assert result["env_steps"] == 400 and set(result["eval"]) == {"return"}
     tags = scalars(tmp_path / "pendulum")
     assert {"charts/episodic_return", "charts/eval_return", "losses/qf1"} <= tags
-    defaults = flat_sac.resolve_args(flat_sac.Args(env="Hopper-v5"))  # CleanRL's sizes, -|A|
+    defaults = flat_sac.resolve_args(flat_sac.Args(env="Hopper-v5"))  # CleanRL's sizes and learning rates, -|A|
     assert (defaults.layers, defaults.critic_layers, defaults.buffer_size, defaults.target_entropy) == (2, 2, 10**6, -3)
+    assert (defaults.policy_lr, defaults.critic_lr, defaults.alpha_lr) == (3e-4, 1e-3, 1e-3)
+    paper = flat_sac.resolve_args(flat_sac.Args(env="kitchen"))  # the authors' 3e-4 everywhere
+    assert (paper.policy_lr, paper.critic_lr, paper.alpha_lr) == (3e-4, 3e-4, 3e-4)
 
 
 def test_policy_actions_are_rescaled_onto_the_env_box():
