@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import DOCS, ROOT, docs_script
 
 SCRIPTS = ("plot_sac", "plot_pretrain", "plot_fig4", "plot_maze_exploration", "plot_block_stacking")
-SCRIPTS += ("plot_kitchen_rollout", "plot_maze_training")
+SCRIPTS += ("plot_kitchen_rollout", "plot_maze_training", "plot_cleanrl_check")
 CHECKPOINT_SCRIPTS = (
     "plot_maze_exploration",
     "plot_maze_training",
@@ -82,3 +83,31 @@ def test_a_wrong_run_folder_names_the_right_script_or_folder(tmp_path, capfd):
     one_run = tmp_path / "sweep" / "kitchen__spirl__s1"  # one run of a sweep: pass the sweep
     one_run.mkdir(parents=True)
     assert f"pass its parent folder {tmp_path / 'sweep'}" in script_error("plot_fig4", [str(one_run)], capfd)
+
+
+def test_the_cleanrl_check_tables_both_implementations_and_reads_its_kept_curves_back(tmp_path, capfd):
+    from torch.utils.tensorboard import SummaryWriter
+
+    module = docs_script("plot_cleanrl_check")
+    runs = {  # run folder -> returns logged at env steps 100, 200, ..., 1000
+        "Hopper-v5__sac__s1": np.arange(10.0),
+        "Hopper-v5__sac__s2": np.arange(10.0) + 2,
+        "cleanrl/runs/Hopper-v5__sac_continuous_action__1__1700000000": np.full(10, 5.0),
+        "not_a_run__sac__s1": np.zeros(10),  # neither naming scheme: ignored
+    }
+    for name, returns in runs.items():
+        writer = SummaryWriter(str(tmp_path / "gym" / name))
+        for step, value in zip(range(100, 1001, 100), returns):
+            writer.add_scalar("charts/episodic_return", value, step)
+        writer.close()
+    module.main([str(tmp_path / "gym"), "--out", str(tmp_path / "out"), "--bin", "500", "--save-curves",
+                 str(tmp_path / "kept")])  # fmt: skip
+    text = (tmp_path / "out.md").read_text()
+    # the last 10% of 1000 env steps: the episodes at 900 and 1000 -> 8.5 and 10.5, mean 9.5 +- 1
+    assert "| Hopper-v5 | baselines/sac.py (this project) | 2 | 1,000 | 10 ± 1 (8, 10) | 3 / 8 |" in text, text
+    assert "| Hopper-v5 | CleanRL sac_continuous_action.py | 1 | 1,000 | 5 (5) | 5 / 5 |" in text, text
+    assert "mean per 500 env steps" in text and (tmp_path / "out.png").exists() and "not_a_run" not in text
+    kept = sorted(os.listdir(tmp_path / "kept" / "gym_check"))
+    assert kept == ["Hopper-v5__cleanrl__s1.json", "Hopper-v5__sac__s1.json", "Hopper-v5__sac__s2.json"]
+    module.main([str(tmp_path / "kept" / "gym_check"), "--out", str(tmp_path / "again"), "--bin", "500"])
+    assert (tmp_path / "again.md").read_text() == text
