@@ -92,6 +92,15 @@ def last_mean(curve: dict, fraction: float = 0.1) -> float:
     return float(values[steps >= (1 - fraction) * steps.max()].mean())
 
 
+def bin_edges(last_step: int, bin_size: int) -> np.ndarray:
+    """Bins of bin_size env steps up to last_step; an overshoot of under 5% of a bin (the last episode ending past
+    the run's budget) joins the last bin instead of making a bin of its own."""
+    n_bins = max(1, int(np.ceil((last_step - 0.05 * bin_size) / bin_size)))
+    edges = bin_size * np.arange(n_bins + 1)
+    edges[-1] = max(edges[-1], last_step)
+    return edges
+
+
 def binned(curve: dict, edges: np.ndarray) -> np.ndarray:
     """Mean return per bin of env steps (NaN where a bin has no episode end)."""
     steps, values = curve["steps"], curve["values"]
@@ -113,7 +122,7 @@ def table(found: dict, bin_size: int) -> str:
             curves = [found[(env, impl, seed)] for seed in seeds]
             finals = [last_mean(c) for c in curves]
             reached = min(int(c["steps"].max()) for c in curves)
-            edges = np.arange(0, max(c["steps"].max() for c in curves) + bin_size, bin_size)
+            edges = bin_edges(max(c["steps"].max() for c in curves), bin_size)
             per_bin = np.nanmean([binned(c, edges) for c in curves], axis=0)
             spread = f" ± {np.std(finals):,.0f}" if len(finals) > 1 else ""
             each = ", ".join(f"{v:,.0f}" for v in finals)
@@ -133,7 +142,7 @@ def plot(found: dict, out: str, bin_size: int):
             curves = [c for (e, i, _), c in sorted(found.items()) if (e, i) == (env, impl)]
             if not curves:
                 continue
-            edges = np.arange(0, max(c["steps"].max() for c in curves) + bin_size, bin_size)
+            edges = bin_edges(max(c["steps"].max() for c in curves), bin_size)
             values = np.array([binned(c, edges) for c in curves])
             mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
             ax.plot(edges[1:], mean, color=COLORS[impl], label=f"{NAMES[impl]} ({len(curves)} seeds)")
