@@ -5,13 +5,16 @@ per env, and a markdown table of the final figures.
     python docs/plot_fig4.py runs/kitchen_fig4 runs/block_fig4 --out docs/fig4    # several sweeps, one table
     python docs/plot_fig4.py runs/maze_fig4 --save-curves docs/curves         # also keep each run's curve in docs/
     python docs/plot_fig4.py docs/curves/maze_fig4 runs/maze_fig4 --out docs/fig4m   # kept curves and live runs
+    python docs/plot_fig4.py docs/curves/kitchen_fig4 "docs/curves/kitchen_fig4_open_loop=open-loop decoder"
 
 Reads runs/<sweep>/<env>__<method>__s<seed>[__<flag><value>...]/ as sweep.py names them; runs that
 differ only in the seed form one curve. --save-curves writes what it read of each run (its training
 episodes, evaluations and minutes) to <dir>/<sweep>/<run>.json, a few tens of KB that can go into git, and
 a folder of such files can be passed instead of a sweep: so a figure survives its runs/ folder, and runs
 made over several sessions or machines join one figure. A run found twice (a kept curve and the live run,
-or two exports) counts once, as the copy that reached the most env steps.
+or two exports) counts once, as the copy that reached the most env steps. `<folder>=<variant>` adds a variant
+to every run read from that folder, so a sweep of another model (say, another decoder) draws as its own curve,
+dashed, beside the runs of the same names from other folders.
 
 The curve is the training episodes' progress figure (kitchen: subtasks completed, maze: success, block
 stacking: blocks stacked) averaged in bins of --bin env steps per run, then mean +- std over the runs of a
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import warnings
 
@@ -87,8 +91,9 @@ def keep_furthest(runs: dict, name: str, run: dict):
         runs[name] = run
 
 
-def collect(sweep_dir: str) -> dict:
-    """{run name: run} of every run folder with logs, and of every curve file --save-curves wrote, in `sweep_dir`."""
+def collect(sweep_dir: str, variant: str = "") -> dict:
+    """{run name: run} of every run folder with logs, and of every curve file --save-curves wrote, in `sweep_dir`;
+    a `variant` is appended to each name (`__<variant>`), so the runs form a curve of their own."""
     runs: dict = {}
     for entry in sorted(os.listdir(sweep_dir)):
         path, name = os.path.join(sweep_dir, entry), entry.removesuffix(".json")
@@ -103,7 +108,8 @@ def collect(sweep_dir: str) -> dict:
             continue
         if run is not None and len(run["steps"]):
             run["seed"], run["sweep"] = int(match["seed"]), os.path.basename(os.path.normpath(sweep_dir))
-            keep_furthest(runs, name, run)
+            run["name"] = name  # the file name --save-curves writes back, without the variant
+            keep_furthest(runs, name + (f"__{variant}" if variant else ""), run)
     return runs
 
 
@@ -129,7 +135,7 @@ def binned(run: dict, edges: np.ndarray) -> np.ndarray:
 
 def label(key) -> str:
     method, variant = key
-    return METHODS.get(method, method) + (variant.replace("__", " ") if variant else "")
+    return METHODS.get(method, method) + variant.replace("__", ", ")
 
 
 def order(keys):
@@ -149,7 +155,8 @@ def plot_env(env: str, curves: dict, bin_size: int, out: str):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins past the runs' ends
             mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
         color = COLORS.get(key[0])
-        ax.plot(centres, mean, color=color, label=f"{label(key)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        seeds = f"({len(runs)} seed{'s' * (len(runs) > 1)})"
+        ax.plot(centres, mean, color=color, linestyle="--" if key[1] else "-", label=f"{label(key)} {seeds}")
         if len(runs) > 1:
             ax.fill_between(centres, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("environment steps")
@@ -186,7 +193,9 @@ def final_row(env: str, key, runs: list, last_fraction: float) -> str:
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dirs", nargs="+", help="runs/<sweep name> (the folders sweep.py wrote)")
+    parser.add_argument(
+        "sweep_dirs", nargs="+", help="runs/<sweep name> (the folders sweep.py wrote); <folder>=<variant> labels its runs"
+    )
     parser.add_argument(
         "--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <first sweep_dir>/fig4)"
     )
@@ -207,13 +216,14 @@ def main(argv: list[str] | None = None):
     if not 0 < args.last_fraction <= 1:
         sys.exit(f"error: --last-fraction must be in (0, 1] (got {args.last_fraction})")
     runs: dict = {}
-    for sweep_dir in args.sweep_dirs:
+    for sweep_arg in args.sweep_dirs:
+        sweep_dir, _, variant = (sweep_arg, "", "") if os.path.exists(sweep_arg) else sweep_arg.partition("=")
         if not os.path.exists(sweep_dir):
             sys.exit(f"error: {sweep_dir} does not exist; {fix}")
         if not os.path.isdir(sweep_dir):
             sys.exit(f"error: {sweep_dir} is a file, not a folder; {fix}")
         try:
-            found = collect(sweep_dir)
+            found = collect(sweep_dir, variant)
         except Exception as e:  # an unreadable folder, event file or curve file
             sys.exit(f"error: cannot read the runs in {sweep_dir} ({type(e).__name__}); {fix}")
         for name, run in found.items():
@@ -225,9 +235,9 @@ def main(argv: list[str] | None = None):
                 sys.exit(f"error: {sweep_dir} is one run, not a sweep; pass its parent folder {parent}")
             sys.exit(f"error: no runs with logs in {sweep_dir}; {fix}")
     curves = by_curve(runs)
-    out = args.out or os.path.join(args.sweep_dirs[0], "fig4")
+    out = args.out or os.path.join(args.sweep_dirs[0].partition("=")[0], "fig4")
     folders = ", ".join(f"`{d}`" for d in args.sweep_dirs)
-    lines = [f"Final figures of {folders} (`python docs/plot_fig4.py {' '.join(argv or sys.argv[1:])}`). "
+    lines = [f"Final figures of {folders} (`python docs/plot_fig4.py {shlex.join(argv or sys.argv[1:])}`). "
              f"Training: the mean over the training episodes of each run's last {args.last_fraction:.0%} of env steps; "
              "evaluation: the run's last evaluation (policy mean); minutes: the RL phase (tensorboard clock, pauses "
              "over 10 min left out); mean ± std over seeds.", ""]  # fmt: skip
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None):
     if args.save_curves:
         try:
             for name, run in runs.items():
-                save_curve(run, os.path.join(args.save_curves, run["sweep"], f"{name}.json"))
+                save_curve(run, os.path.join(args.save_curves, run["sweep"], f"{run['name']}.json"))
         except OSError as e:
             sys.exit(f"error: cannot write {e.filename or args.save_curves} ({e.strerror}); pass another --save-curves")
         print(f"wrote {len(runs)} curves to {args.save_curves}")

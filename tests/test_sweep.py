@@ -157,6 +157,31 @@ def test_plot_script_draws_a_png_per_env_and_a_table_from_tiny_logs(tmp_path):
     assert plot_fig4.collect(str(sweep_dir))["kitchen__spirl__s1"]["steps"].max() == 40_000
 
 
+def test_plot_script_draws_a_folder_given_a_variant_as_its_own_curve(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs"))
+    import plot_fig4
+
+    for folder, level in (("closed", 3.0), ("open", 1.0)):  # the same run names in two folders
+        for seed in (1, 2):
+            steps = list(range(280, 20_000, 280))
+            curve = {"steps": steps, "values": [level] * len(steps), "eval_steps": [20_000], "eval_values": [level],
+                     "seconds": 60.0}  # fmt: skip
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / f"kitchen__spirl__s{seed}.json").write_text(json.dumps(curve))
+    kept = tmp_path / "kept"
+    argv = [str(tmp_path / "closed"), f"{tmp_path / 'open'}=open-loop decoder", "--out", str(tmp_path / "f")]
+    plot_fig4.main(argv + ["--save-curves", str(kept)])
+    table = (tmp_path / "f.md").read_text()
+    assert "| SPiRL (ours) | 2 | 19,880 | 3.00 ± 0.00 |" in table
+    assert "| SPiRL (ours), open-loop decoder | 2 | 19,880 | 1.00 ± 0.00 |" in table
+    assert "'" + f"{tmp_path / 'open'}=open-loop decoder" + "'" in table  # the command, quoted as typed
+    # the kept curves keep their own names, in their own folders
+    assert sorted(p.name for p in (kept / "open").iterdir()) == ["kitchen__spirl__s1.json", "kitchen__spirl__s2.json"]
+    assert json.loads((kept / "open" / "kitchen__spirl__s1.json").read_text())["values"][0] == 1.0
+    with pytest.raises(SystemExit, match="does not exist"):
+        plot_fig4.main([f"{tmp_path / 'nowhere'}=x"])
+
+
 def test_ctrl_c_stops_runs_with_a_checkpoint_and_a_rerun_resumes_them(ray_head, tmp_path, monkeypatch, capsys):
     """SIGINT to the sweep (Ctrl-C): the run saves a checkpoint at its episode's end, is recorded as
     stopped, not finished, and the same command then resumes it."""
