@@ -194,7 +194,9 @@ def final_row(env: str, key, runs: list, last_fraction: float) -> str:
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "sweep_dirs", nargs="+", help="runs/<sweep name> (the folders sweep.py wrote); <folder>=<variant> labels its runs"
+        "sweep_dirs",
+        nargs="+",
+        help="runs/<sweep name> (the folders sweep.py wrote); <folder>=<variant> labels its runs",
     )
     parser.add_argument(
         "--out", default=None, help="path prefix: <out>_<env>.png and <out>.md (default: <first sweep_dir>/fig4)"
