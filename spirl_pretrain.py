@@ -126,10 +126,12 @@ LOSS_TAGS = ("losses/reconstruction", "losses/kl", "losses/prior", "losses/total
 # ----------------------------------------------------------------------------- networks
 
 
-def split_gaussian(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head output (..., 2|Z|) -> (mu, log_sigma) of a diagonal Gaussian, log_sigma clamped."""
+def split_gaussian(params: torch.Tensor, straight_through: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head output (..., 2|Z|) -> (mu, log_sigma) of a diagonal Gaussian, log_sigma clamped. `straight_through`:
+    the clamped value with the unclamped gradient (spirl_sac.py --straight-through-clamps)."""
     mu, log_sigma = params.chunk(2, dim=-1)
-    return mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+    clamped = log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+    return mu, (log_sigma + (clamped - log_sigma).detach()) if straight_through else clamped
 
 
 def gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
@@ -395,15 +397,17 @@ class SkillPrior(nn.Module):
             self.conv, width = conv_layers(), FrameFeatures.width
         blocks = mlp_blocks(width, hidden_dim, layers, input_block)
         self.net = nn.Sequential(*blocks, nn.Linear(hidden_dim if blocks else width, 2 * latent_dim))
+        self.straight_through = False  # log sigma's clamp passes its gradient (set on an RL policy only)
 
     def forward(self, observation: torch.Tensor):
         if self.conv is None:
-            return split_gaussian(self.net(observation if self.features is None else self.features(observation)))
+            params = self.net(observation if self.features is None else self.features(observation))
+            return split_gaussian(params, self.straight_through)
         # The frames are the observation's last IMAGE_DIM values, whatever the state's size before them
         # (block stacking: 23 dims in the 5-block data, 41 in the 11-block task).
         frames = observation[:, -IMAGE_DIM:].reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=torch.channels_last)
         frames = frames * 2 - 1 if self.centred_frames else frames  # observations hold them in [0, 1]
-        return split_gaussian(self.net(self.conv(frames)))
+        return split_gaussian(self.net(self.conv(frames)), self.straight_through)
 
 
 class SkillModel(nn.Module):

@@ -66,6 +66,10 @@ class Args:
     """let the Q-target bootstrap through the episode's time limit (a truncation is not a termination). Default per
     env (envs/registry.py): off for the paper's tasks, where the limit ends the bootstrap as in the authors' sampler:
     bootstrapping there let the kitchen critics drift to Q 12 against returns below 2 and the policy collapse"""
+    straight_through_clamps: bool = False
+    """clamp KL(pi || p_a) at MAX_KL and pi's log sigma at [-10, 2] in value only, their gradients passing. The
+    authors' clamps (the default) give no gradient beyond them, so a policy that has gone past both on every state
+    cannot come back: one open-loop kitchen seed did so while alpha sank without reward (docs/kitchen.md)"""
     critic_layers: int | None = None
     """hidden layers of each critic (default per env, envs/registry.py: kitchen 6, blocks 3 as the authors; maze 2)"""
     critic_hidden: int = 256
@@ -192,7 +196,7 @@ def omega(env_steps: int, schedule: tuple[int, int] | None) -> float:
     return float(min(1.0, max(0.0, (zero - env_steps) / max(zero - hold, 1))))
 
 
-def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma) -> torch.Tensor:
+def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma, straight_through: bool = False) -> torch.Tensor:
     """KL(pi(.|s) || p_a(.|s)) between the pre-squash diagonal Gaussians, analytic (app. F: the more
     stable estimate), summed over the |Z| dims (eq. 3), clamped at MAX_KL as in the authors' code.
 
@@ -200,8 +204,14 @@ def kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma) -> torch.Tensor:
     (measured on kitchen-complete-v0: log sigma down to -10 on states the RL agent reaches, -2.7 at
     most on the data), so a tiny policy change there gives a KL of 1e6+ that swamps the Q-targets
     (critic losses of 1e18 in an unclamped run). Beyond the clamp the KL still costs alpha * MAX_KL
-    in the Q-target, which steers the agent back to where the prior is informed."""
-    return gaussian_kl(mu, log_sigma, prior_mu, prior_log_sigma).sum(-1).clamp(max=MAX_KL)
+    in the Q-target, which steers the agent back to where the prior is informed.
+
+    Easy to overlook: beyond the clamp the KL gives the policy no gradient. Where pi has left p_a past MAX_KL on
+    every state (log sigma at its floor, mu far out), nothing pulls it back, however large alpha grows.
+    `straight_through` keeps the clamped value (in the Q-target and alpha's loss alike) with the unclamped KL's
+    gradient."""
+    kl = gaussian_kl(mu, log_sigma, prior_mu, prior_log_sigma).sum(-1)
+    return kl + (kl.clamp(max=MAX_KL) - kl).detach() if straight_through else kl.clamp(max=MAX_KL)
 
 
 @dataclass
@@ -220,6 +230,7 @@ class Learner:
     gamma: float
     tau: float
     squash_scale: float
+    straight_through: bool = False  # --straight-through-clamps
 
     @torch.no_grad()
     def prior_of(self, states: torch.Tensor) -> torch.Tensor:
@@ -233,7 +244,8 @@ class Learner:
         mu, log_sigma = self.policy(states)
         u = mu + torch.exp(log_sigma) * torch.randn(mu.shape, generator=generator).to(mu.device)
         prior_mu, prior_log_sigma = (self.prior_of(states) if prior is None else prior).chunk(2, dim=-1)
-        return squash(u, self.squash_scale), kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma)
+        divergence = kl_to_prior(mu, log_sigma, prior_mu, prior_log_sigma, self.straight_through)
+        return squash(u, self.squash_scale), divergence
 
 
 @torch.no_grad()
@@ -291,6 +303,7 @@ def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Le
     latent_dim, state_dim = skill_config["latent_dim"], skill_config["state_dim"]
     device = next(skill_model.parameters()).device
     policy = make_policy(skill_model.skill_prior, args.prior_init).to(device)
+    policy.straight_through = args.straight_through_clamps  # pi's log sigma clamp; p_a's needs no gradient
     critic = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target = TwinCritic(state_dim, latent_dim, args.critic_hidden, args.critic_layers).to(device)
     critic_target.load_state_dict(critic.state_dict())
@@ -310,6 +323,7 @@ def build_learner(args: Args, skill_model: SkillModel, skill_config: dict) -> Le
         gamma=args.gamma,
         tau=args.tau,
         squash_scale=args.squash_scale,
+        straight_through=args.straight_through_clamps,
     )
 
 

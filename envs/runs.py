@@ -35,7 +35,12 @@ RUN_CONTROL = (
 )
 # Science flags added after runs were saved: a run whose checkpoint predates one keeps the behaviour the code had
 # then (not the new default), so resuming it does not change its experiment halfway.
-PREDATING_RUNS = {"bootstrap_at_time_limit": True, "image": False, "sparse_reward": False}
+PREDATING_RUNS = {
+    "bootstrap_at_time_limit": True,
+    "image": False,
+    "sparse_reward": False,
+    "straight_through_clamps": False,
+}
 
 
 def resolve_device(name: str | None) -> str:

@@ -1,5 +1,6 @@
 """spirl_sac.py: Algorithm 1's pieces (init, KL, Q-target, storage), determinism, resume, bad input."""
 
+import json
 import os
 import subprocess
 import sys
@@ -145,6 +146,44 @@ def test_analytic_kl_matches_torch_distributions():
     assert below.sum() > 10
     torch.testing.assert_close(got[below], want[below])
     assert torch.equal(got[~below], torch.full_like(got[~below], sac.MAX_KL))
+
+
+def test_straight_through_clamps_let_a_policy_gone_past_the_clamps_come_back(skill_ckpt):
+    """A policy past both clamps on every state (log sigma at its floor, mu far out: KL ~2e3) gets no gradient from
+    the authors' hard clamps, so nothing brings it back; --straight-through-clamps keeps every value (KL, Q-target,
+    losses) and restores the gradient, and its KL falls."""
+    kls = {}
+    for straight_through in (False, True):
+        learner, model = make_learner(skill_ckpt, straight_through_clamps=straight_through)
+        with torch.no_grad():  # collapse pi: log sigma far below -10 and mu far out, on every state
+            learner.policy.net[-1].bias[:LATENT_DIM] += 20.0
+            learner.policy.net[-1].bias[LATENT_DIM:] -= 20.0
+        states = torch.randn(256, STATE_DIM)
+        mu, log_sigma = learner.policy(states)
+        assert (log_sigma == -10).all()  # the clamped value either way
+        prior = learner.prior_of(states)
+        _, kl = learner.sample_skill(states, torch.Generator().manual_seed(0), prior)
+        assert (kl == sac.MAX_KL).all()  # the clamped value either way
+        learner.policy.zero_grad()
+        (
+            kl.mean()
+            - learner.critic(states, learner.sample_skill(states, None, prior)[0], frozen=True).min(0).values.mean()
+        ).backward()
+        grads = torch.cat([p.grad.flatten() for p in learner.policy.parameters() if p.grad is not None])
+        assert (grads.abs().max() > 1e-3) == straight_through  # no gradient at all through the hard clamps
+        with torch.no_grad():
+            start = sp.gaussian_kl(mu, log_sigma, *prior.chunk(2, -1)).sum(-1).median()
+        batch = random_batch(256)
+        batch = (states, *batch[1:5], prior, prior)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(300):
+            sac.sac_update(learner, batch, g)
+        with torch.no_grad():
+            kls[straight_through] = (
+                sp.gaussian_kl(*learner.policy(states), *prior.chunk(2, -1)).sum(-1).median() / start
+            )
+    assert 0.99 < kls[False] < 1.01  # stuck where it was
+    assert kls[True] < 0.5  # on its way back (this small net moves slowly: the real ones fell 3,000-fold in 1,000)
 
 
 def test_q_target_uses_the_prior_kl_not_the_entropy(skill_ckpt):
@@ -368,6 +407,22 @@ def test_replay_keeps_the_prior_of_each_stored_state(tmp_path, skill_ckpt):
     buffer = sac.ReplayBuffer(1000, STATE_DIM, LATENT_DIM)
     sac.runs.load_replay_state(buffer, replay)
     assert buffer.size == replay["size"] and torch.equal(buffer.next_priors[: buffer.size], replay["next_priors"])
+
+
+def test_bench_clamps_traces_both_clamps_from_a_run_and_they_agree_on_a_healthy_policy(tmp_path, skill_ckpt):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import bench_clamps
+
+    first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=300))
+    out = tmp_path / "clamps.json"
+    figures = bench_clamps.main([first["checkpoint"], "--updates", "10", "--states", "50", "--out", str(out)])
+    assert json.loads(out.read_text()) == figures
+    assert figures["env_steps"] == first["env_steps"] and list(figures["hard"]) == ["2", "4", "6", "8", "10"]
+    # This policy is inside both clamps, where they differ only in the gradient beyond them: the same updates.
+    assert figures["at_checkpoint"]["kl_median"] < sac.MAX_KL and figures["hard"] == figures["straight_through"]
+    assert figures["hard"]["10"] != figures["at_checkpoint"]  # the updates did move pi
+    with pytest.raises(SystemExit, match="error: "):
+        bench_clamps.main([str(tmp_path / "nope.pt"), "--out", str(out)])
 
 
 def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
