@@ -69,7 +69,8 @@ class Args:
     straight_through_clamps: bool = False
     """clamp KL(pi || p_a) at MAX_KL and pi's log sigma at [-10, 2] in value only, their gradients passing. The
     authors' clamps (the default) give no gradient beyond them, so a policy that has gone past both on every state
-    cannot come back: one open-loop kitchen seed did so while alpha sank without reward (docs/kitchen.md)"""
+    cannot come back: one open-loop kitchen seed did so while alpha sank without reward (docs/kitchen.md). A resumed
+    run may switch it on (with a new --run-name: the continuation gets its own folder)"""
     critic_layers: int | None = None
     """hidden layers of each critic (default per env, envs/registry.py: kitchen 6, blocks 3 as the authors; maze 2)"""
     critic_hidden: int = 256

@@ -33,6 +33,10 @@ RUN_CONTROL = (
     "capture_video",
     "device",
 )
+# Science flags a resumed run may switch on (not off): repairs that give the same values as long as the run is
+# healthy, so a run that went wrong can be continued with one (best under a new --run-name, so its two parts stay
+# apart). spirl_sac.py --straight-through-clamps: a policy past the clamps gets its gradient back.
+REPAIRS = ("straight_through_clamps",)
 # Science flags added after runs were saved: a run whose checkpoint predates one keeps the behaviour the code had
 # then (not the new default), so resuming it does not change its experiment halfway.
 PREDATING_RUNS = {
@@ -101,6 +105,8 @@ def resumed_args(args, ckpt: dict | None):
     defaults = type(args)()
     for f in fields(args):
         given = getattr(args, f.name)
+        if f.name in REPAIRS and given is True:
+            continue
         if f.name not in RUN_CONTROL and given != getattr(defaults, f.name) and given != saved[f.name]:
             raise SpirlError(
                 f"--{f.name.replace('_', '-')} {given} differs from the resumed run's {saved[f.name]}; "
@@ -108,12 +114,14 @@ def resumed_args(args, ckpt: dict | None):
             )
     control = {name: getattr(args, name) for name in RUN_CONTROL if hasattr(args, name)}
     control["total_env_steps"] = args.total_env_steps or saved["total_env_steps"]
-    return replace(type(args)(**saved), **control)
+    repairs = {name: True for name in REPAIRS if getattr(args, name, False) is True}
+    return replace(type(args)(**saved), **control, **repairs)
 
 
 def run_folder(args, script: str) -> tuple[str, str]:
-    """(run folder, its checkpoint path): the resumed run's own folder, else runs/<run_name>."""
-    if args.resume:
+    """(run folder, its checkpoint path): the resumed run's own folder (or runs/<run_name> when one is given, to
+    continue it apart), else runs/<run_name>."""
+    if args.resume and not args.run_name:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
     else:
         run_dir = os.path.join("runs", args.run_name or f"{args.env}__{script}__{args.seed}__{int(time.time())}")

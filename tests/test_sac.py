@@ -427,6 +427,18 @@ def test_bench_clamps_traces_both_clamps_from_a_run_and_they_agree_on_a_healthy_
 
 def test_resume_rejects_a_changed_setting(tmp_path, skill_ckpt):
     first = sac.train(sac_args(tmp_path, skill_ckpt, total_env_steps=100))
+    # the one exception, a repair: a run may be continued with straight-through clamps, under a new name
+    repaired = sac.train(
+        sac.Args(
+            resume=first["checkpoint"],
+            straight_through_clamps=True,
+            run_name=str(tmp_path / "repaired"),
+            total_env_steps=first["env_steps"] + 100,
+        )
+    )
+    assert repaired["checkpoint"].startswith(str(tmp_path / "repaired"))
+    assert torch.load(repaired["checkpoint"], weights_only=False)["args"]["straight_through_clamps"] is True
+    assert torch.load(first["checkpoint"], weights_only=False)["args"]["straight_through_clamps"] is False
     with pytest.raises(SpirlError, match="--delta 2.0 differs"):
         sac.train(sac.Args(resume=first["checkpoint"], delta=2.0))
     with pytest.raises(SpirlError, match="not a spirl_sac.py checkpoint"):
