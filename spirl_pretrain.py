@@ -93,7 +93,7 @@ class Args:
     """run folder runs/<run_name>/ (tensorboard logs and checkpoint.pt); default: derived from env, seed and time"""
     resume: str | None = None
     """checkpoint.pt to continue from; give its --env, --image and sizes again (a mismatch is a one-line error naming
-    the flag to add); logs continue in its folder"""
+    the flag to add); logs continue in its folder, or in runs/<run-name> when --run-name is given"""
     prior_rollouts: int = 0
     """after training, run this many downstream episodes executing skills sampled from the learned prior and report
     their progress (kitchen: subtasks completed; maze: success rate)"""

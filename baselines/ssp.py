@@ -117,7 +117,8 @@ class Args:
     run_name: str | None = None
     """run folder runs/<run_name>/ (tensorboard, checkpoint.pt, policy.pt); default: derived from env, seed and time"""
     resume: str | None = None
-    """checkpoint.pt of a baselines/ssp.py run to continue (its settings are kept; --total-env-steps may extend it)"""
+    """checkpoint.pt of a baselines/ssp.py run to continue (its settings are kept; --total-env-steps may extend it; with
+    --run-name the continuation is written to that folder)"""
     capture_video: bool = False
     """record each evaluation's first episode as runs/<run>/videos/eval_<env step>.gif (the kitchen needs OpenGL:
     EGL or OSMesa; the maze and block stacking draw their own frames)"""
