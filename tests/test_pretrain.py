@@ -191,8 +191,14 @@ def test_checkpoint_round_trip_and_metadata(tmp_path, tiny_dataset):
 def test_resume_continues_exactly(tmp_path, tiny_dataset):
     straight = sp.train(tiny_args(tmp_path / "a", tiny_dataset, num_steps=20))
     sp.train(tiny_args(tmp_path / "b", tiny_dataset, num_steps=10))
-    resumed = sp.train(
-        tiny_args(tmp_path / "c", tiny_dataset, num_steps=20, resume=str(tmp_path / "b" / "run" / "checkpoint.pt"))
+    resumed = sp.train(  # no --run-name: the run continues in its own folder
+        tiny_args(
+            tmp_path / "c",
+            tiny_dataset,
+            num_steps=20,
+            resume=str(tmp_path / "b" / "run" / "checkpoint.pt"),
+            run_name=None,
+        )
     )
     assert resumed["checkpoint"] == str(tmp_path / "b" / "run" / "checkpoint.pt")
     a = torch.load(straight["checkpoint"], weights_only=True)["model"]
