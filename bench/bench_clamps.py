@@ -2,17 +2,19 @@
 
     python bench/bench_clamps.py runs/<run>/checkpoint.pt                  # writes bench/results/clamps.json
     python bench/bench_clamps.py runs/<run>/checkpoint.pt --updates 5000 --out /tmp/clamps.json
+    python bench/bench_clamps.py runs/<run>/checkpoint.pt --first-state 25000 --states 25000   # an older stretch
 
 Reads a spirl_sac.py checkpoint (policy, critics, alpha and replay buffer) and reports, on the replay's latest
-`--states` states, the policy pi(z|s) against the prior p_a(z|s): the median KL (unclamped), the share of states
-within delta, the mean log sigma of each, and the mean |mu| of pi. Then, twice from that same checkpoint, it runs
-`--updates` gradient steps of Algorithm 1 (spirl_sac.sac_update, batches from the replay; no env steps): once with
-the authors' hard clamps (KL at 100, log sigma at [-10, 2]), once with --straight-through-clamps (the same values,
-the gradients passing), and reports the same figures every fifth of the way.
+`--states` states (or `--states` from replay index `--first-state` on), the policy pi(z|s) against the prior p_a(z|s):
+the median KL (unclamped), the share of states within delta, the mean log sigma of each, and the mean |mu| of pi.
+Then, twice from that same checkpoint, it runs `--updates` gradient steps of Algorithm 1 (spirl_sac.sac_update,
+batches from the replay; no env steps): once with the authors' hard clamps (KL at 100, log sigma at [-10, 2]), once
+with --straight-through-clamps (the same values, the gradients passing), and reports the same figures every fifth of
+the way.
 
-Why: with no reward, alpha sinks while pi stays on p_a (KL far below delta); once alpha is small, the critics' noise
-can narrow pi to log sigma -10 and push mu far out within a few thousand updates, past both clamps on every state.
-Beyond them the hard clamps give no gradient, so nothing brings pi back, however large alpha grows.
+Why: with (almost) no reward, alpha sinks while pi stays on p_a (KL far below delta); once alpha is small, the
+critics' noise can narrow pi to log sigma -10 and push mu far out within a few thousand updates, past both clamps on
+every state. Beyond them the hard clamps give no gradient, so nothing brings pi back, however large alpha grows.
 """
 
 from __future__ import annotations
@@ -70,32 +72,41 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("checkpoint", help="runs/<run>/checkpoint.pt of a spirl_sac.py run")
     parser.add_argument("--updates", type=int, default=5000, help="gradient steps from the checkpoint, per clamp kind")
     parser.add_argument("--states", type=int, default=2000, help="the replay's latest states to measure on")
+    parser.add_argument(
+        "--first-state", type=int, default=None, help="measure on --states states from this replay index on instead"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the replay batches and skill samples")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default=RESULTS, help="where the JSON goes")
     a = parser.parse_args(argv)
-    if a.updates < 5 or a.states < 1:
-        sys.exit(f"error: --updates must be at least 5 and --states at least 1 (got {a.updates}, {a.states})")
+    if a.updates < 5 or a.states < 1 or (a.first_state is not None and a.first_state < 0):
+        sys.exit(
+            f"error: --updates must be at least 5, --states at least 1 and --first-state at least 0 "
+            f"(got {a.updates}, {a.states}, {a.first_state})"
+        )
     torch.set_num_threads(a.threads)
-    figures: dict = {"checkpoint": a.checkpoint, "updates": a.updates}
+    figures: dict = {"checkpoint": a.checkpoint, "updates": a.updates, "first_state": a.first_state, "states": a.states}
     for kind in ("hard", "straight_through"):
         try:
             args, learner, buffer, env_steps = load(a.checkpoint, kind == "straight_through")
         except SpirlError as e:
             sys.exit(f"error: {e}")
-        n = min(a.states, buffer.size)
-        latest = buffer._observations(buffer.states, buffer.frames, torch.arange(buffer.size - n, buffer.size))
-        priors = buffer.priors[buffer.size - n : buffer.size]
+        if a.first_state is not None and a.first_state >= buffer.size:
+            sys.exit(f"error: --first-state {a.first_state} is past the replay's {buffer.size} transitions")
+        first = max(0, buffer.size - a.states) if a.first_state is None else a.first_state
+        which = torch.arange(first, min(first + a.states, buffer.size))
+        measured = buffer._observations(buffer.states, buffer.frames, which)
+        priors = buffer.priors[which]
         figures |= {
             "env_steps": env_steps,
             "delta": args.delta,
-            "at_checkpoint": policy_vs_prior(learner, latest, priors, args.delta),
+            "at_checkpoint": policy_vs_prior(learner, measured, priors, args.delta),
         }
         generator, trace = torch.Generator().manual_seed(a.seed), {}
         for step in range(1, a.updates + 1):
             spirl_sac.sac_update(learner, buffer.sample(args.batch_size, generator), generator)
             if step % (a.updates // 5) == 0:
-                trace[str(step)] = policy_vs_prior(learner, latest, priors, args.delta)
+                trace[str(step)] = policy_vs_prior(learner, measured, priors, args.delta)
                 print(kind, step, trace[str(step)], flush=True)
         figures[kind] = trace
     print(json.dumps(figures, indent=2))
