@@ -60,9 +60,10 @@ class Args:
     reads of it: the state, or the frames through their own conv layers) predicts the decoder LSTM's initial state
     and first input, and the encoder sees it beside each action, as the authors' cond_decode"""
     decoder_frames: bool = False
-    """block stacking, with --image --closed-loop: the closed-loop decoder and its encoder read the two stacked frames
-    at every step through their own conv layers, as the authors' ImageClSPiRLMdl, instead of --block-features (the
-    frames of all H + 1 steps of each window are rendered per batch: several times slower)"""
+    """with --image --closed-loop (maze, block stacking): the closed-loop decoder and its encoder read the two stacked
+    frames at every step through their own conv layers, as the authors' ImageClSPiRLMdl (their maze and block-stacking
+    "hierarchical_cl" configs), instead of the state or --block-features (the frames of all H + 1 steps of each
+    window are rendered per batch: several times slower)"""
     block_features: Literal["nearest_blocks", "local_blocks"] | None = None
     """block stacking: what the state prior and the closed-loop decoder read of a state (envs/block_stacking.py):
     the gripper and its 5 nearest blocks relative to it, or the same without the gripper's position along the table;
@@ -704,8 +705,8 @@ def resolve_args(args: Args, ckpt: dict | None) -> Args:
         raise SpirlError(f"--tasks chooses kitchen subtasks; drop it for --env {args.env}")
     if args.image and args.env not in ("maze", "block_stacking"):
         raise SpirlError(f"--image needs an env with image observations (maze, block_stacking), not --env {args.env}")
-    if args.decoder_frames and not (args.env == "block_stacking" and args.image and args.closed_loop):
-        raise SpirlError("--decoder-frames is for block stacking's closed-loop image model: add --image --closed-loop")
+    if args.decoder_frames and not (args.image and args.closed_loop):
+        raise SpirlError("--decoder-frames is for the closed-loop image model: add --image --closed-loop")
     if args.conditioned_decoder and args.closed_loop:
         raise SpirlError("--conditioned-decoder conditions the open-loop decoder on s_1: drop --closed-loop")
     if args.block_features and args.env != "block_stacking":

@@ -12,7 +12,7 @@ episodes look like, how much two stacked frames show, and how fast the env and i
   z uniform in [-2, 2]^|Z| (SSP's warm-up); how close each episode gets to the goal along the grid (cells; median and
   quartiles), how many distinct cells it visits (the prior's exploration: SPiRL's policy starts as the prior and,
   without reward, stays within a KL of delta of it) and in how many it reaches the goal; `--skills-only` measures
-  just these, to judge a pretraining checkpoint before RL;
+  just these, to judge a pretraining checkpoint before RL; a closed-loop model's skills are decoded step by step;
 - `--junction-probes` episodes of the prior's skills at the goal's route's narrow spots (JUNCTIONS): the agent placed
   there moving, or at rest, and the share of episodes in which the skills get through within 20 skills;
 - `--planner-episodes` episodes of envs/maze_demos.py's planner (the data's): median length, the share cut
@@ -154,8 +154,27 @@ def draw_frame_pairs(episodes: list[dict], path: str, pairs: int = 4):
     plt.close(fig)
 
 
+def run_skill(model, env: MazeEnv, z, observation: np.ndarray, steps: int):
+    """Execute skill z (1, |Z|) for up to `steps` env steps from `observation`, as spirl_sac.py does: an open-loop
+    decoder's H actions planned at the start, a closed-loop decoder's action decoded from each step's observation.
+    Yields each step's (observation, reward)."""
+    import torch
+
+    def as_input(o):
+        return torch.as_tensor(o, dtype=torch.float32)[None]
+
+    with torch.no_grad():
+        planned = None if model.decoder.closed_loop else model.decoder.plan(z, as_input(observation))[0]
+    for t in range(min(steps, model.decoder.skill_horizon)):
+        with torch.no_grad():
+            action = planned[t] if planned is not None else model.decoder(as_input(observation), z)[0]
+        observation, reward, *_ = env.step(action.clamp(-1, 1).numpy())
+        yield observation, reward
+
+
 def skill_exploration(checkpoint: str, episodes: int, ways=("prior", "uniform")) -> dict:
-    """Downstream episodes from the start with a skill every H steps, decoded and executed open-loop: from the
+    """Downstream episodes from the start with a skill every H steps, executed as spirl_sac.py executes them (an
+    open-loop decoder's plan, or a closed-loop decoder step by step): from the
     prior p_a(z | s) (as sampled, or squashed as spirl_sac.py executes a policy's samples), or uniform in
     [-2, 2]^|Z|. Per way: the closest grid distance to the goal, the distinct cells visited, goal reached."""
     import torch
@@ -183,9 +202,7 @@ def skill_exploration(checkpoint: str, episodes: int, ways=("prior", "uniform"))
                         z = z if way == "prior" else squash(z, scale=2.0 if way == "prior_tanh2" else 1.0)
                     else:
                         z = torch.as_tensor(rng.uniform(-2, 2, (1, model.decoder.latent_dim)), dtype=torch.float32)
-                    actions = model.decoder.plan(z, observation)[0].clamp(-1, 1).numpy()
-                for action in actions[: env.max_episode_steps - steps]:
-                    state, reward, *_ = env.step(action)
+                for state, reward in run_skill(model, env, z, state, env.max_episode_steps - steps):
                     steps, hit = steps + 1, hit or reward > 0
                     cell = xy_to_cell(walls, state[:2])
                     cells_seen.add(cell)
@@ -219,8 +236,8 @@ def route_oracle(checkpoint: str, episodes: int) -> dict:
     from spirl_pretrain import load_skill_model
 
     model, config = load_skill_model(checkpoint)
-    if config.get("closed_loop") or config.get("conditioned_decoder"):
-        raise SystemExit(f"error: {checkpoint}: the route oracle encodes actions only; bench an open-loop model")
+    if config.get("conditioned_decoder"):
+        raise SystemExit(f"error: {checkpoint}: the route oracle does not encode s_1; bench another model")
     env = MazeEnv.downstream(image=config["image"], view=config.get("view", "camera"))
     walls, H, generator = env.walls, model.decoder.skill_horizon, torch.Generator().manual_seed(0)
     to_goal, from_start = distances_from(walls, DOWNSTREAM_GOAL), distances_from(walls, DOWNSTREAM_START)
@@ -233,26 +250,25 @@ def route_oracle(checkpoint: str, episodes: int) -> dict:
             path = shortest_path(walls, cell, DOWNSTREAM_GOAL) or [cell]
             plan = [cell_anchor(walls, c) for c in path[1:]] or [cell_anchor(walls, cell)]
             saved = (env.steps, env.reached, getattr(env, "_previous_view", None), getattr(env, "_view", None))
-            k, actions, previous = 0, [], state[:2]
+            k, actions, previous, seen = 0, [], state[:2], [observation]
             for _ in range(H):  # the controller's next H actions, on the live env
                 moved = np.linalg.norm(state[:2] - previous)
                 if np.linalg.norm(state[:2] - plan[k]) < REACHED and moved < REACHED:
                     k = min(k + 1, len(plan) - 1)
                 actions.append(controller_action(state, plan[k]).astype(np.float32))
-                previous, state = state[:2], env.step(actions[-1])[0][:4]
+                seen.append(env.step(actions[-1])[0])
+                previous, state = state[:2], seen[-1][:4]
             observation = env.place(observation[:2], observation[2:4])  # put back
             env.steps, env.reached = saved[0], saved[1]
             if env.image:
                 env._previous_view, env._view = saved[2], saved[3]
                 observation = env._observation(observation[:4])
-            with torch.no_grad():
-                z = model.encode(None, torch.as_tensor(np.asarray(actions))[None])[0][0]
-                obs = torch.as_tensor(observation, dtype=torch.float32)[None]
-                decoded = model.decoder.plan(z[None], obs)[0].clamp(-1, 1).numpy()
+            with torch.no_grad():  # a closed-loop encoder also reads the observations the controller's steps passed
+                window = torch.as_tensor(np.asarray(seen, dtype=np.float32))[None]
+                z = model.encode(window, torch.as_tensor(np.asarray(actions))[None])[0][0]
             band = f"{10 * (int(from_start[cell]) // 10)}-{10 * (int(from_start[cell]) // 10) + 10}"
             gaps.setdefault(band, []).append(prior_gap(model, observation, z, generator))
-            for action in decoded[: env.max_episode_steps - env.steps]:
-                observation, reward, *_ = env.step(action)
+            for observation, reward in run_skill(model, env, z[None], observation, env.max_episode_steps - env.steps):
                 hit = hit or reward > 0
                 now = xy_to_cell(walls, observation[:2])
                 best = min(best, int(to_goal[now])) if to_goal[now] >= 0 else best
@@ -292,9 +308,7 @@ def junction_probes(checkpoint: str, episodes: int, skills: int = 20) -> dict:
                 with torch.no_grad():
                     mu, log_sigma = model.skill_prior(observation)
                     z = mu + torch.exp(log_sigma) * torch.as_tensor(rng.standard_normal(mu.shape), dtype=torch.float32)
-                    actions = model.decoder.plan(z, observation)[0].clamp(-1, 1).numpy()
-                for action in actions:
-                    state, *_ = env.step(action)
+                for state, _ in run_skill(model, env, z, state, model.decoder.skill_horizon):
                     hit = hit or xy_to_cell(env.walls, state[:2]) in through
             passed += hit
         figures[f"{what} {cell}"] = {"through": passed, "episodes": episodes}

@@ -648,7 +648,7 @@ def as_observed(model, states, half_length: float):
     if not getattr(model.decoder, "reads_frames", False):
         return states
     states = torch.as_tensor(np.asarray(states, np.float32))
-    return DatasetViews(half_length).sequence(states[:1], states[None])[0]
+    return DatasetViews(half_length).sequence(None, states[:1], states[None])[0]
 
 
 @torch.no_grad()

@@ -309,9 +309,9 @@ class DatasetViews:
         frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
         return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
 
-    def sequence(self, previous_states, states):
-        """The observations at every step of windows: the states one step before each window (B, S) and the windows'
-        states (B, T, S) -> (B, T, S + 6144), each state's view rendered once."""
+    def sequence(self, episode, previous_states, states):
+        """The observations at every step of windows: episode indices (B,) (unused), the states one step before each
+        window (B, S) and the windows' states (B, T, S) -> (B, T, S + 6144), each state's view rendered once."""
         import torch
 
         states = torch.as_tensor(states, dtype=torch.float32)

@@ -237,7 +237,7 @@ class WindowSampler:
             )
         if step_observations and not hasattr(observe, "sequence"):
             raise SpirlError(
-                "observations at every step of a window need image data that renders them (block stacking)"
+                "observations at every step of a window need image data that renders them (maze, block stacking)"
             )
         self.skill_horizon, self.observe, self.step_observations = H, observe, step_observations
         self.num_episodes = len(usable)
@@ -260,7 +260,7 @@ class WindowSampler:
             return states, self.actions[a[:, None] + self._action_steps], states[:, 0]
         previous = self.states[s - (start > 0).long()]
         if self.step_observations:  # the window's states become observations: state, then the two frames
-            states = self.observe.sequence(previous, states)
+            states = self.observe.sequence(self.episode_ids[episode], previous, states)
             return states, self.actions[a[:, None] + self._action_steps], states[:, 0]
         observations = self.observe(self.episode_ids[episode], previous, states[:, 0])
         return states, self.actions[a[:, None] + self._action_steps], observations

@@ -357,6 +357,21 @@ class DatasetViews:
         frames = torch.from_numpy(frames.reshape(len(frames), -1)).float().div_(255.0)
         return torch.cat([torch.as_tensor(states, dtype=torch.float32), frames], dim=1)
 
+    def sequence(self, episode, previous_states, states):
+        """The observations at every step of windows, for a closed-loop decoder that reads the frames: episode
+        indices (B,), the states one step before each window (B, 4) and the windows' states (B, T, 4) ->
+        (B, T, 4 + 6144), each state's view rendered once (a step's previous frame is the step before's current)."""
+        import torch
+
+        episode = np.asarray(episode)
+        states = torch.as_tensor(states, dtype=torch.float32)
+        chain = torch.cat([torch.as_tensor(previous_states, dtype=torch.float32)[:, None], states], dim=1)
+        b, t = states.shape[:2]
+        layouts, goals = (np.repeat(x[episode], t + 1, axis=0) for x in (self.layouts, self.goals))
+        views = render(layouts, chain.flatten(0, 1).numpy(), goals, self.view).reshape(b, t + 1, -1)
+        frames = torch.from_numpy(np.concatenate([views[:, :-1], views[:, 1:]], axis=2)).float().div_(255.0)
+        return torch.cat([states, frames], dim=2)
+
 
 # ----------------------------------------------------------------------------- the env
 

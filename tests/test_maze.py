@@ -583,6 +583,67 @@ def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_witho
             sac.train(sac.replace(args, run_name=str(tmp_path / "bad"), **bad))
 
 
+def test_closed_loop_model_that_reads_the_frames_trains_on_rendered_maze_windows_and_drives_spirl(
+    maze_dataset, tmp_path, monkeypatch
+):
+    """The authors' maze closed-loop model (ImageClSPiRLMdl, --image --closed-loop --decoder-frames): every step of a
+    window is rendered in its episode's layout, as the image prior's first step is; the decoder's action depends on
+    the frames it reads; spirl_sac.py and bench_maze's skill episodes decode it step by step."""
+    import torch
+
+    import spirl_pretrain as sp
+    import spirl_sac as sac
+    from bench import bench_maze
+    from envs.datasets import load_episodes, skill_windows
+    from envs.maze import DatasetViews
+
+    out, _ = maze_dataset
+    train_windows, _ = skill_windows(str(out), "maze", 10, 0.0, 1, image=True, step_frames=True)
+    states, actions, first = train_windows.sample(4, torch.Generator().manual_seed(0))
+    assert states.shape == (4, 11, 4 + 6144) and actions.shape == (4, 10, 2)
+    torch.testing.assert_close(first, states[:, 0])
+    torch.testing.assert_close(states[:, 3, 4 + 3072 :], states[:, 4, 4 : 4 + 3072])  # current -> next's previous
+    episodes = load_episodes(str(out), "maze")
+    views = DatasetViews([e.seed for e in episodes])
+    chain = torch.from_numpy(np.stack([episodes[0].states[:3], episodes[1].states[5:8]])).float()
+    whole = views.sequence([0, 1], chain[:, 0], chain[:, 1:])  # a window's steps, one at a time below
+    for t in (0, 1):
+        torch.testing.assert_close(whole[:, t], views([0, 1], chain[:, t].numpy(), chain[:, t + 1].numpy()))
+
+    small = dict(env="maze", image=True, dataset=str(out), hidden_dim=16, prior_layers=2, val_fraction=0.0)
+    args = sp.Args(closed_loop=True, decoder_frames=True, num_steps=2, batch_size=4, run_name=str(tmp_path / "s"))
+    result = sp.train(sp.replace(args, **small))
+    model, config = sp.load_skill_model(result["checkpoint"])
+    assert config["decoder_state_features"] == "frames" and model.decoder.reads_frames
+    env = MazeEnv.downstream(image=True)
+    observation = torch.as_tensor(env.reset(seed=0)[0])[None]
+    moved = observation.clone()
+    moved[:, 4:] = torch.roll(moved[:, 4:], 96)  # other frames, the same state vector
+    z = torch.randn(1, config["latent_dim"])
+    with torch.no_grad():
+        assert not torch.allclose(model.decoder(observation, z), model.decoder(moved, z))
+
+    def short_downstream(**kwargs):  # 3 skills an episode
+        env = downstream(**kwargs)
+        env.max_episode_steps = 30
+        return env
+
+    downstream = bench_maze.MazeEnv.downstream
+    monkeypatch.setattr(bench_maze.MazeEnv, "downstream", short_downstream)
+    figures = bench_maze.skill_exploration(result["checkpoint"], episodes=1, ways=("prior",))
+    assert 1 <= figures["prior"]["cells_visited_quartiles"][0] <= 30
+    oracle = bench_maze.route_oracle(result["checkpoint"], 1)  # the encoder reads the controller's observations
+    assert oracle["episodes"] == 1 and np.isfinite(oracle["prior_gap_median"])
+    make_env = sac.make_env
+    monkeypatch.setattr(sac, "make_env", lambda *a, **k: make_env(*a, max_episode_steps=200, **k))
+    rl = dict(total_env_steps=300, warmup_transitions=10, batch_size=8, critic_hidden=16, eval_every=10**6)
+    run = sac.train(
+        sac.Args(env="maze", prior_checkpoint=result["checkpoint"], eval_episodes=1, threads=1, **rl,
+                 run_name=str(tmp_path / "rl"))
+    )  # fmt: skip
+    assert run["env_steps"] >= 300
+
+
 def test_the_training_rollout_table_splits_episodes_at_resets_and_finds_each_ones_closest_distance():
     plot_maze_training = docs_script("plot_maze_training")
     walls = downstream_layout()
