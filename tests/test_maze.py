@@ -765,12 +765,17 @@ def test_spirl_sac_runs_and_resumes_with_an_image_prior(tmp_path):
 
 @pytest.mark.parametrize(
     "suffix, dataset, view",
-    [("", "spirl/maze-planner-v2", "camera"), ("-raster", "spirl/maze-planner-v0", "raster")],
+    [
+        ("", "spirl/maze-planner-v2", "camera"),
+        ("-raster", "spirl/maze-planner-v0", "raster"),
+        ("-closed-loop", "spirl/maze-planner-v2", "camera"),
+    ],
 )
 def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path, monkeypatch, suffix, dataset, view):
     """`python spirl_sac.py --env maze` needs no --prior-checkpoint: the repo ships the image prior, trained on the
     camera view of the current data. The earlier priors are kept beside it (the one on the v1 data, and the one on
-    the raster view, which gets those frames)."""
+    the raster view, which gets those frames), and so is the authors' closed-loop model, whose decoder reads the
+    env's frames at every step."""
     import torch
 
     import spirl_pretrain as sp
@@ -784,6 +789,9 @@ def test_spirl_sac_runs_out_of_the_box_on_the_shipped_maze_image_prior(tmp_path,
         _, v1 = sp.load_skill_model(shipped.replace(".pt", "-v1.pt"), env="maze", state_dim=4, action_dim=2, image=True)
         assert v1["dataset"] == "spirl/maze-planner-v1" and v1["view"] == "camera"
     assert config["dataset"] == dataset and config["beta"] == 1e-2 and config["view"] == view
+    assert bool(config.get("closed_loop")) == (suffix == "-closed-loop")  # the raster prior predates the key
+    if suffix == "-closed-loop":
+        assert config["decoder_state_features"] == "frames"
     views = []
     make_env = sac.make_env
     monkeypatch.setattr(
