@@ -13,6 +13,11 @@ episode's closest grid distance to the goal (cells, at the skills' ends), how ma
 and the quartiles of each episode's farthest grid distance from the start (how far it went, whichever way). Beside
 `python bench/bench_maze.py --skills-only` (the prior's own skills from the start) it shows whether the policy
 explores as its prior did.
+
+With --critic it also prints what the run's critics think of the places it went: min(Q_1, Q_2)(s, z) of the replay's
+transitions (their state and the skill taken), by the state's grid distance to the goal. In a reward-free stretch of
+the maze an honest critic holds about -alpha * delta / (1 - gamma) (the KL it will pay); values far above that, far
+from any reward, are extrapolated, and the policy's gradient follows them.
 """
 
 from __future__ import annotations
@@ -60,6 +65,38 @@ def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
     return np.stack([states, next_states], axis=1), tuple(goal), int(ckpt["env_steps"])
 
 
+BANDS = (0, 3, 8, 15, 22, 27, 32, 40, 60)  # grid distance to the goal (cells), the bands' lower edges
+
+
+def critic_by_distance(path: str, every: int = 3) -> list[tuple[int, int, int, int, list[float]]]:
+    """Per band of BANDS: (from, to, transitions, rewarded transitions, [10%, 50%, 90%] quantiles of min(Q_1, Q_2)
+    at (s, z)) over every `every`-th transition of the checkpoint's replay; bands without transitions are left out."""
+    from spirl_sac import TwinCritic  # the network as spirl_sac.py builds it
+
+    training_paths(path)  # the same checks, the same one-line errors
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    args, config, replay = ckpt["args"], ckpt["skill_config"], ckpt["replay"]
+    critic = TwinCritic(config["state_dim"], config["latent_dim"], args["critic_hidden"], args["critic_layers"])
+    critic.load_state_dict(ckpt["learner"]["critic"])
+    idx = torch.arange(0, replay["size"], max(every, 1))
+    states = replay["states"][idx]
+    with torch.no_grad():
+        q = critic(states, replay["skills"][idx]).min(0).values.numpy()
+    rewarded = replay["rewards"][idx].numpy() > 0
+    goal = tuple(args.get("goal") or DOWNSTREAM_GOAL)
+    env = MazeEnv.downstream(goal=goal)
+    to_goal = distances_from(env.walls, goal)
+    env.close()
+    distance = np.array([to_goal[xy_to_cell(env.walls, xy)] for xy in states[:, :2].numpy()])
+    rows = []
+    for lo, hi in zip(BANDS, BANDS[1:] + (10_000,)):
+        inside = (distance >= lo) & (distance < hi)
+        if inside.any():
+            quantiles = [float(v) for v in np.percentile(q[inside], [10, 50, 90])]
+            rows.append((lo, hi, int(inside.sum()), int(rewarded[inside].sum()), quantiles))
+    return rows
+
+
 def closest_by_window(segments: np.ndarray, goal, window: int) -> list[tuple[int, int, list[float], int, list[float]]]:
     """Per `window` training episodes: (first episode, episodes, quartiles of each episode's closest grid distance to
     the goal, episodes within 2 cells, quartiles of each episode's farthest grid distance from the start), at the
@@ -87,6 +124,7 @@ def main(argv: list[str] | None = None):
     parser.add_argument("checkpoints", nargs="+", help="checkpoint.pt of spirl_sac.py --env maze runs, one panel each")
     parser.add_argument("--out", default="docs/fig13_maze_goals.png")
     parser.add_argument("--window", type=int, default=50, help="training episodes per row of the printed table")
+    parser.add_argument("--critic", action="store_true", help="also print the critics' Q by distance to the goal")
     args = parser.parse_args(argv)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -119,6 +157,12 @@ def main(argv: list[str] | None = None):
         print("  within 2 cells) and of the farthest from the start")
         for first, n, closest, near, farthest in closest_by_window(segments, goal, max(args.window, 1)):
             print(f"  episodes {first}-{first + n - 1}: closest {closest} ({near}), farthest from the start {farthest}")
+        if args.critic:
+            print("  the critics' min(Q_1, Q_2)(s, z) over the replay (every 3rd transition), by the grid distance")
+            print("  of s to the goal: 10% / 50% / 90% quantiles (transitions, rewarded ones)")
+            for lo, hi, n, rewarded, (q10, q50, q90) in critic_by_distance(path):
+                band = f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
+                print(f"  {band:>6} cells: {q10:8.1f} {q50:8.1f} {q90:8.1f}  ({n}, {rewarded} rewarded)")
 
 
 if __name__ == "__main__":

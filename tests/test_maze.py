@@ -576,6 +576,10 @@ def test_state_conditioned_decoder_reads_the_first_frames_and_drives_spirl_witho
     assert (tmp_path / "fig13.png").stat().st_size > 0
     rows = plot_maze_training.closest_by_window(paths, goal, 2)  # the three 600-step episodes, two to a row
     assert [(first, n) for first, n, *_ in rows] == [(0, 2), (2, 1)]
+    bands = plot_maze_training.critic_by_distance(run["checkpoint"])  # --critic: Q by distance to the goal
+    assert sum(n for _, _, n, _, _ in bands) == 60 and all(q10 <= q50 <= q90 for *_, (q10, q50, q90) in bands)
+    assert all(lo in plot_maze_training.BANDS and rewarded <= n for lo, _, n, rewarded, _ in bands)
+    plot_maze_training.main([run["checkpoint"], "--out", str(tmp_path / "fig13.png"), "--critic"])
     with pytest.raises(SystemExit, match="not a spirl_sac.py checkpoint of a maze run"):
         plot_maze_training.main([result["checkpoint"], "--out", str(tmp_path / "no.png")])
     for bad, match in (({"goal": (0, 0)}, "goal cell"), ({"omega_schedule": (10, 5)}, "--omega-schedule")):
