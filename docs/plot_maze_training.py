@@ -16,8 +16,8 @@ explores as its prior did.
 
 With --critic it also prints what the run's critics think of the places it went: min(Q_1, Q_2)(s, z) of the replay's
 transitions (their state and the skill taken), by the state's grid distance to the goal. In a reward-free stretch of
-the maze an honest critic holds about -alpha * delta / (1 - gamma) (the KL it will pay); values far above that, far
-from any reward, are extrapolated, and the policy's gradient follows them.
+the maze exact critics would hold about -alpha * delta * gamma / (1 - gamma) (the KL still to pay); values far above
+that, far from any reward, are extrapolated, and the policy's gradient follows them.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from envs.maze import DOWNSTREAM_GOAL, MazeEnv, distances_from, xy_to_cell  # no
 FIX = "pass runs/<run>/checkpoint.pt of a spirl_sac.py --env maze run"
 
 
-def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
-    """(segments (N, 2, 2) of (x, y) in collection order, the run's goal cell, its env steps) from a checkpoint."""
+def read_checkpoint(path: str) -> dict:
+    """A spirl_sac.py maze checkpoint, memory-mapped (the replay's frames stay on disk), or a one-line SpirlError."""
     inside = os.path.join(path, "checkpoint.pt")
     if os.path.isdir(path):
         raise SpirlError(
@@ -57,6 +57,12 @@ def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
         raise SpirlError(f"cannot read {path} ({type(e).__name__}); {FIX}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "spirl_sac" or ckpt.get("args", {}).get("env") != "maze":
         raise SpirlError(f"{path} is not a spirl_sac.py checkpoint of a maze run; {FIX}")
+    return ckpt
+
+
+def training_paths(path: str) -> tuple[np.ndarray, tuple[int, int], int]:
+    """(segments (N, 2, 2) of (x, y) in collection order, the run's goal cell, its env steps) from a checkpoint."""
+    ckpt = read_checkpoint(path)
     replay, size = ckpt["replay"], ckpt["replay"]["size"]
     start = replay["next"] if size == len(replay["states"]) and replay["next"] < size else 0
     order = np.roll(np.arange(size), -start)  # a full, wrapped buffer: oldest first
@@ -73,8 +79,7 @@ def critic_by_distance(path: str, every: int = 3) -> list[tuple[int, int, int, i
     at (s, z)) over every `every`-th transition of the checkpoint's replay; bands without transitions are left out."""
     from spirl_sac import TwinCritic  # the network as spirl_sac.py builds it
 
-    training_paths(path)  # the same checks, the same one-line errors
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_checkpoint(path)
     args, config, replay = ckpt["args"], ckpt["skill_config"], ckpt["replay"]
     critic = TwinCritic(config["state_dim"], config["latent_dim"], args["critic_hidden"], args["critic_layers"])
     critic.load_state_dict(ckpt["learner"]["critic"])
